@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# memtutor's two entry points. Both set up a virtual environment in .venv when needed
+# (idempotent: a second run skips what is already installed) and then:
+#   ./run.sh lab    open JupyterLab on notebooks/
+#   ./run.sh test   run every test: unit tests, benchmark smoke tests, every notebook under nbval,
+#                   and the JupyterLab browser test
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3}
+VENV=${MEMTUTOR_VENV:-.venv}
+
+setup() {  # setup EXTRAS  (e.g. "lab" or "test,bench")
+    local extras=$1
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "[memtutor] creating virtual environment in $VENV"
+        "$PY" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.memtutor-$(echo "$extras" | tr ',' '-')"
+    local want
+    want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        echo "[memtutor] environment up to date ($extras)"
+    else
+        echo "[memtutor] installing memtutor[$extras] under constraints.txt"
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip
+        "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[$extras]"
+        echo "$want" > "$stamp"
+    fi
+}
+
+ensure_browser() {  # Debian's Chromium for the JupyterLab browser test (tests/test_lab_browser.py)
+    if command -v chromium >/dev/null 2>&1 || [ -n "${MEMTUTOR_CHROMIUM:-}" ]; then
+        return 0
+    fi
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[memtutor] installing Debian's chromium for the browser test"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+            || echo "[memtutor] could not install chromium: the browser test will be skipped with this reason"
+    else
+        echo "[memtutor] chromium is missing and cannot be installed here (not root or no apt-get):" \
+             "the browser test will be skipped; install it with your package manager"
+    fi
+}
+
+case "${1:-}" in
+    lab)
+        setup lab
+        root_flag=()
+        [ "$(id -u)" = "0" ] && root_flag=(--allow-root)  # containers often run as root
+        exec "$VENV/bin/python" -m jupyter lab "${root_flag[@]}" notebooks/ "${@:2}"
+        ;;
+    test)
+        setup test,bench
+        ensure_browser
+        # One thread per worker: 2 xdist workers on 2 cores; --dist loadfile keeps every cell of a
+        # notebook on one worker and one kernel.
+        export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MEMTUTOR_THREADS=1
+        exec "$VENV/bin/python" -m pytest -n "${MEMTUTOR_WORKERS:-2}" --dist loadfile \
+            --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg \
+            "${@:2}"   # no path given: pyproject testpaths (tests, notebooks)
+        ;;
+    *)
+        echo "usage: ./run.sh lab | ./run.sh test [pytest args]" >&2
+        exit 2
+        ;;
+esac
