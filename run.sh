@@ -23,8 +23,10 @@ setup() {  # setup EXTRAS  (e.g. "lab" or "test,bench")
         echo "[memtutor] environment up to date ($extras)"
     else
         echo "[memtutor] installing memtutor[$extras] under constraints.txt"
-        "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[$extras]"
+        # (the grep drops pip's notes about local package indexes some machines configure)
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | { grep -v "is neither a file nor a directory" || true; }
+        "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[$extras]" 2>&1 \
+            | { grep -v -e "is neither a file nor a directory" || true; }
         echo "$want" > "$stamp"
     fi
 }
@@ -53,10 +55,10 @@ case "${1:-}" in
     test)
         setup test,bench
         ensure_browser
-        # One thread per worker: 2 xdist workers on 2 cores; --dist loadfile keeps every cell of a
-        # notebook on one worker and one kernel.
+        # One thread per worker: 2 xdist workers on 2 cores; --dist loadgroup keeps every cell of a
+        # notebook on one worker and one kernel (conftest.py groups tests by file).
         export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MEMTUTOR_THREADS=1
-        exec "$VENV/bin/python" -m pytest -n "${MEMTUTOR_WORKERS:-2}" --dist loadfile \
+        exec "$VENV/bin/python" -m pytest -n "${MEMTUTOR_WORKERS:-2}" --dist loadgroup \
             --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg \
             "${@:2}"   # no path given: pyproject testpaths (tests, notebooks)
         ;;
