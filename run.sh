@@ -55,10 +55,10 @@ case "${1:-}" in
     test)
         setup test,bench
         ensure_browser
-        # One thread per worker: 2 xdist workers on 2 cores; --dist loadgroup keeps every cell of a
-        # notebook on one worker and one kernel (conftest.py groups tests by file).
+        # One thread per worker: 2 xdist workers on 2 cores; --dist loadfile keeps every cell of a
+        # notebook on one worker and one kernel.
         export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MEMTUTOR_THREADS=1
-        exec "$VENV/bin/python" -m pytest -n "${MEMTUTOR_WORKERS:-2}" --dist loadgroup \
+        exec "$VENV/bin/python" -m pytest -n "${MEMTUTOR_WORKERS:-2}" --dist loadfile \
             --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg \
             "${@:2}"   # no path given: pyproject testpaths (tests, notebooks)
         ;;
