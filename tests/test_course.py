@@ -92,16 +92,20 @@ def edition(tmp_path_factory):
 
 
 def _solution_lines(path: Path) -> list[str]:
-    """Distinctive lines of a notebook's solution cells (not comments, hints or trivial lines)."""
+    """Distinctive lines of a notebook's solution cells: not comments, imports or short lines, and not
+    lines the lesson itself shows outside the solutions (those are part of the lesson, not a leak)."""
     nb = nbformat.read(path, as_version=4)
-    lines = []
+    solution, lesson = [], []
     for cell in nb.cells:
         if cell.cell_type == "code" and course.SOLUTION_TAG in cell.metadata.get("tags", []):
             for line in cell.source.splitlines():
                 s = line.strip()
                 if len(s) >= 25 and not s.startswith("#") and not re.match(r"^(import|from) ", s):
-                    lines.append(s)
-    return lines
+                    solution.append(s)
+        else:
+            lesson.append(cell.source)
+    lesson_text = "\n".join(lesson)
+    return [s for s in solution if s not in lesson_text]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

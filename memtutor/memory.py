@@ -1,0 +1,647 @@
+"""The external memory of the Differentiable Neural Computer, batched.
+
+Graves et al., "Hybrid computing using a neural network with dynamic external memory",
+Nature 538:471-476 (2016), Methods section "Memory addressing". Taught in notebook 01
+(``notebooks/01_memory_bank.ipynb``); the controller of notebook 02 drives it.
+
+Shape legend: ``B`` batch, ``N`` memory slots, ``W`` word size, ``R`` read heads, ``H`` any
+number of heads addressed at once. There is one write head, as in the paper.
+
+Every equation is a small pure function (``content_weights``, ``update_usage``,
+``allocation_weights``, ``write_weights``, ``erase_and_add``, ``update_precedence``,
+``update_link``, ``directional_weights``, ``read_weights``, ``read_memory``); ``memory_step``
+chains them in the order of the reference code and :class:`MemoryBank` wraps that in an
+``nn.Module``. State is a :class:`MemoryState` passed in and returned, never a buffer mutated in
+place, so one bank serves a whole batch of independent sequences.
+
+Two deliberate differences from ``deepmind/dnc``:
+
+* strengths are squashed with the paper's ``oneplus`` (1 + softplus, so beta >= 1); the reference
+  code uses plain ``softplus`` by default (beta > 0);
+* usage stays differentiable with respect to the previous write weights (the paper is silent);
+  the reference code puts a ``stop_gradient`` there. Pass ``prev_write_weights.detach()`` to
+  :func:`update_usage` if you want its behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from memtutor.utils import check_positive_int, check_tensor
+
+__all__ = [
+    "NORM_EPS",
+    "SIMILARITY_EPS",
+    "USAGE_EPS",
+    "READ_MODES",
+    "MemoryConfig",
+    "MemoryState",
+    "Interface",
+    "MemoryBank",
+    "oneplus",
+    "interface_size",
+    "split_interface",
+    "initial_state",
+    "cosine_similarity",
+    "content_weights",
+    "retention",
+    "update_usage",
+    "allocation_weights",
+    "write_weights",
+    "erase_and_add",
+    "update_precedence",
+    "update_link",
+    "directional_weights",
+    "read_weights",
+    "read_memory",
+    "memory_step",
+    "parse_interface",
+    "MemoryInterface",
+    "MemoryAccess",
+]
+
+#: Added under the square root of every vector norm, so a zero row of memory (the initial
+#: state) has a finite norm and a finite gradient (deepmind/dnc's ``_EPSILON``).
+NORM_EPS = 1e-6
+#: Added to the denominator of the cosine similarity, so a zero key or row gives similarity 0.
+SIMILARITY_EPS = 1e-6
+#: Usage is squashed to ``USAGE_EPS + (1 - USAGE_EPS) * u`` before the allocation's cumulative
+#: product, so that no product reaches exactly 0 (which would zero the gradient of the others).
+USAGE_EPS = 1e-6
+
+#: Order of the read modes ``pi`` in :attr:`Interface.read_modes`: backward, content, forward
+#: (the paper's pi^1, pi^2, pi^3; deepmind/dnc orders them backward, forward, content).
+READ_MODES = ("backward", "content", "forward")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Sizes of the memory. Defaults follow deepmind/dnc's repeat-copy run (16 x 16, 4 reads)."""
+
+    num_slots: int = 16
+    """N: number of memory rows (locations)."""
+    word_size: int = 16
+    """W: width of a memory row."""
+    num_reads: int = 4
+    """R: number of read heads."""
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.num_slots, "num_slots")
+        check_positive_int(self.word_size, "word_size")
+        check_positive_int(self.num_reads, "num_reads")
+
+    @property
+    def interface_size(self) -> int:
+        """Length of the controller's interface vector: W*R + 3W + 5R + 3."""
+        return interface_size(self.word_size, self.num_reads)
+
+
+class MemoryState(NamedTuple):
+    """Everything the memory carries from step t-1 to step t."""
+
+    memory: Tensor  # M_t        (B, N, W)
+    usage: Tensor  # u_t         (B, N)
+    link: Tensor  # L_t          (B, N, N)
+    precedence: Tensor  # p_t    (B, N)
+    read_weights: Tensor  # w^r_t (B, R, N)
+    write_weights: Tensor  # w^w_t (B, N)
+
+
+class Interface(NamedTuple):
+    """The controller's interface vector, split and squashed (see :func:`split_interface`)."""
+
+    read_keys: Tensor  # k^{r,i}_t - read keys                        (B, R, W)
+    read_strengths: Tensor  # beta^{r,i}_t - oneplus, >= 1            (B, R)
+    write_key: Tensor  # k^w_t - write key                            (B, W)
+    write_strength: Tensor  # beta^w_t - oneplus, >= 1                (B,)
+    erase_vector: Tensor  # e_t - sigmoid, in [0, 1]                  (B, W)
+    write_vector: Tensor  # v_t - linear                              (B, W)
+    free_gates: Tensor  # f^i_t - sigmoid, one per read head          (B, R)
+    allocation_gate: Tensor  # g^a_t - sigmoid                        (B,)
+    write_gate: Tensor  # g^w_t - sigmoid                             (B,)
+    read_modes: Tensor  # pi^i_t - softmax over (backward, content, forward) (B, R, 3)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _check_sizes(memory: Tensor) -> tuple[int, int, int]:
+    """Validate a memory tensor (B, N, W) and return (B, N, W)."""
+    check_tensor(memory, "memory", ndim=3, finite=False)
+    b, n, w = memory.shape
+    if n == 0:
+        raise ValueError(f"memory must have at least one slot (N >= 1), got shape {tuple(memory.shape)}")
+    if w == 0:
+        raise ValueError(f"memory must have a word size of at least 1 (W >= 1), got shape {tuple(memory.shape)}")
+    if b == 0:
+        raise ValueError(f"memory must have a batch size of at least 1, got shape {tuple(memory.shape)}")
+    return b, n, w
+
+
+def _check(x, name: str, shape: tuple) -> Tensor:
+    """Shape and finiteness check; ``shape`` may hold None for a free dimension."""
+    return check_tensor(x, name, shape=shape, finite=True)
+
+
+def _check_heads(x: Tensor, name: str, expected: int | None) -> None:
+    if expected is not None and x.shape[1] != expected:
+        raise ValueError(f"{name} has {x.shape[1]} heads, expected {expected} (the number of read heads)")
+
+
+def _check_finite_all(named: dict[str, Tensor]) -> None:
+    """One finiteness test for many tensors (one sync); names the culprit when it fails.
+
+    A NaN or inf anywhere makes a tensor's sum non-finite, so finite sums prove all is well
+    (cheaply: no copy of the state). A non-finite sum may also be an overflow of huge finite
+    values, so only the exact per-tensor test below decides to raise.
+    """
+    sums = torch.stack([t.sum().to(torch.float64) for t in named.values()])
+    if bool(torch.isfinite(sums).all()):
+        return
+    for name, t in named.items():
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+
+
+# --------------------------------------------------------------------------- interface
+
+
+def oneplus(x: Tensor) -> Tensor:
+    """The paper's strength squashing, ``1 + softplus(x) = 1 + log(1 + e^x)``; any shape, >= 1."""
+    return 1 + F.softplus(x)
+
+
+def interface_size(word_size: int, num_reads: int) -> int:
+    """Length of the interface vector for one write head: ``W*R + 3W + 5R + 3`` (paper)."""
+    w = check_positive_int(word_size, "word_size")
+    r = check_positive_int(num_reads, "num_reads")
+    return w * r + 3 * w + 5 * r + 3
+
+
+def split_interface(raw: Tensor, word_size: int, num_reads: int) -> Interface:
+    """Split a raw interface vector and squash each field as the paper does.
+
+    Args:
+        raw: (B, W*R + 3W + 5R + 3), in the paper's order: read keys (R*W), read strengths (R),
+            write key (W), write strength (1), erase vector (W), write vector (W), free gates (R),
+            allocation gate (1), write gate (1), read modes (3R, grouped per head).
+    Returns:
+        :class:`Interface` with keys and write vector as is, strengths through :func:`oneplus`,
+        erase vector and gates through ``sigmoid``, read modes through a softmax over 3 modes.
+    """
+    w, r = word_size, num_reads
+    size = interface_size(w, r)
+    check_tensor(raw, "raw interface", shape=(None, size))
+    sizes = [r * w, r, w, 1, w, w, r, 1, 1, 3 * r]
+    rk, rs, wk, ws, e, v, fg, ga, gw, modes = torch.split(raw, sizes, dim=-1)
+    b = raw.shape[0]
+    return Interface(
+        read_keys=rk.reshape(b, r, w),  # (B, R, W)
+        read_strengths=oneplus(rs),  # (B, R)
+        write_key=wk,  # (B, W)
+        write_strength=oneplus(ws).squeeze(-1),  # (B,)
+        erase_vector=torch.sigmoid(e),  # (B, W)
+        write_vector=v,  # (B, W)
+        free_gates=torch.sigmoid(fg),  # (B, R)
+        allocation_gate=torch.sigmoid(ga).squeeze(-1),  # (B,)
+        write_gate=torch.sigmoid(gw).squeeze(-1),  # (B,)
+        read_modes=torch.softmax(modes.reshape(b, r, 3), dim=-1),  # (B, R, 3)
+    )
+
+
+def initial_state(
+    batch_size: int,
+    num_slots: int,
+    word_size: int,
+    num_reads: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> MemoryState:
+    """All-zero state (empty memory, nothing used, no links, no previous reads or writes)."""
+    b = check_positive_int(batch_size, "batch_size")
+    n = check_positive_int(num_slots, "num_slots")
+    w = check_positive_int(word_size, "word_size")
+    r = check_positive_int(num_reads, "num_reads")
+    kw = {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
+    return MemoryState(
+        memory=torch.zeros(b, n, w, **kw),
+        usage=torch.zeros(b, n, **kw),
+        link=torch.zeros(b, n, n, **kw),
+        precedence=torch.zeros(b, n, **kw),
+        read_weights=torch.zeros(b, r, n, **kw),
+        write_weights=torch.zeros(b, n, **kw),
+    )
+
+
+# --------------------------------------------------------------------------- content addressing
+
+
+def _cosine_similarity(memory: Tensor, keys: Tensor) -> Tensor:
+    dot = torch.einsum("bhw,bnw->bhn", keys, memory)  # (B, H, N)
+    key_norm = torch.sqrt((keys * keys).sum(-1) + NORM_EPS)  # (B, H)
+    mem_norm = torch.sqrt((memory * memory).sum(-1) + NORM_EPS)  # (B, N)
+    return dot / (key_norm.unsqueeze(-1) * mem_norm.unsqueeze(1) + SIMILARITY_EPS)  # (B, H, N)
+
+
+def cosine_similarity(memory: Tensor, keys: Tensor) -> Tensor:
+    """D(k, M[i]) = k . M[i] / (|k| |M[i]| + eps) for every key and row.
+
+    Args:
+        memory: (B, N, W).  keys: (B, H, W).
+    Returns:
+        (B, H, N) similarities in [-1, 1].
+    """
+    b, _, w = _check_sizes(memory)
+    _check(keys, "keys", (b, None, w))
+    return _cosine_similarity(memory, keys)
+
+
+def _content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
+    scores = _cosine_similarity(memory, keys) * strengths.unsqueeze(-1)  # (B, H, N)
+    return torch.softmax(scores, dim=-1)
+
+
+def content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
+    """C(M, k, beta)[i] = softmax_i(beta * D(k, M[i])): content-based addressing.
+
+    Args:
+        memory: (B, N, W).  keys: (B, H, W).  strengths: (B, H), beta (>= 1 after oneplus).
+    Returns:
+        (B, H, N) weightings; each row sums to 1.
+    """
+    b, _, w = _check_sizes(memory)
+    _check(keys, "keys", (b, None, w))
+    _check(strengths, "strengths", (b, keys.shape[1]))
+    return _content_weights(memory, keys, strengths)
+
+
+# --------------------------------------------------------------------------- allocation
+
+
+def _retention(free_gates: Tensor, prev_read_weights: Tensor) -> Tensor:
+    return torch.prod(1 - free_gates.unsqueeze(-1) * prev_read_weights, dim=1)  # (B, N)
+
+
+def retention(free_gates: Tensor, prev_read_weights: Tensor) -> Tensor:
+    """psi_t = prod_i (1 - f^i_t w^{r,i}_{t-1}): how much of each slot the reads leave in use.
+
+    Args:
+        free_gates: (B, R) in [0, 1].  prev_read_weights: (B, R, N).
+    Returns:
+        (B, N).
+    """
+    _check(prev_read_weights, "prev_read_weights", (None, None, None))
+    b, r, _ = prev_read_weights.shape
+    _check(free_gates, "free_gates", (b, None))
+    _check_heads(free_gates, "free_gates", r)
+    return _retention(free_gates, prev_read_weights)
+
+
+def _update_usage(prev_usage, prev_write_weights, free_gates, prev_read_weights) -> Tensor:
+    after_write = prev_usage + prev_write_weights - prev_usage * prev_write_weights  # (B, N)
+    return after_write * _retention(free_gates, prev_read_weights)  # (B, N)
+
+
+def update_usage(
+    prev_usage: Tensor, prev_write_weights: Tensor, free_gates: Tensor, prev_read_weights: Tensor
+) -> Tensor:
+    """u_t = (u_{t-1} + w^w_{t-1} - u_{t-1} o w^w_{t-1}) o psi_t.
+
+    Args:
+        prev_usage: (B, N) in [0, 1].  prev_write_weights: (B, N).  free_gates: (B, R).
+        prev_read_weights: (B, R, N).
+    Returns:
+        (B, N) usage, in [0, 1] when the inputs are in range.
+    """
+    _check(prev_usage, "prev_usage", (None, None))
+    b, n = prev_usage.shape
+    _check(prev_write_weights, "prev_write_weights", (b, n))
+    _check(prev_read_weights, "prev_read_weights", (b, None, n))
+    _check(free_gates, "free_gates", (b, None))
+    _check_heads(free_gates, "free_gates", prev_read_weights.shape[1])
+    return _update_usage(prev_usage, prev_write_weights, free_gates, prev_read_weights)
+
+
+def _allocation_weights(usage: Tensor) -> Tensor:
+    # Squash so that no factor of the cumulative product is exactly 0 (see USAGE_EPS).
+    usage = USAGE_EPS + (1 - USAGE_EPS) * usage  # (B, N)
+    sorted_usage, order = torch.sort(usage, dim=-1, stable=True)  # phi_t: ascending usage
+    # Exclusive cumulative product: prod_{i<j} u[phi[i]], with an empty product of 1 for j = 0.
+    ones = torch.ones_like(sorted_usage[..., :1])
+    prod_before = torch.cumprod(torch.cat([ones, sorted_usage[..., :-1]], dim=-1), dim=-1)
+    sorted_alloc = (1 - sorted_usage) * prod_before  # (B, N), in sorted order
+    return torch.zeros_like(usage).scatter(-1, order, sorted_alloc)  # back to slot order
+
+
+def allocation_weights(usage: Tensor) -> Tensor:
+    """a_t[phi[j]] = (1 - u[phi[j]]) prod_{i<j} u[phi[i]], phi = slots sorted by ascending usage.
+
+    Args:
+        usage: (B, N) in [0, 1].
+    Returns:
+        (B, N) allocation weighting: non-negative, sums to at most 1, concentrated on the least
+        used slot.
+    """
+    _check(usage, "usage", (None, None))
+    if usage.shape[-1] == 0:
+        raise ValueError("usage must have at least one slot (N >= 1)")
+    return _allocation_weights(usage)
+
+
+def _write_weights(allocation, write_content, allocation_gate, write_gate) -> Tensor:
+    ga = allocation_gate.unsqueeze(-1)  # (B, 1)
+    return write_gate.unsqueeze(-1) * (ga * allocation + (1 - ga) * write_content)  # (B, N)
+
+
+def write_weights(
+    allocation: Tensor, write_content: Tensor, allocation_gate: Tensor, write_gate: Tensor
+) -> Tensor:
+    """w^w_t = g^w_t [g^a_t a_t + (1 - g^a_t) c^w_t].
+
+    Args:
+        allocation: (B, N) a_t.  write_content: (B, N) c^w_t.  allocation_gate: (B,) g^a_t.
+        write_gate: (B,) g^w_t.
+    Returns:
+        (B, N) write weighting.
+    """
+    _check(allocation, "allocation", (None, None))
+    b, n = allocation.shape
+    _check(write_content, "write_content", (b, n))
+    _check(allocation_gate, "allocation_gate", (b,))
+    _check(write_gate, "write_gate", (b,))
+    return _write_weights(allocation, write_content, allocation_gate, write_gate)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _erase_and_add(memory, write_weights, erase_vector, write_vector) -> Tensor:
+    w = write_weights.unsqueeze(-1)  # (B, N, 1)
+    erased = memory * (1 - w * erase_vector.unsqueeze(1))  # (B, N, W)
+    return erased + w * write_vector.unsqueeze(1)  # (B, N, W)
+
+
+def erase_and_add(
+    memory: Tensor, write_weights: Tensor, erase_vector: Tensor, write_vector: Tensor
+) -> Tensor:
+    """M_t = M_{t-1} o (1 - w^w e^T) + w^w v^T. Differentiable in every argument (no detach).
+
+    Args:
+        memory: (B, N, W).  write_weights: (B, N).  erase_vector: (B, W) in [0, 1].
+        write_vector: (B, W).
+    Returns:
+        (B, N, W) the new memory.
+    """
+    b, n, w = _check_sizes(memory)
+    _check(write_weights, "write_weights", (b, n))
+    _check(erase_vector, "erase_vector", (b, w))
+    _check(write_vector, "write_vector", (b, w))
+    return _erase_and_add(memory, write_weights, erase_vector, write_vector)
+
+
+# --------------------------------------------------------------------------- temporal links
+
+
+def _update_precedence(prev_precedence: Tensor, write_weights: Tensor) -> Tensor:
+    return (1 - write_weights.sum(-1, keepdim=True)) * prev_precedence + write_weights  # (B, N)
+
+
+def update_precedence(prev_precedence: Tensor, write_weights: Tensor) -> Tensor:
+    """p_t = (1 - sum_i w^w_t[i]) p_{t-1} + w^w_t: where the latest write went.
+
+    Args:
+        prev_precedence: (B, N).  write_weights: (B, N).
+    Returns:
+        (B, N).
+    """
+    _check(prev_precedence, "prev_precedence", (None, None))
+    _check(write_weights, "write_weights", tuple(prev_precedence.shape))
+    return _update_precedence(prev_precedence, write_weights)
+
+
+def _update_link(prev_link: Tensor, prev_precedence: Tensor, write_weights: Tensor) -> Tensor:
+    w_i = write_weights.unsqueeze(-1)  # (B, N, 1)
+    w_j = write_weights.unsqueeze(-2)  # (B, 1, N)
+    link = (1 - w_i - w_j) * prev_link + w_i * prev_precedence.unsqueeze(-2)  # (B, N, N)
+    eye = torch.eye(link.shape[-1], dtype=torch.bool, device=link.device)
+    return link.masked_fill(eye, 0.0)  # L_t[i, i] = 0: a slot does not follow itself
+
+
+def update_link(prev_link: Tensor, prev_precedence: Tensor, write_weights: Tensor) -> Tensor:
+    """L_t[i, j] = (1 - w[i] - w[j]) L_{t-1}[i, j] + w[i] p_{t-1}[j], with L_t[i, i] = 0.
+
+    L_t[i, j] says how much slot i was written right after slot j.
+
+    Args:
+        prev_link: (B, N, N).  prev_precedence: (B, N) p_{t-1}.  write_weights: (B, N) w^w_t.
+    Returns:
+        (B, N, N).
+    """
+    _check(prev_link, "prev_link", (None, None, None))
+    b, n, n2 = prev_link.shape
+    if n != n2:
+        raise ValueError(f"prev_link must be square in its last two dimensions, got {tuple(prev_link.shape)}")
+    _check(prev_precedence, "prev_precedence", (b, n))
+    _check(write_weights, "write_weights", (b, n))
+    return _update_link(prev_link, prev_precedence, write_weights)
+
+
+def _directional_weights(link: Tensor, prev_read_weights: Tensor) -> tuple[Tensor, Tensor]:
+    forward = torch.matmul(prev_read_weights, link.transpose(-1, -2))  # f = L w: (B, R, N)
+    backward = torch.matmul(prev_read_weights, link)  # b = L^T w: (B, R, N)
+    return forward, backward
+
+
+def directional_weights(link: Tensor, prev_read_weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Forward f^i_t = L_t w^{r,i}_{t-1} and backward b^i_t = L_t^T w^{r,i}_{t-1}.
+
+    Args:
+        link: (B, N, N).  prev_read_weights: (B, R, N).
+    Returns:
+        ``(forward, backward)``, each (B, R, N).
+    """
+    _check(link, "link", (None, None, None))
+    b, n, n2 = link.shape
+    if n != n2:
+        raise ValueError(f"link must be square in its last two dimensions, got {tuple(link.shape)}")
+    _check(prev_read_weights, "prev_read_weights", (b, None, n))
+    return _directional_weights(link, prev_read_weights)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_weights(content, forward, backward, read_modes) -> Tensor:
+    pi_b, pi_c, pi_f = read_modes.unbind(-1)  # each (B, R); order of READ_MODES
+    return pi_b.unsqueeze(-1) * backward + pi_c.unsqueeze(-1) * content + pi_f.unsqueeze(-1) * forward
+
+
+def read_weights(content: Tensor, forward: Tensor, backward: Tensor, read_modes: Tensor) -> Tensor:
+    """w^{r,i}_t = pi^i[0] b^i_t + pi^i[1] c^{r,i}_t + pi^i[2] f^i_t (modes: backward, content, forward).
+
+    Args:
+        content: (B, R, N).  forward: (B, R, N).  backward: (B, R, N).  read_modes: (B, R, 3).
+    Returns:
+        (B, R, N).
+    """
+    _check(content, "content", (None, None, None))
+    b, r, n = content.shape
+    _check(forward, "forward", (b, None, n))
+    _check_heads(forward, "forward", r)
+    _check(backward, "backward", (b, None, n))
+    _check_heads(backward, "backward", r)
+    _check(read_modes, "read_modes", (b, None, 3))
+    _check_heads(read_modes, "read_modes", r)
+    return _read_weights(content, forward, backward, read_modes)
+
+
+def read_memory(memory: Tensor, read_weights: Tensor) -> Tensor:
+    """r^i_t = M_t^T w^{r,i}_t: one read vector per head.
+
+    Args:
+        memory: (B, N, W).  read_weights: (B, R, N).
+    Returns:
+        (B, R, W).
+    """
+    b, n, _ = _check_sizes(memory)
+    _check(read_weights, "read_weights", (b, None, n))
+    return torch.matmul(read_weights, memory)  # (B, R, W)
+
+
+# --------------------------------------------------------------------------- one step
+
+
+#: Interface fields with one entry per read head (dimension 1).
+_HEAD_FIELDS = frozenset({"read_keys", "read_strengths", "free_gates", "read_modes"})
+
+
+def _check_step(interface: Interface, prev_state: MemoryState, num_reads: int | None) -> None:
+    if not isinstance(prev_state, MemoryState):
+        raise ValueError(f"prev_state must be a MemoryState, got {type(prev_state).__name__}")
+    if not isinstance(interface, Interface):
+        raise ValueError(f"interface must be an Interface, got {type(interface).__name__}")
+    b, n, w = _check_sizes(prev_state.memory)
+    r = prev_state.read_weights.shape[1] if prev_state.read_weights.dim() == 3 else None
+    if num_reads is not None and r != num_reads:
+        raise ValueError(f"prev_state.read_weights has {r} heads, expected {num_reads} read heads")
+    shapes = {
+        "prev_state.usage": (b, n), "prev_state.link": (b, n, n), "prev_state.precedence": (b, n),
+        "prev_state.read_weights": (b, r, n), "prev_state.write_weights": (b, n),
+    }  # fmt: skip
+    for name, shape in shapes.items():
+        check_tensor(getattr(prev_state, name.split(".")[1]), name, shape=shape, finite=False)
+    r = num_reads if num_reads is not None else r
+    shapes = {
+        "read_keys": (b, r, w), "read_strengths": (b, r), "write_key": (b, w), "write_strength": (b,),
+        "erase_vector": (b, w), "write_vector": (b, w), "free_gates": (b, r), "allocation_gate": (b,),
+        "write_gate": (b,), "read_modes": (b, r, 3),
+    }  # fmt: skip
+    for name, shape in shapes.items():
+        x = check_tensor(getattr(interface, name), name, finite=False)
+        if name in _HEAD_FIELDS and x.dim() == len(shape) and x.shape[0] == b:
+            _check_heads(x, name, r)  # say "heads" rather than just "shape" when R is what is off
+        check_tensor(x, name, shape=shape, finite=False)
+    named = {name: getattr(interface, name) for name in Interface._fields}
+    named.update({f"prev_state.{k}": v for k, v in prev_state._asdict().items()})
+    _check_finite_all(named)
+
+
+def memory_step(
+    interface: Interface, prev_state: MemoryState, *, num_reads: int | None = None
+) -> tuple[Tensor, MemoryState]:
+    """One DNC memory step: allocate, write, link, read (deepmind/dnc's order of operations).
+
+    1. usage u_t from w^w_{t-1}, free gates and w^r_{t-1};
+    2. write weights from the allocation a_t and the write key's content weights on M_{t-1};
+    3. erase and add: M_t;
+    4. links L_t from w^w_t and p_{t-1}, then precedence p_t;
+    5. read weights from content on M_t and from L_t following w^r_{t-1}; read vectors.
+
+    Args:
+        interface: :class:`Interface` for the batch (squashed, see :func:`split_interface`).
+        prev_state: :class:`MemoryState` at t-1.
+        num_reads: expected R (checked when given).
+    Returns:
+        ``(read_vectors, next_state)``: read vectors (B, R, W) and the :class:`MemoryState` at t.
+    """
+    _check_step(interface, prev_state, num_reads)
+    s, x = prev_state, interface
+    usage = _update_usage(s.usage, s.write_weights, x.free_gates, s.read_weights)  # (B, N)
+    write_content = _content_weights(s.memory, x.write_key.unsqueeze(1), x.write_strength.unsqueeze(1))
+    w_w = _write_weights(_allocation_weights(usage), write_content.squeeze(1), x.allocation_gate, x.write_gate)
+    memory = _erase_and_add(s.memory, w_w, x.erase_vector, x.write_vector)  # (B, N, W)
+    link = _update_link(s.link, s.precedence, w_w)  # (B, N, N)
+    precedence = _update_precedence(s.precedence, w_w)  # (B, N)
+    forward, backward = _directional_weights(link, s.read_weights)  # (B, R, N) each
+    content = _content_weights(memory, x.read_keys, x.read_strengths)  # (B, R, N)
+    w_r = _read_weights(content, forward, backward, x.read_modes)  # (B, R, N)
+    read_vectors = torch.matmul(w_r, memory)  # (B, R, W)
+    return read_vectors, MemoryState(memory, usage, link, precedence, w_r, w_w)
+
+
+class MemoryBank(nn.Module):
+    """The DNC's memory access as a module without parameters: ``(interface, state) -> (reads, state)``.
+
+    ``MemoryBank(MemoryConfig(...))`` or ``MemoryBank(num_slots=N, word_size=W, num_reads=R)``.
+    ``forward`` accepts an :class:`Interface` or a raw interface vector (B, interface_size), which
+    it splits and squashes with :func:`split_interface`. Nothing is stored between calls.
+    """
+
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        num_slots: int | None = None,
+        word_size: int | None = None,
+        num_reads: int | None = None,
+    ) -> None:
+        super().__init__()
+        sizes = {"num_slots": num_slots, "word_size": word_size, "num_reads": num_reads}
+        given = {k: v for k, v in sizes.items() if v is not None}
+        if config is None:
+            config = MemoryConfig(**given)
+        elif given:
+            raise ValueError(f"pass either a MemoryConfig or sizes, not both (got {sorted(given)})")
+        elif not isinstance(config, MemoryConfig):
+            raise ValueError(f"config must be a MemoryConfig, got {type(config).__name__}")
+        self.config = config
+        self.num_slots, self.word_size, self.num_reads = config.num_slots, config.word_size, config.num_reads
+
+    @property
+    def interface_size(self) -> int:
+        return self.config.interface_size
+
+    def initial_state(
+        self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> MemoryState:
+        """All-zero :class:`MemoryState` for ``batch_size`` independent sequences."""
+        return initial_state(
+            batch_size, self.num_slots, self.word_size, self.num_reads, device=device, dtype=dtype
+        )
+
+    def forward(self, interface: Interface | Tensor, prev_state: MemoryState) -> tuple[Tensor, MemoryState]:
+        """Returns read vectors (B, R, W) and the next :class:`MemoryState`."""
+        if isinstance(interface, Tensor):
+            interface = split_interface(interface, self.word_size, self.num_reads)
+        if isinstance(prev_state, MemoryState) and isinstance(prev_state.memory, Tensor):
+            mem = prev_state.memory
+            if mem.dim() == 3 and (mem.shape[1], mem.shape[2]) != (self.num_slots, self.word_size):
+                raise ValueError(
+                    f"prev_state.memory has shape {tuple(mem.shape)}, expected (B, {self.num_slots}, {self.word_size})"
+                )
+        return memory_step(interface, prev_state, num_reads=self.num_reads)
+
+    def extra_repr(self) -> str:
+        return f"num_slots={self.num_slots}, word_size={self.word_size}, num_reads={self.num_reads}"
+
+
+# Names from the API contract shared with notebook 02 (same objects, other spellings).
+parse_interface = split_interface
+MemoryInterface = Interface
+MemoryAccess = MemoryBank
