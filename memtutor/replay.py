@@ -1,0 +1,814 @@
+"""Prioritized experience replay on a wide, vectorised sum tree (taught in notebook 03).
+
+Schaul, Quan, Antonoglou, Silver, "Prioritized Experience Replay", ICLR 2016 (arXiv 1511.05952),
+proportional variant:
+
+* priority        p_i = (|delta_i| + eps)^alpha                       (:func:`priority`)
+* probability     P(i) = p_i / sum_k p_k                               (the sum tree)
+* IS weight       w_i = (N P(i))^-beta / max_j (N P(j))^-beta          (:func:`importance_weights`)
+
+Shapes: ``B`` batch (number of sampled or updated items), ``C`` capacity, ``k`` branching factor.
+
+Why a *wide* tree. A binary sum tree over 1,000,000 leaves has 20 levels, and a batched descent
+spends one round of tensor operations per level: on a CPU each round costs tens of microseconds
+of fixed overhead whatever the batch size, so the descent is dominated by the number of levels.
+:class:`SumTree` groups ``k`` children per node (``k = 16`` by default) and searches the top level
+(up to ``root_fanout`` = 4096 nodes) with one prefix sum shared by the batch and
+``torch.searchsorted``; each level below costs one ``(B, k)`` gather, row-wise ``cumsum`` and
+``searchsorted``. At 1,000,000 leaves that is three rounds instead of twenty. (Measured on a
+2-core CPU: k = 8..64 and top levels of 1k..128k nodes are all within ~30% of each other at
+batch 256; a larger top level is cheaper for small batches, but its ``searchsorted`` costs
+O(B log T) cache misses and dominates at batch 4096, hence the moderate default.)
+
+Why one thread. Each replay operation runs with a single intra-op thread (and restores the
+caller's setting): its tensors are too small for parallel regions to pay, and on a busy CPU a
+parallel region can stall for milliseconds waiting for its second thread.
+
+Why it cannot drift. Every parent is *recomputed* as the sum of its ``k`` children when one of
+them changes (never incremented by a difference), in float64, so a node always equals the
+floating-point sum of its current children: nothing accumulates over millions of updates.
+
+Why a zero-priority leaf is never sampled. In the descent a child ``j`` is chosen only when the
+running prefix sum strictly increases at ``j``, which in floating point implies the child's sum is
+positive; a prefix that rounds up to (or past) a node's total is moved to the largest float below
+it, so the walk never steps past the last positive child (the bug of cleanrl#546 and
+ReinforcementLearningTrajectories.jl#59).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from memtutor.utils import check_positive_int, check_tensor
+
+__all__ = [
+    "SumTree",
+    "PrioritizedReplay",
+    "LinearBetaSchedule",
+    "linear_beta_schedule",
+    "priority",
+    "importance_weights",
+    "stratified_prefixes",
+    "cliffwalk_memory",
+    "cliffwalk_true_q",
+    "cliffwalk_updates",
+    "cliffwalk_sweep",
+]
+
+#: Default ``eps`` added to |TD error| so that no stored transition has priority 0 (paper, Sec. 3.3).
+DEFAULT_EPS = 1e-6
+#: Default branching factor of the sum tree (children per internal node).
+DEFAULT_BRANCHING = 16
+#: Default largest number of top-level nodes searched with one shared prefix sum.
+DEFAULT_ROOT_FANOUT = 4096
+#: dtype of every internal sum: float64 keeps 1e6 leaves' sums exact to ~1e-10 relative.
+TREE_DTYPE = torch.float64
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's equations, one small pure function each
+# --------------------------------------------------------------------------------------------
+def priority(errors: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:
+    """Proportional priority raised to alpha: ``(|delta| + eps) ** alpha``.
+
+    Args:
+        errors: ``(B,)`` TD errors (any sign, finite).
+        alpha: exponent >= 0 (0 gives uniform replay: every priority is 1).
+        eps: offset >= 0 so that a zero error keeps a positive priority.
+    Returns:
+        ``(B,)`` float64 priorities ``p_i^alpha`` as stored in the tree.
+    """
+    check_tensor(errors, "errors", ndim=1)
+    return (errors.to(TREE_DTYPE).abs() + eps) ** alpha
+
+
+def importance_weights(probs: torch.Tensor, size: int, beta: float, min_prob) -> torch.Tensor:
+    """Importance-sampling weights ``(N P(i))^-beta`` normalised by the largest possible one.
+
+    The largest weight belongs to the least likely stored item, ``P_min``, so the normalised
+    weight is ``(P(i) / P_min) ** -beta`` and lies in ``(0, 1]``: it only ever scales updates down.
+
+    Args:
+        probs: ``(B,)`` sampling probabilities ``P(i)`` of the sampled items.
+        size: ``N``, the number of stored items.
+        beta: exponent in [0, 1] (0: no correction, 1: full correction).
+        min_prob: ``P_min``, the smallest positive probability over all stored items (scalar).
+    Returns:
+        ``(B,)`` weights, same dtype as ``probs``.
+    """
+    check_positive_int(size, "size")
+    # (N P)^-beta / (N P_min)^-beta = (P / P_min)^-beta: the N cancels, and one pow is cheaper.
+    return (probs / min_prob).pow_(-beta)
+
+
+def stratified_prefixes(
+    batch_size: int,
+    total: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """One uniform draw in each of ``batch_size`` equal segments of ``[0, total)``.
+
+    Stratification (PER paper, Appendix B.2.1) lowers the variance of a minibatch's composition
+    compared with ``batch_size`` independent draws; each draw is still ``P(i)``-distributed when
+    its segment is picked at random, so the *marginal* of a sampled index is exactly ``P(i)``.
+
+    Returns:
+        ``(B,)`` float64 prefix values (on ``device``, default CPU).
+    """
+    # Draw where the generator lives (a CPU generator can drive a CUDA buffer), then move.
+    gen_device = generator.device if generator is not None else device
+    u = torch.rand(batch_size, dtype=TREE_DTYPE, device=gen_device, generator=generator).to(device)
+    u += torch.arange(batch_size, dtype=TREE_DTYPE, device=device)  # segment i: [i, i+1)
+    return u.mul_(float(total) / batch_size)  # (B,)
+
+
+def _is_real(x) -> bool:
+    """A real number (Python or NumPy scalar), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _single_threaded(fn):
+    """Run ``fn`` with one intra-op thread, restoring the caller's setting afterwards.
+
+    Every tensor a replay step touches is small (a few thousand elements), too small for
+    intra-op parallelism to pay, while a parallel region can wait *milliseconds* for its second
+    thread when the cores are busy (measured on a loaded 2-core machine: ``searchsorted`` over 256
+    queries took 24 ms with 2 threads against 3 us with 1). Switching costs well under 1 us. The
+    setting is per OpenMP host thread, so other Python threads are not affected.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return fn(*args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------------------------
+# The sum tree
+# --------------------------------------------------------------------------------------------
+class SumTree:
+    """A k-ary sum tree over ``capacity`` non-negative leaves with batched operations.
+
+    Layout: ``levels[0]`` holds the leaves (padded with zeros to a multiple of ``k``),
+    ``levels[l + 1][i]`` is the sum of ``levels[l][i*k : (i+1)*k]``, up to the top level, which
+    has at most ``root_fanout`` nodes and is searched with one shared prefix sum. A parallel
+    stack of *min* levels tracks the smallest positive leaf (for the IS-weight normaliser).
+
+    Args:
+        capacity: number of leaves ``C`` (any integer >= 1, not only powers of two).
+        branching: children per internal node ``k`` (>= 2).
+        root_fanout: largest top level searched with a single ``searchsorted`` (>= 1). With the
+            defaults (``k = 16``, 4096) 1,000,000 leaves are stored in levels of 1,000,000,
+            62,500 and 3,907 nodes: one shared search of the top, then two per-sample levels.
+        device: where the tree lives (default CPU).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        branching: int = DEFAULT_BRANCHING,
+        root_fanout: int = DEFAULT_ROOT_FANOUT,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.capacity = check_positive_int(capacity, "capacity")
+        self.branching = check_positive_int(branching, "branching")
+        if self.branching < 2:
+            raise ValueError(f"branching must be >= 2, got {branching}")
+        self.root_fanout = check_positive_int(root_fanout, "root_fanout")
+        self.device = torch.device("cpu" if device is None else device)
+        k = self.branching
+        sizes = [self.capacity]
+        while sizes[-1] > self.root_fanout:  # group k children per parent until the top fits
+            sizes.append(-(-sizes[-1] // k))
+        # Every level but the top is padded to a multiple of k so that it reshapes to (parents, k).
+        padded = [sizes[i + 1] * k for i in range(len(sizes) - 1)] + [sizes[-1]]
+        self._sums = [torch.zeros(n, dtype=TREE_DTYPE, device=self.device) for n in padded]
+        inf = float("inf")
+        # mins[0] is never read (leaf mins are computed from the leaves), so it is not stored.
+        self._mins = [None] + [torch.full((n,), inf, dtype=TREE_DTYPE, device=self.device) for n in padded[1:]]
+        self._zero = torch.zeros((), dtype=TREE_DTYPE, device=self.device)
+        self._top_csum = torch.zeros(padded[-1] + 1, dtype=TREE_DTYPE, device=self.device)
+
+    # ---- inspection -----------------------------------------------------------------------
+    @property
+    def num_levels(self) -> int:
+        """Number of stored levels (leaves + internal levels); the root is implicit."""
+        return len(self._sums)
+
+    @property
+    def levels(self) -> list[torch.Tensor]:
+        """The stored sums, leaves first (read-only views; the top level's sum is the root)."""
+        return list(self._sums)
+
+    @property
+    def total(self) -> torch.Tensor:
+        """The root: sum of all leaves, a float64 scalar tensor (the same number the search uses)."""
+        return self._top_cumsum()[-1].clone()
+
+    @property
+    def min_positive(self) -> torch.Tensor:
+        """Smallest positive leaf (``inf`` when every leaf is 0), a float64 scalar tensor."""
+        if self.num_levels == 1:
+            leaves = self._sums[0]
+            return torch.where(leaves > 0, leaves, torch.inf).amin()
+        return self._mins[-1].amin()
+
+    def leaves(self, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Leaf values at ``indices`` (``(B,)`` long), or all ``C`` leaves when None."""
+        if indices is None:
+            return self._sums[0][: self.capacity]
+        return self._sums[0][self._check_indices(indices)]
+
+    # ---- validation -----------------------------------------------------------------------
+    def _check_indices(self, indices: torch.Tensor, name: str = "indices") -> torch.Tensor:
+        check_tensor(indices, name, ndim=1)
+        if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise ValueError(f"{name} must be an integer tensor, got {indices.dtype}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.capacity):
+            raise ValueError(
+                f"{name} must lie in [0, {self.capacity}), got values in "
+                f"[{int(indices.min())}, {int(indices.max())}]"
+            )
+        return indices.to(device=self.device, dtype=torch.int64)
+
+    # ---- update -----------------------------------------------------------------------------
+    @_single_threaded
+    def update(self, indices: torch.Tensor, values: torch.Tensor) -> None:
+        """Set ``leaves[indices] = values`` and recompute every ancestor.
+
+        Duplicate indices in one call behave like sequential assignment: the last value wins.
+
+        Args:
+            indices: ``(B,)`` integer leaf indices in ``[0, C)``.
+            values: ``(B,)`` finite, non-negative values.
+        """
+        idx = self._check_indices(indices)
+        check_tensor(values, "values", shape=(idx.numel(),), finite=False)
+        if idx.numel() == 0:
+            return
+        vals = values.to(device=self.device, dtype=TREE_DTYPE)
+        lo, hi = torch.aminmax(vals)
+        lo, hi = float(lo), float(hi)
+        if not (lo >= 0 and hi < float("inf")):  # NaN fails both comparisons
+            raise ValueError(
+                "values must be finite and >= 0 (priorities), got "
+                + ("NaN" if lo != lo or hi != hi else f"values in [{lo}, {hi}]")
+            )
+        self._update(idx, vals)
+
+    def _update(self, idx: torch.Tensor, vals: torch.Tensor) -> None:
+        """:meth:`update` without input checks: ``idx`` int64 in range, ``vals`` float64 >= 0."""
+        if idx.numel() > 1 and not bool((idx[1:] > idx[:-1]).all()):
+            # Not strictly increasing (sample() returns sorted indices, so this is the rare
+            # case). Last write wins: a stable sort keeps equal indices in call order, so the
+            # last of each run of equal sorted indices is the last occurrence in the call.
+            idx, order = torch.sort(idx, stable=True)
+            last = torch.ones_like(idx, dtype=torch.bool)
+            torch.ne(idx[1:], idx[:-1], out=last[:-1])
+            order = order[last]
+            idx, vals = idx[last], vals[order]
+        self._sums[0].index_copy_(0, idx, vals)
+        self._propagate(idx)
+
+    def _propagate(self, idx: torch.Tensor) -> None:
+        """Recompute the sums (and positive mins) of every ancestor of the distinct leaves ``idx``."""
+        k = self.branching
+        node = idx
+        for level in range(self.num_levels - 1):
+            # Siblings share a parent, so a parent may appear several times: each copy is
+            # recomputed from the same children and written with the same value, which is
+            # cheaper than deduplicating the parents first.
+            node = torch.div(node, k, rounding_mode="floor")  # (B,)
+            rows = self._sums[level].view(-1, k).index_select(0, node)  # (U, k)
+            self._sums[level + 1].index_copy_(0, node, rows.sum(1))
+            if level == 0:
+                # The min over *positive* leaves: empty (zero) leaves are never sampled, so they
+                # must not set the largest possible IS weight.
+                mins = torch.where(rows > 0, rows, torch.inf).amin(1)
+            else:
+                mins = self._mins[level].view(-1, k).index_select(0, node).amin(1)
+            self._mins[level + 1].index_copy_(0, node, mins)
+
+    def rebuild(self) -> None:
+        """Recompute every internal level from the leaves (O(C)); the tree never needs it, but
+        it is the reference the tests compare against."""
+        self._propagate(torch.arange(self.capacity, device=self.device))
+
+    # ---- search -----------------------------------------------------------------------------
+    @_single_threaded
+    def find(self, prefix_values: torch.Tensor) -> torch.Tensor:
+        """Leaf index ``i`` with ``sum(leaves[:i]) <= v < sum(leaves[:i+1])`` for each prefix ``v``.
+
+        The returned leaf always has a positive value. A prefix equal to the total (it can
+        appear through rounding) maps to the last positive leaf.
+
+        Args:
+            prefix_values: ``(B,)`` finite values in ``[0, total]``.
+        Returns:
+            ``(B,)`` int64 leaf indices.
+        """
+        check_tensor(prefix_values, "prefix_values", ndim=1)
+        v = prefix_values.to(device=self.device, dtype=TREE_DTYPE)
+        top_csum = self._top_cumsum()
+        total = float(top_csum[-1])
+        if not total > 0:
+            raise ValueError("cannot search a sum tree whose total is 0 (every leaf is 0)")
+        if v.numel():
+            lo, hi = (float(x) for x in torch.aminmax(v))
+            if lo < 0 or hi > total:
+                raise ValueError(
+                    f"prefix_values must lie in [0, total={total:.6g}], got values in [{lo:.6g}, {hi:.6g}]"
+                )
+        return self._descend(v, top_csum, total)
+
+    def _top_cumsum(self) -> torch.Tensor:
+        """``(T + 1,)`` exclusive-then-inclusive prefix sums of the top level: ``[0, s0, s0+s1, ...]``."""
+        # A reused buffer: with a large top level, a fresh allocation per call cost more than the
+        # cumsum itself (page faults).
+        torch.cumsum(self._sums[-1], 0, out=self._top_csum[1:])
+        return self._top_csum
+
+    def _descend(self, v: torch.Tensor, top_csum: torch.Tensor, total: float) -> torch.Tensor:
+        """Walk ``(B,)`` prefixes ``v`` in ``[0, total]`` from the top level down to the leaves."""
+        # Keep v strictly below the total: then the chosen child is one where the running sum
+        # strictly increases, i.e. a child with a positive sum (never an empty leaf).
+        v = v.clamp(0.0, math.nextafter(total, 0.0))
+        node = torch.searchsorted(top_csum[1:], v, right=True)  # (B,) first j with csum[j] > v
+        v = v - top_csum[node]  # prefix left inside the chosen top node, >= 0
+        k = self.branching
+        for level in range(self.num_levels - 2, -1, -1):
+            rows = self._sums[level].view(-1, k).index_select(0, node)  # (B, k) children of each node
+            if level:
+                csum = rows.new_zeros(rows.shape[0], k + 1)  # (B, k+1) [0, c0, c0+c1, ...]
+                torch.cumsum(rows, 1, out=csum[:, 1:])
+            else:
+                csum = rows.cumsum(1)  # (B, k): no prefix needs to be carried below the leaves
+            # The row's own total can differ from its parent's stored sum in the last bit.
+            v = torch.minimum(v, torch.nextafter(csum[:, -1], self._zero))
+            j = torch.searchsorted(csum, v.unsqueeze(1), right=True)  # (B, 1) number of entries <= v
+            if level:
+                # csum[:, 0] = 0 <= v, so the first entry above v is child j's inclusive sum.
+                j.sub_(1)
+                v = v - csum.gather(1, j).squeeze(1)  # prefix left inside child j
+            node = j.squeeze(1).add_(node, alpha=k)
+        return node
+
+    @_single_threaded
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``batch_size`` stratified leaf indices, each with probability ``leaf / total``.
+
+        Returns:
+            ``(B,)`` int64 leaf indices (only leaves with a positive value).
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        top_csum = self._top_cumsum()
+        total = float(top_csum[-1])
+        if not total > 0:
+            raise ValueError("cannot sample from a sum tree whose total is 0 (every leaf is 0)")
+        return self._descend(stratified_prefixes(batch_size, total, generator, self.device), top_csum, total)
+
+
+# --------------------------------------------------------------------------------------------
+# The replay buffer
+# --------------------------------------------------------------------------------------------
+class PrioritizedReplay:
+    """Proportional prioritized replay over preallocated dict-of-tensor storage.
+
+    ``alpha = 0`` gives uniform replay (every stored priority is 1). New items enter at the
+    largest priority seen so far (1 before any update), as in the paper, so that every
+    transition is replayed at least once with high probability.
+
+    Stale updates: ``update_priorities`` skips (and reports) indices whose slot was overwritten
+    by :meth:`add` after the most recent :meth:`sample` call, so a late priority never lands
+    on the wrong transition (cleanrl#511; cpprb's ``check_for_update``).
+
+    Args:
+        capacity: number of slots ``C`` (ring buffer: the oldest item is overwritten).
+        alpha: prioritisation exponent >= 0 (0.6 by default, as in cpprb).
+        eps: offset > 0 added to |TD error| (default :data:`DEFAULT_EPS`).
+        device: where storage and tree live (default CPU).
+        branching, root_fanout: passed to :class:`SumTree`.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        alpha: float = 0.6,
+        eps: float = DEFAULT_EPS,
+        device: torch.device | str | None = None,
+        branching: int = DEFAULT_BRANCHING,
+        root_fanout: int = DEFAULT_ROOT_FANOUT,
+    ) -> None:
+        self.capacity = check_positive_int(capacity, "capacity")
+        if not (_is_real(alpha) and 0 <= alpha < float("inf")):
+            raise ValueError(f"alpha must be a finite number >= 0, got alpha={alpha!r}")
+        if not (_is_real(eps) and 0 < eps < float("inf")):
+            raise ValueError(f"eps must be a finite number > 0, got eps={eps!r}")
+        self.alpha, self.eps = float(alpha), float(eps)
+        self.device = torch.device("cpu" if device is None else device)
+        self.tree = SumTree(self.capacity, branching=branching, root_fanout=root_fanout, device=self.device)
+        self.storage: dict[str, torch.Tensor] = {}
+        self.max_priority = 1.0  # largest raw priority |delta| + eps seen so far
+        self._size = 0
+        self._next = 0  # slot the next add writes to
+        self._written = torch.zeros(self.capacity, dtype=torch.int64, device=self.device)
+        self._num_added = 0  # items ever added; _written[i] = value of this counter when i was written
+        self._sampled_at = 0  # _num_added at the last sample() call
+
+    def __len__(self) -> int:
+        return self._size
+
+    # ---- add ----------------------------------------------------------------------------------
+    def _check_transitions(self, transitions: Mapping[str, torch.Tensor]) -> int:
+        if not isinstance(transitions, Mapping) or not transitions:
+            raise ValueError("transitions must be a non-empty dict of tensors with a leading batch dim")
+        sizes = set()
+        for key, value in transitions.items():
+            check_tensor(value, f"transitions[{key!r}]", finite=False)
+            if value.dim() == 0:
+                raise ValueError(f"transitions[{key!r}] needs a leading batch dimension, got a scalar")
+            sizes.add(value.shape[0])
+        if len(sizes) != 1:
+            raise ValueError(f"all transitions must share the batch size, got sizes {sorted(sizes)}")
+        (batch,) = sizes
+        if self.storage:
+            if set(transitions) != set(self.storage):
+                raise ValueError(f"transitions keys {sorted(transitions)} differ from the stored {sorted(self.storage)}")
+            for key, value in transitions.items():
+                want = self.storage[key]
+                if value.shape[1:] != want.shape[1:]:
+                    raise ValueError(
+                        f"transitions[{key!r}] must have per-item shape {tuple(want.shape[1:])}, "
+                        f"got {tuple(value.shape[1:])}"
+                    )
+        if batch > self.capacity:
+            raise ValueError(f"cannot add {batch} transitions at once to a buffer of capacity {self.capacity}")
+        return batch
+
+    @_single_threaded
+    def add(self, transitions: Mapping[str, torch.Tensor], errors: torch.Tensor | None = None) -> torch.Tensor:
+        """Store a batch of transitions; returns their ``(B,)`` slot indices.
+
+        Args:
+            transitions: dict of tensors, each ``(B, ...)``; the first call fixes keys, shapes
+                and dtypes (storage is preallocated then).
+            errors: optional ``(B,)`` TD errors for the initial priorities; by default new items
+                get the current maximum priority.
+        """
+        batch = self._check_transitions(transitions)
+        if batch == 0:
+            return torch.empty(0, dtype=torch.int64, device=self.device)
+        if not self.storage:
+            for key, value in transitions.items():
+                self.storage[key] = torch.zeros(
+                    (self.capacity, *value.shape[1:]), dtype=value.dtype, device=self.device
+                )
+        if errors is None:
+            prios = torch.full((batch,), self.max_priority**self.alpha, dtype=TREE_DTYPE, device=self.device)
+        else:
+            check_tensor(errors, "errors", shape=(batch,), finite=False)
+            prios = self._priorities(errors)
+        start = self._next
+        for key, value in transitions.items():
+            _ring_write(self.storage[key], value.to(device=self.device, dtype=self.storage[key].dtype), start)
+        _ring_write(self._written, self._num_added + 1 + torch.arange(batch, device=self.device), start)
+        idx = (start + torch.arange(batch, device=self.device)) % self.capacity  # (B,)
+        self.tree._update(idx, prios)  # slots are distinct and in range, priorities checked
+        self._num_added += batch
+        self._next = (self._next + batch) % self.capacity
+        self._size = min(self._size + batch, self.capacity)
+        return idx
+
+    def _priorities(self, errors: torch.Tensor) -> torch.Tensor:
+        """``(|errors| + eps) ** alpha`` in float64; raises on NaN/inf; tracks the max priority."""
+        raw = errors.to(device=self.device, dtype=TREE_DTYPE).abs().add_(self.eps)  # (B,)
+        if raw.numel():
+            top = float(raw.max())  # NaN propagates through max, inf stays inf
+            if not top < float("inf"):
+                raise ValueError("errors contain NaN or infinite values")
+            self.max_priority = max(self.max_priority, top)
+        return raw.pow_(self.alpha)
+
+    # ---- sample -------------------------------------------------------------------------------
+    @_single_threaded
+    def sample(
+        self, batch_size: int, beta: float, generator: torch.Generator | None = None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Draw a stratified batch with probability ``P(i)``; returns ``(batch, indices, weights)``.
+
+        Args:
+            batch_size: ``B`` >= 1 (indices may repeat, as in the paper).
+            beta: IS exponent in [0, 1].
+            generator: optional ``torch.Generator`` for the draws (any device).
+        Returns:
+            batch: dict of ``(B, ...)`` tensors; indices: ``(B,)`` int64 slots, in ascending order
+            (one draw per stratum); weights: ``(B,)`` IS weights in ``(0, 1]`` (default float dtype).
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if not (_is_real(beta) and 0 <= beta <= 1):
+            raise ValueError(f"beta must be a number in [0, 1], got beta={beta!r}")
+        if self._size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        idx = self.tree.sample(batch_size, generator)  # (B,)
+        # P(i) = p_i / total and P_min = p_min / total: the total cancels in the weight ratio.
+        prios = self.tree._sums[0].index_select(0, idx)  # (B,) p_i^alpha
+        weights = importance_weights(prios, self._size, float(beta), self.tree.min_positive)
+        self._sampled_at = self._num_added
+        batch = {key: value.index_select(0, idx) for key, value in self.storage.items()}
+        return batch, idx, weights.to(torch.get_default_dtype())
+
+    # ---- checkpointing --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything needed to restore the buffer, as a flat dict of tensors (``weights_only``-safe)."""
+        state = {f"storage.{k}": v for k, v in self.storage.items()}
+        state["priorities"] = self.tree.leaves().clone()  # (C,) p_i^alpha; the tree is rebuilt from them
+        state["written"] = self._written.clone()
+        meta = [self.capacity, self._size, self._next, self._num_added, self._sampled_at]
+        state["counters"] = torch.tensor(meta, dtype=torch.int64)
+        state["settings"] = torch.tensor([self.alpha, self.eps, self.max_priority], dtype=TREE_DTYPE)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore a :meth:`state_dict` (same capacity, alpha and eps)."""
+        for key in ("priorities", "written", "counters", "settings"):
+            if key not in state:
+                raise ValueError(f"state is missing {key!r}")
+        cap, size, nxt, added, sampled = (int(x) for x in state["counters"])
+        alpha, eps, max_priority = (float(x) for x in state["settings"])
+        if cap != self.capacity or alpha != self.alpha or eps != self.eps:
+            raise ValueError(
+                f"state has capacity={cap}, alpha={alpha}, eps={eps}; this buffer has "
+                f"capacity={self.capacity}, alpha={self.alpha}, eps={self.eps}"
+            )
+        self.storage = {k[len("storage."):]: v.to(self.device).clone() for k, v in state.items() if k.startswith("storage.")}
+        self.tree.update(torch.arange(cap, device=self.device), state["priorities"].to(self.device))
+        self._written = state["written"].to(self.device).clone()
+        self._size, self._next, self._num_added, self._sampled_at = size, nxt, added, sampled
+        self.max_priority = max_priority
+
+    # ---- update -------------------------------------------------------------------------------
+    @_single_threaded
+    def update_priorities(self, indices: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:
+        """Set the priorities of ``indices`` to ``(|errors| + eps) ** alpha``.
+
+        Args:
+            indices: ``(B,)`` slots in ``[0, len(self))``, as returned by :meth:`sample`.
+            errors: ``(B,)`` finite TD errors (their sign is ignored). An index repeated in the
+                batch (an item sampled twice) gets the last of its errors.
+        Returns:
+            ``(B,)`` bool mask of the updates applied (False: slot overwritten since the last
+            :meth:`sample`, so the update was skipped).
+        """
+        check_tensor(indices, "indices", ndim=1)
+        check_tensor(errors, "errors", shape=(indices.numel(),), finite=False)
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise ValueError(f"indices must be an integer tensor, got {indices.dtype}")
+        if indices.numel() == 0:
+            return torch.ones(0, dtype=torch.bool, device=self.device)
+        lo, hi = torch.aminmax(indices)
+        lo, hi = int(lo), int(hi)
+        if lo < 0 or hi >= self._size:
+            raise ValueError(
+                f"indices must lie in the filled part [0, {self._size}), got values in [{lo}, {hi}]"
+            )
+        idx = indices.to(device=self.device, dtype=torch.int64)
+        errors = errors.to(self.device)
+        if self._num_added > self._sampled_at:  # something was added since the last sample
+            fresh = self._written.index_select(0, idx) <= self._sampled_at  # (B,)
+            idx, errors = idx[fresh], errors[fresh]
+        else:
+            fresh = torch.ones(idx.shape, dtype=torch.bool, device=self.device)
+        self.tree._update(idx, self._priorities(errors))
+        return fresh
+
+def _ring_write(dst: torch.Tensor, src: torch.Tensor, start: int) -> None:
+    """``dst[(start + i) % C] = src[i]`` with at most two slice copies (no index tensor)."""
+    cap, n = dst.shape[0], src.shape[0]
+    first = min(n, cap - start)
+    dst[start : start + first] = src[:first]
+    if first < n:  # wrapped around the end of the ring
+        dst[: n - first] = src[first:]
+
+
+# --------------------------------------------------------------------------------------------
+# Beta annealing
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LinearBetaSchedule:
+    """``beta(step)`` rising linearly from ``beta0`` to 1 over ``total_steps``, then staying at 1."""
+
+    beta0: float
+    """IS exponent at step 0 (paper: 0.4 for the proportional variant)."""
+    total_steps: int
+    """Number of steps until beta reaches 1."""
+
+    def __post_init__(self):
+        if not (_is_real(self.beta0) and 0 <= self.beta0 <= 1):
+            raise ValueError(f"beta0 must be a number in [0, 1], got beta0={self.beta0!r}")
+        check_positive_int(self.total_steps, "total_steps")
+
+    def __call__(self, step: int) -> float:
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an integer >= 0, got {step!r}")
+        frac = min(step / self.total_steps, 1.0)
+        return self.beta0 + frac * (1.0 - self.beta0)
+
+
+def linear_beta_schedule(beta0: float, total_steps: int) -> LinearBetaSchedule:
+    """The paper's beta annealing: ``beta0`` at step 0, 1 from ``total_steps`` on."""
+    return LinearBetaSchedule(beta0, total_steps)
+
+
+# --------------------------------------------------------------------------------------------
+# Blind Cliffwalk (PER paper, Section 3.1 and Figure 1)
+# --------------------------------------------------------------------------------------------
+#: Actions of the Blind Cliffwalk: the "wrong" one ends the episode, the "right" one moves on.
+WRONG, RIGHT = 0, 1
+CLIFFWALK_METHODS = ("uniform", "prioritized", "oracle")
+
+
+def cliffwalk_memory(n: int) -> dict[str, torch.Tensor]:
+    """The replay memory of an ``n``-state Blind Cliffwalk: every transition of all ``2**n``
+    action sequences, each executed until the episode ends.
+
+    State ``i`` is reached by the ``2**(n-i)`` sequences that start with ``i`` right actions;
+    half of them take each action there, so the memory holds ``2**(n-i-1)`` copies of both of
+    state ``i``'s transitions: ``2**(n+1) - 2`` transitions in all, exactly one of which (the
+    right action in the last state) carries the only reward, 1.
+
+    Returns:
+        dict of ``(M,)`` tensors: ``state``, ``action`` (int64), ``reward``, ``next_state``
+        (int64; equal to ``state`` for terminal transitions, where it is unused), ``done``
+        (float, 1 for terminal transitions).
+    """
+    n = check_positive_int(n, "n")
+    if n > 20:
+        raise ValueError(f"n must be <= 20 (the memory has 2**(n+1) - 2 transitions), got {n}")
+    states = torch.arange(n)
+    copies = 2 ** (n - 1 - states)  # (n,) copies of each of state i's two transitions
+    s = torch.repeat_interleave(states.repeat_interleave(2), copies.repeat_interleave(2))  # (M,)
+    a = torch.repeat_interleave(torch.tensor([WRONG, RIGHT]).repeat(n), copies.repeat_interleave(2))
+    last = s == n - 1
+    right = a == RIGHT
+    reward = (right & last).to(torch.get_default_dtype())
+    done = (~right | last).to(torch.get_default_dtype())
+    next_state = torch.where(done.bool(), s, s + 1)
+    return {"state": s, "action": a, "reward": reward, "next_state": next_state, "done": done}
+
+
+def cliffwalk_true_q(n: int, gamma: float) -> torch.Tensor:
+    """``(n, 2)`` optimal action values: 0 for the wrong action, ``gamma**(n-1-i)`` for the right one."""
+    n = check_positive_int(n, "n")
+    q = torch.zeros(n, 2, dtype=TREE_DTYPE)
+    q[:, RIGHT] = gamma ** (n - 1 - torch.arange(n, dtype=TREE_DTYPE))
+    return q
+
+
+def cliffwalk_updates(
+    n: int,
+    method: str,
+    *,
+    alpha: float = 1.0,
+    lr: float = 0.25,
+    gamma: float | None = None,
+    tol: float = 1e-3,
+    max_updates: int = 10_000_000,
+    generator: torch.Generator | None = None,
+) -> int:
+    """Number of tabular Q-learning updates, one replayed transition each, until the Q-table of
+    the ``n``-state Blind Cliffwalk is learned: its mean squared error to the true values falls
+    to ``tol`` times its initial error (Q starts at 0).
+
+    Methods: ``"uniform"`` replays from :class:`PrioritizedReplay` with ``alpha=0``;
+    ``"prioritized"`` with ``alpha`` and priorities set to the last ``|TD error|`` (new
+    transitions at the maximum priority); ``"oracle"`` replays the transition that most lowers
+    the global loss after its update (computed for every stored transition at once). No
+    importance weights (``beta = 0``): the targets are deterministic, so there is no bias to
+    correct, only speed to measure.
+
+    Args:
+        n: number of states (memory of ``2**(n+1) - 2`` transitions).
+        method: one of ``"uniform"``, ``"prioritized"``, ``"oracle"``.
+        alpha: prioritisation exponent of ``"prioritized"``.
+        lr: Q-learning step size.
+        gamma: discount, default ``1 - 1/n``.
+        tol: learned when ``MSE(Q) <= tol * MSE(Q_0)``.
+        max_updates: give up (and return this number) after so many updates.
+        generator: randomness of the replay draws.
+    """
+    if method not in CLIFFWALK_METHODS:
+        raise ValueError(f"method must be one of {CLIFFWALK_METHODS}, got {method!r}")
+    n = check_positive_int(n, "n")
+    max_updates = check_positive_int(max_updates, "max_updates")
+    gamma = 1.0 - 1.0 / n if gamma is None else float(gamma)
+    if not (0.0 <= gamma <= 1.0 and 0.0 < lr <= 1.0 and 0.0 < tol < 1.0):
+        raise ValueError(f"need 0 <= gamma <= 1, 0 < lr <= 1, 0 < tol < 1; got {gamma}, {lr}, {tol}")
+    mem = cliffwalk_memory(n)
+    q_true = cliffwalk_true_q(n, gamma)
+    if method == "oracle":
+        return _cliffwalk_oracle(mem, q_true, lr, gamma, tol, max_updates)
+    # Plain Python floats for the 2n-entry table: one scalar update per step.
+    q = [[0.0, 0.0] for _ in range(n)]
+    target = q_true.tolist()
+    err = [[(q[i][a] - target[i][a]) ** 2 for a in range(2)] for i in range(n)]
+    sq_err = sum(map(sum, err))
+    stop = tol * sq_err
+    buffer = PrioritizedReplay(len(mem["state"]), alpha=0.0 if method == "uniform" else alpha)
+    buffer.add(mem)
+    for step in range(1, max_updates + 1):
+        batch, idx, _ = buffer.sample(1, 0.0, generator)
+        s, a, s2 = int(batch["state"]), int(batch["action"]), int(batch["next_state"])
+        r, d = float(batch["reward"]), float(batch["done"])
+        delta = r + (0.0 if d else gamma * max(q[s2])) - q[s][a]
+        q[s][a] += lr * delta
+        new_err = (q[s][a] - target[s][a]) ** 2
+        sq_err += new_err - err[s][a]
+        err[s][a] = new_err
+        if method == "prioritized":
+            buffer.update_priorities(idx, torch.tensor([delta], dtype=TREE_DTYPE))
+        if sq_err <= stop:
+            return step
+    return max_updates
+
+
+def _cliffwalk_oracle(mem, q_true, lr, gamma, tol, max_updates) -> int:
+    """Greedy oracle: at each step apply the one update that minimises the global loss."""
+    s, a, s2 = mem["state"], mem["action"], mem["next_state"]
+    r, d = mem["reward"].to(TREE_DTYPE), mem["done"].to(TREE_DTYPE)
+    q = torch.zeros_like(q_true)
+    stop = tol * float(((q - q_true) ** 2).sum())
+    for step in range(1, max_updates + 1):
+        delta = r + gamma * (1 - d) * q[s2].amax(1) - q[s, a]  # (M,) TD error of every transition
+        old = (q[s, a] - q_true[s, a]) ** 2
+        new = (q[s, a] + lr * delta - q_true[s, a]) ** 2
+        j = int(torch.argmin(new - old))  # only Q[s_j, a_j] changes, so this is the loss change
+        q[s[j], a[j]] += lr * delta[j]
+        if float(((q - q_true) ** 2).sum()) <= stop:
+            return step
+    return max_updates
+
+
+def cliffwalk_sweep(
+    ns: list[int],
+    num_seeds: int,
+    *,
+    alphas: tuple[float, ...] = (0.6, 1.0),
+    lr: float = 0.25,
+    tol: float = 1e-3,
+    seed: int = 0,
+    max_updates: int = 10_000_000,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Updates-to-learn of every method on Blind Cliffwalks of ``ns`` states, ``num_seeds`` runs each.
+
+    Returns a dict of tensors (a checkpoint for :func:`memtutor.utils.load_or_train`):
+    ``ns`` ``(S,)``, ``memory`` ``(S,)`` transitions in memory, ``uniform`` and ``oracle``
+    ``(S, num_seeds)``, ``prioritized`` ``(len(alphas), S, num_seeds)``, ``alphas``, and the
+    settings ``lr``, ``tol``, ``seed`` as 0-d tensors. Run ``r`` of size ``n`` uses the generator
+    seed ``seed + 1000 * n + r``, so any single cell can be recomputed on its own.
+    """
+    ns = [check_positive_int(n, "n") for n in ns]
+    num_seeds = check_positive_int(num_seeds, "num_seeds")
+    out = {
+        "uniform": torch.zeros(len(ns), num_seeds, dtype=torch.int64),
+        "oracle": torch.zeros(len(ns), num_seeds, dtype=torch.int64),
+        "prioritized": torch.zeros(len(alphas), len(ns), num_seeds, dtype=torch.int64),
+    }
+    cells = [(i, n, r) for i, n in enumerate(ns) for r in range(num_seeds)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        cells = tqdm(cells, desc="Blind Cliffwalk runs")
+    for i, n, r in cells:
+        def gen():
+            return torch.Generator().manual_seed(seed + 1000 * n + r)
+
+        kw = dict(lr=lr, tol=tol, max_updates=max_updates)
+        out["uniform"][i, r] = cliffwalk_updates(n, "uniform", generator=gen(), **kw)
+        out["oracle"][i, r] = cliffwalk_updates(n, "oracle", generator=gen(), **kw)
+        for a, alpha in enumerate(alphas):
+            out["prioritized"][a, i, r] = cliffwalk_updates(n, "prioritized", alpha=alpha, generator=gen(), **kw)
+    out["ns"] = torch.tensor(ns)
+    out["memory"] = 2 ** (out["ns"] + 1) - 2
+    out["alphas"] = torch.tensor(alphas, dtype=TREE_DTYPE)
+    out["lr"] = torch.tensor(lr, dtype=TREE_DTYPE)
+    out["tol"] = torch.tensor(tol, dtype=TREE_DTYPE)
+    out["seed"] = torch.tensor(seed)
+    return out

@@ -1,0 +1,635 @@
+"""Tests for memtutor.replay: the wide sum tree, the prioritized buffer, the Blind Cliffwalk."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memtutor.replay import (
+    DEFAULT_EPS,
+    PrioritizedReplay,
+    SumTree,
+    cliffwalk_memory,
+    cliffwalk_sweep,
+    cliffwalk_true_q,
+    cliffwalk_updates,
+    importance_weights,
+    linear_beta_schedule,
+    priority,
+    stratified_prefixes,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+F64 = torch.float64
+
+
+def make_tree(capacity, branching, fanout, values):
+    tree = SumTree(capacity, branching=branching, root_fanout=fanout)
+    tree.update(torch.arange(capacity), values)
+    return tree
+
+
+def check_invariants(tree: SumTree, leaves: torch.Tensor) -> None:
+    """Every stored level equals the sums of its children; the root equals the sum of leaves."""
+    k = tree.branching
+    levels = tree.levels
+    torch.testing.assert_close(tree.leaves(), leaves, rtol=0, atol=0)
+    for lower, upper in zip(levels[:-1], levels[1:]):
+        sums = lower.view(-1, k).sum(1)  # one per parent; the rest of `upper` is zero padding
+        torch.testing.assert_close(upper[: sums.numel()], sums, rtol=0, atol=0)
+        assert not bool(upper[sums.numel():].any())
+    assert math.isclose(float(tree.total), math.fsum(leaves.tolist()), rel_tol=1e-12, abs_tol=1e-300)
+    pos = leaves[leaves > 0]
+    want_min = float(pos.min()) if pos.numel() else math.inf
+    assert float(tree.min_positive) == want_min
+
+
+# ---------------------------------------------------------------------------------------------
+# SumTree: structure and invariants
+# ---------------------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.integers(1, 300),
+    branching=st.integers(2, 9),
+    fanout=st.integers(1, 40),
+    ops=st.lists(
+        st.lists(st.tuples(st.integers(0, 10**6), st.floats(0, 1e3, allow_nan=False)), min_size=0, max_size=40),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_invariants_after_any_batched_updates(capacity, branching, fanout, ops):
+    """Root = sum of leaves, every node = sum of its children, last write wins on duplicates."""
+    tree = SumTree(capacity, branching=branching, root_fanout=fanout)
+    naive = [0.0] * capacity
+    for batch in ops:
+        idx = [i % capacity for i, _ in batch]
+        vals = [v for _, v in batch]
+        for i, v in zip(idx, vals):  # sequential assignment: the reference semantics
+            naive[i] = v
+        tree.update(torch.tensor(idx, dtype=torch.int64), torch.tensor(vals, dtype=F64))
+        check_invariants(tree, torch.tensor(naive, dtype=F64))
+
+
+def test_duplicate_indices_last_value_wins_and_ancestors_follow():
+    tree = SumTree(10, branching=3, root_fanout=2)
+    tree.update(torch.tensor([4, 7, 4, 4, 7]), torch.tensor([1.0, 2.0, 3.0, 5.0, 0.5], dtype=F64))
+    leaves = torch.zeros(10, dtype=F64)
+    leaves[4], leaves[7] = 5.0, 0.5
+    check_invariants(tree, leaves)
+
+
+@pytest.mark.parametrize("capacity", [1, 2, 3, 5, 17, 100, 1000, 4097])
+@pytest.mark.parametrize("branching,fanout", [(2, 1), (3, 2), (16, 4096), (64, 16384)])
+def test_any_capacity_builds_a_consistent_tree(capacity, branching, fanout):
+    g = torch.Generator().manual_seed(capacity)
+    values = torch.rand(capacity, dtype=F64, generator=g)
+    tree = make_tree(capacity, branching, fanout, values)
+    check_invariants(tree, values)
+    assert tree.levels[-1].numel() <= max(fanout, 1)
+
+
+def test_no_drift_after_many_updates():
+    """Parents are recomputed from children, so a million small updates leave no residue."""
+    g = torch.Generator().manual_seed(0)
+    cap = 5000
+    tree = make_tree(cap, 4, 8, torch.rand(cap, dtype=F64, generator=g))
+    for _ in range(100):
+        idx = torch.randint(0, cap, (5000,), generator=g)
+        scale = 10.0 ** torch.randint(-8, 4, (5000,), generator=g).double()  # 12 decades
+        tree.update(idx, torch.rand(5000, dtype=F64, generator=g) * scale)
+    leaves = tree.leaves().clone()
+    check_invariants(tree, leaves)
+    before = [lvl.clone() for lvl in tree.levels]
+    tree.rebuild()
+    for a, b in zip(before, tree.levels):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# SumTree: search and sampling
+# ---------------------------------------------------------------------------------------------
+def naive_find_ok(leaves: torch.Tensor, v: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
+    """True where ``got`` is a valid answer up to float64 rounding of the prefix sums."""
+    csum = torch.cumsum(leaves, 0)
+    before = torch.cat([csum.new_zeros(1), csum])[got]
+    after = csum[got]
+    slack = 1e-12 * float(csum[-1])
+    return (before - slack <= v) & (v <= after + slack)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.integers(1, 400),
+    branching=st.integers(2, 9),
+    fanout=st.integers(1, 50),
+    zero_frac=st.floats(0, 0.95),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_find_matches_naive_and_never_returns_a_zero_leaf(capacity, branching, fanout, zero_frac, seed):
+    g = torch.Generator().manual_seed(seed)
+    values = torch.rand(capacity, dtype=F64, generator=g)
+    values[torch.rand(capacity, generator=g) < zero_frac] = 0.0
+    values[int(torch.randint(0, capacity, (1,), generator=g))] = 0.5  # at least one positive leaf
+    tree = make_tree(capacity, branching, fanout, values)
+    total = float(tree.total)
+    csum = torch.cumsum(values, 0)
+    # random prefixes plus the adversarial ones: 0, every boundary, just below it, the total
+    v = torch.cat([torch.rand(300, dtype=F64, generator=g) * total, torch.tensor([0.0, total], dtype=F64),
+                   csum.clamp(max=total), torch.nextafter(csum, torch.zeros(())).clamp(0, total)])
+    got = tree.find(v)
+    assert got.dtype == torch.int64 and got.shape == v.shape
+    assert bool(((got >= 0) & (got < capacity)).all())
+    assert bool((values[got] > 0).all()), "a zero-priority leaf was returned"
+    assert bool(naive_find_ok(values, v, got).all())
+
+
+def test_rounding_up_to_the_total_maps_to_the_last_positive_leaf():
+    values = torch.tensor([0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 0.0], dtype=F64)
+    tree = make_tree(7, 2, 1, values)
+    assert int(tree.find(torch.tensor([float(tree.total)], dtype=F64))) == 2
+    # a prefix sum computed in another order can exceed the tree's total by an ulp
+    big = torch.tensor([float(tree.total)], dtype=F64)
+    assert int(tree.find(big)) == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(filled=st.integers(1, 200), capacity_extra=st.integers(0, 300), batch=st.integers(1, 700))
+def test_samples_never_leave_the_filled_part(filled, capacity_extra, batch):
+    cap = filled + capacity_extra
+    g = torch.Generator().manual_seed(filled * 1000 + batch)
+    tree = SumTree(cap, branching=4, root_fanout=8)
+    tree.update(torch.arange(filled), torch.rand(filled, dtype=F64, generator=g) + 1e-300)
+    idx = tree.sample(batch, g)
+    assert idx.shape == (batch,)
+    assert int(idx.max()) < filled and int(idx.min()) >= 0
+
+
+def test_tiny_priorities_next_to_huge_ones_are_never_lost_or_overrun():
+    """Float64 sums with a 1e-300 leaf beside 1e300 ones: no zero leaf, no index past the end."""
+    values = torch.tensor([1e300, 0.0, 1e-300, 0.0, 1e300, 0.0], dtype=F64)
+    tree = make_tree(6, 2, 2, values)
+    idx = tree.sample(10_000, torch.Generator().manual_seed(0))
+    assert set(idx.tolist()) <= {0, 2, 4}
+
+
+def test_capacity_one():
+    """A size-1 tree (openai/baselines#170 overflowed its reduce) samples its only leaf."""
+    tree = SumTree(1)
+    tree.update(torch.tensor([0]), torch.tensor([0.3], dtype=F64))
+    assert tree.sample(5).tolist() == [0] * 5
+    buf = PrioritizedReplay(1)
+    buf.add({"x": torch.tensor([[1.0, 2.0]])})
+    batch, idx, w = buf.sample(3, 0.4)
+    assert idx.tolist() == [0, 0, 0] and torch.equal(w, torch.ones(3))
+    buf.add({"x": torch.tensor([[3.0, 4.0]])})
+    assert len(buf) == 1 and buf.sample(1, 1.0)[0]["x"].tolist() == [[3.0, 4.0]]
+
+
+def test_empirical_frequencies_match_probabilities_chi_square():
+    """Independent prefixes through find(): frequencies follow leaf / total (chi-square test)."""
+    g = torch.Generator().manual_seed(1)
+    values = torch.tensor([5.0, 0.0, 1.0, 0.25, 3.0, 0.0, 0.75, 2.0, 0.5, 1.5, 0.0], dtype=F64)
+    tree = make_tree(11, 3, 2, values)
+    draws = 200_000
+    idx = tree.find(torch.rand(draws, dtype=F64, generator=g) * float(tree.total))
+    counts = torch.bincount(idx, minlength=11).double()
+    probs = values / values.sum()
+    pos = probs > 0
+    assert float(counts[~pos].sum()) == 0
+    chi2 = float((((counts - draws * probs) ** 2)[pos] / (draws * probs[pos])).sum())
+    dof = int(pos.sum()) - 1
+    p_value = float(torch.special.gammaincc(torch.tensor(dof / 2), torch.tensor(chi2 / 2)))  # chi2.sf
+    assert p_value > 1e-3, (chi2, p_value)
+
+
+def test_stratified_sampling_counts_are_within_one_per_segment_boundary():
+    """With B stratified draws, leaf i is drawn B*P(i) times up to the two segments it straddles."""
+    g = torch.Generator().manual_seed(2)
+    values = torch.rand(37, dtype=F64, generator=g)
+    tree = make_tree(37, 4, 3, values)
+    batch = 10_000
+    idx = tree.sample(batch, g)
+    assert bool((idx[1:] >= idx[:-1]).all()), "stratified prefixes are sorted, so are the leaves"
+    counts = torch.bincount(idx, minlength=37).double()
+    expect = batch * values / values.sum()
+    assert float((counts - expect).abs().max()) <= 2.0
+
+
+def test_stratified_prefixes_one_per_segment():
+    v = stratified_prefixes(8, 4.0, torch.Generator().manual_seed(0))
+    seg = torch.div(v, 0.5, rounding_mode="floor")
+    assert seg.tolist() == list(range(8))
+
+
+# ---------------------------------------------------------------------------------------------
+# SumTree: bad input
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(capacity=0), "capacity must be >= 1"),
+        (dict(capacity=-3), "capacity must be >= 1"),
+        (dict(capacity=2.5), "capacity must be an integer"),
+        (dict(capacity=10, branching=1), "branching must be >= 2"),
+        (dict(capacity=10, root_fanout=0), "root_fanout must be >= 1"),
+    ],
+)
+def test_tree_constructor_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SumTree(**kwargs)
+
+
+def test_tree_update_errors():
+    tree = SumTree(5)
+    with pytest.raises(ValueError, match="NaN"):
+        tree.update(torch.tensor([1]), torch.tensor([float("nan")], dtype=F64))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        tree.update(torch.tensor([1]), torch.tensor([float("inf")], dtype=F64))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        tree.update(torch.tensor([1, 2]), torch.tensor([1.0, -0.5], dtype=F64))
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 5\)"):
+        tree.update(torch.tensor([5]), torch.tensor([1.0], dtype=F64))
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 5\)"):
+        tree.update(torch.tensor([-1]), torch.tensor([1.0], dtype=F64))
+    with pytest.raises(ValueError, match="integer tensor"):
+        tree.update(torch.tensor([1.0]), torch.tensor([1.0], dtype=F64))
+    with pytest.raises(ValueError, match="values must have shape"):
+        tree.update(torch.tensor([1, 2]), torch.tensor([1.0], dtype=F64))
+    assert float(tree.total) == 0.0, "a rejected update must leave the tree untouched"
+
+
+def test_tree_search_errors():
+    tree = SumTree(5)
+    with pytest.raises(ValueError, match="total is 0"):
+        tree.sample(3)
+    with pytest.raises(ValueError, match="total is 0"):
+        tree.find(torch.tensor([0.0], dtype=F64))
+    tree.update(torch.tensor([0, 1]), torch.tensor([1.0, 2.0], dtype=F64))
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        tree.sample(0)
+    with pytest.raises(ValueError, match=r"prefix_values must lie in \[0, total=3\]"):
+        tree.find(torch.tensor([3.5], dtype=F64))
+    with pytest.raises(ValueError, match=r"prefix_values must lie in"):
+        tree.find(torch.tensor([-0.1], dtype=F64))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        tree.find(torch.tensor([float("nan")], dtype=F64))
+
+
+# ---------------------------------------------------------------------------------------------
+# PrioritizedReplay
+# ---------------------------------------------------------------------------------------------
+def transitions(n, start=0):
+    x = torch.arange(start, start + n, dtype=torch.float32)
+    return {"obs": torch.stack([x, -x], 1), "action": torch.arange(start, start + n), "reward": x / 10}
+
+
+def test_add_returns_ring_indices_and_stores_items():
+    buf = PrioritizedReplay(7)
+    assert buf.add(transitions(5)).tolist() == [0, 1, 2, 3, 4]
+    assert len(buf) == 5
+    assert buf.add(transitions(4, start=5)).tolist() == [5, 6, 0, 1]
+    assert len(buf) == 7
+    assert buf.storage["action"].tolist() == [7, 8, 2, 3, 4, 5, 6]
+    assert buf.storage["obs"].shape == (7, 2) and buf.storage["obs"].dtype == torch.float32
+
+
+def test_sample_shapes_and_returned_items_match_indices():
+    buf = PrioritizedReplay(50, alpha=0.6)
+    buf.add(transitions(30))
+    batch, idx, w = buf.sample(16, 0.4, torch.Generator().manual_seed(0))
+    assert idx.shape == (16,) and idx.dtype == torch.int64 and w.shape == (16,)
+    assert w.dtype == torch.get_default_dtype()
+    assert batch["obs"].shape == (16, 2) and batch["action"].shape == (16,)
+    assert torch.equal(batch["action"], idx), "action i was stored in slot i"
+    assert int(idx.max()) < 30
+
+
+def test_priorities_weights_and_new_item_priority_match_naive():
+    alpha, beta, eps = 0.7, 0.5, 1e-3
+    buf = PrioritizedReplay(20, alpha=alpha, eps=eps)
+    buf.add(transitions(12))
+    g = torch.Generator().manual_seed(3)
+    errors = torch.randn(12, generator=g, dtype=F64) * 3
+    buf._sampled_at = buf._num_added  # as if all 12 had just been sampled
+    buf.sample(1, 0.0)
+    buf.update_priorities(torch.arange(12), errors)
+    raw = errors.abs() + eps
+    torch.testing.assert_close(buf.tree.leaves()[:12], raw**alpha)
+    assert buf.max_priority == pytest.approx(max(1.0, float(raw.max())))
+    # a new item enters at the largest priority seen so far
+    new = buf.add(transitions(1, start=12))
+    assert float(buf.tree.leaves(new)) == pytest.approx(buf.max_priority**alpha)
+    # IS weights against a naive computation over the whole buffer
+    _, idx, w = buf.sample(64, beta, g)
+    p = buf.tree.leaves()[: len(buf)]
+    P = p / p.sum()
+    all_w = (len(buf) * P) ** (-beta)
+    naive = all_w[idx] / all_w.max()
+    torch.testing.assert_close(w.double(), naive, rtol=1e-6, atol=0)
+    assert float(w.max()) <= 1.0
+
+
+def test_add_with_errors_sets_initial_priorities():
+    buf = PrioritizedReplay(5, alpha=0.5, eps=0.01)
+    buf.add(transitions(3), errors=torch.tensor([0.0, -1.0, 3.0]))
+    torch.testing.assert_close(buf.tree.leaves()[:3], torch.tensor([0.01, 1.01, 3.01], dtype=F64) ** 0.5)
+
+
+def test_priority_and_importance_weight_functions():
+    e = torch.tensor([-2.0, 0.0, 1.0])
+    torch.testing.assert_close(priority(e, 0.5, 0.25), torch.tensor([2.25, 0.25, 1.25], dtype=F64) ** 0.5)
+    assert torch.equal(priority(e, 0.0, 0.25), torch.ones(3, dtype=F64))
+    probs = torch.tensor([0.5, 0.1, 0.4], dtype=F64)
+    w = importance_weights(probs, 3, 1.0, 0.1)
+    torch.testing.assert_close(w, (3 * probs) ** -1.0 / (3 * 0.1) ** -1.0)
+
+
+def test_alpha_zero_is_uniform():
+    buf = PrioritizedReplay(10, alpha=0.0)
+    buf.add(transitions(10))
+    buf.sample(1, 0.0)
+    buf.update_priorities(torch.arange(10), torch.linspace(0, 100, 10))
+    assert torch.equal(buf.tree.leaves(), torch.ones(10, dtype=F64))
+    _, idx, w = buf.sample(10_000, 1.0, torch.Generator().manual_seed(0))
+    assert torch.bincount(idx, minlength=10).tolist() == [1000] * 10
+    assert torch.equal(w, torch.ones(10_000))
+
+
+def test_stale_update_after_overwrite_is_skipped():
+    """cleanrl#511: a priority computed for a sampled item must not land on its replacement."""
+    buf = PrioritizedReplay(4, alpha=1.0, eps=1e-6)
+    buf.add(transitions(4))
+    _, idx, _ = buf.sample(4, 0.4, torch.Generator().manual_seed(0))
+    buf.add(transitions(2, start=4))  # overwrites slots 0 and 1 (new items at max priority 1)
+    applied = buf.update_priorities(torch.tensor([0, 1, 2, 3]), torch.tensor([5.0, 5.0, 0.5, 0.5]))
+    assert applied.tolist() == [False, False, True, True]
+    torch.testing.assert_close(buf.tree.leaves(), torch.tensor([1.0, 1.0, 0.5 + 1e-6, 0.5 + 1e-6], dtype=F64))
+    buf.sample(1, 0.4)
+    assert buf.update_priorities(torch.tensor([0]), torch.tensor([2.0])).tolist() == [True]
+
+
+def test_replay_bad_inputs():
+    with pytest.raises(ValueError, match="capacity must be >= 1"):
+        PrioritizedReplay(0)
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+        PrioritizedReplay(4, alpha=-0.1)
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+        PrioritizedReplay(4, eps=0.0)
+    buf = PrioritizedReplay(4)
+    with pytest.raises(ValueError, match="empty replay buffer"):
+        buf.sample(2, 0.4)
+    with pytest.raises(ValueError, match="non-empty dict"):
+        buf.add({})
+    with pytest.raises(ValueError, match="share the batch size"):
+        buf.add({"a": torch.zeros(2), "b": torch.zeros(3)})
+    with pytest.raises(ValueError, match="leading batch dimension"):
+        buf.add({"a": torch.tensor(1.0)})
+    with pytest.raises(ValueError, match="cannot add 5 transitions"):
+        buf.add({"a": torch.zeros(5)})
+    buf.add({"a": torch.zeros(2, 3)})
+    with pytest.raises(ValueError, match="per-item shape"):
+        buf.add({"a": torch.zeros(2, 4)})
+    with pytest.raises(ValueError, match="keys"):
+        buf.add({"b": torch.zeros(2, 3)})
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        buf.sample(0, 0.4)
+    with pytest.raises(ValueError, match=r"beta must be a number in \[0, 1\]"):
+        buf.sample(2, 1.5)
+    buf.sample(2, 0.4)
+    with pytest.raises(ValueError, match=r"filled part \[0, 2\)"):
+        buf.update_priorities(torch.tensor([2]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match=r"filled part \[0, 2\)"):
+        buf.update_priorities(torch.tensor([-1]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        buf.update_priorities(torch.tensor([0]), torch.tensor([float("nan")]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        buf.update_priorities(torch.tensor([0]), torch.tensor([float("inf")]))
+    with pytest.raises(ValueError, match="errors must have shape"):
+        buf.update_priorities(torch.tensor([0, 1]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="integer tensor"):
+        buf.update_priorities(torch.tensor([0.0]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        buf.add({"a": torch.zeros(1, 3)}, errors=torch.tensor([float("nan")]))
+
+
+def test_beta_schedule():
+    sched = linear_beta_schedule(0.4, 100)
+    assert sched(0) == 0.4 and sched(50) == pytest.approx(0.7) and sched(100) == 1.0 and sched(10**6) == 1.0
+    with pytest.raises(ValueError, match="beta0"):
+        linear_beta_schedule(1.5, 10)
+    with pytest.raises(ValueError, match="total_steps"):
+        linear_beta_schedule(0.4, 0)
+    with pytest.raises(ValueError, match="step must be"):
+        sched(-1)
+
+
+def test_default_eps_is_documented_constant():
+    assert PrioritizedReplay(3).eps == DEFAULT_EPS
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_replay_on_cuda():
+    buf = PrioritizedReplay(100, device="cuda")
+    buf.add({"x": torch.randn(50, 3)})
+    batch, idx, w = buf.sample(8, 0.4)
+    assert batch["x"].is_cuda and idx.is_cuda and w.is_cuda
+    buf.update_priorities(idx, torch.randn(8, device="cuda"))
+    check_invariants(buf.tree, buf.tree.leaves().clone())
+
+
+# ---------------------------------------------------------------------------------------------
+# Blind Cliffwalk
+# ---------------------------------------------------------------------------------------------
+def test_cliffwalk_memory_counts():
+    for n in (1, 2, 5):
+        mem = cliffwalk_memory(n)
+        assert mem["state"].numel() == 2 ** (n + 1) - 2
+        assert float(mem["reward"].sum()) == 1.0
+        rewarded = int(torch.nonzero(mem["reward"]).squeeze())
+        assert int(mem["state"][rewarded]) == n - 1 and int(mem["action"][rewarded]) == 1
+        for i in range(n):
+            for a in (0, 1):
+                assert int(((mem["state"] == i) & (mem["action"] == a)).sum()) == 2 ** (n - 1 - i)
+        moving = mem["done"] == 0
+        assert torch.equal(mem["next_state"][moving], mem["state"][moving] + 1)
+
+
+def test_cliffwalk_true_q_satisfies_bellman():
+    n, gamma = 6, 0.8
+    q = cliffwalk_true_q(n, gamma)
+    mem = cliffwalk_memory(n)
+    target = mem["reward"].double() + gamma * (1 - mem["done"].double()) * q[mem["next_state"]].amax(1)
+    torch.testing.assert_close(q[mem["state"], mem["action"]], target)
+
+
+@pytest.mark.parametrize("method", ["uniform", "prioritized", "oracle"])
+def test_cliffwalk_training_path_learns_tiny_chain(method):
+    counts = [cliffwalk_updates(3, method, generator=torch.Generator().manual_seed(s), max_updates=20_000) for s in range(3)]
+    assert all(0 < c < 20_000 for c in counts), counts  # the loss fell below tol * initial
+
+
+def test_cliffwalk_prioritized_beats_uniform_and_oracle_beats_both():
+    n, seeds = 5, 5
+    med = {
+        m: float(np.median([cliffwalk_updates(n, m, generator=torch.Generator().manual_seed(s)) for s in range(seeds)]))
+        for m in ("uniform", "prioritized", "oracle")
+    }
+    assert med["oracle"] <= med["prioritized"] < med["uniform"], med
+
+
+def test_cliffwalk_is_deterministic_given_a_generator():
+    a = cliffwalk_updates(4, "prioritized", generator=torch.Generator().manual_seed(7))
+    b = cliffwalk_updates(4, "prioritized", generator=torch.Generator().manual_seed(7))
+    assert a == b
+
+
+def test_cliffwalk_bad_inputs():
+    with pytest.raises(ValueError, match="method must be one of"):
+        cliffwalk_updates(3, "greedy")
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        cliffwalk_memory(0)
+    with pytest.raises(ValueError, match="n must be <= 20"):
+        cliffwalk_memory(21)
+    with pytest.raises(ValueError, match="0 < lr <= 1"):
+        cliffwalk_updates(3, "uniform", lr=0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark smoke test
+# ---------------------------------------------------------------------------------------------
+def test_benchmark_quick_runs():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "replay.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, check=True,
+    )
+    assert "sample + update_priorities" in out.stdout and "memtutor" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise checks (memtutor.exercises.ex03)
+# ---------------------------------------------------------------------------------------------
+from memtutor.exercises import ex03  # noqa: E402
+
+
+def ref_is_weights(priorities, indices, beta):
+    probs = priorities / priorities.sum()
+    n = priorities.numel()
+    return (n * probs[indices]) ** (-beta) / (n * probs.min()) ** (-beta)
+
+
+def ref_sampler(priorities, batch_size, generator):
+    csum = torch.cumsum(priorities, 0)
+    u = torch.arange(batch_size, dtype=csum.dtype) + torch.rand(batch_size, dtype=csum.dtype, generator=generator)
+    u = (u * (csum[-1] / batch_size)).clamp(max=torch.nextafter(csum[-1], csum.new_zeros(())))
+    return torch.searchsorted(csum, u, right=True)
+
+
+def ref_rank(errors, alpha):
+    rank = torch.empty_like(errors)
+    rank[torch.argsort(errors.abs(), descending=True)] = torch.arange(1, errors.numel() + 1, dtype=errors.dtype)
+    p = rank ** (-alpha)
+    return p / p.sum()
+
+
+def test_exercise_checks_accept_reference_solutions():
+    assert ex03.check_importance_weights(ref_is_weights)
+    assert ex03.check_proportional_sampler(ref_sampler)
+    assert ex03.check_rank_based_probabilities(ref_rank)
+
+
+def test_exercise_checks_reject_wrong_answers_with_a_reason():
+    def batch_max(p, i, b):
+        w = (p.numel() * p[i] / p.sum()) ** (-b)
+        return w / w.max()
+
+    r = ex03.check_importance_weights(batch_max)
+    assert not r and "least likely stored item" in r.message
+    r = ex03.check_importance_weights(lambda p, i, b: torch.ones(3))
+    assert not r and "one weight per sampled index" in r.message
+    r = ex03.check_importance_weights(lambda p, i, b: 1 / 0)
+    assert not r and "ZeroDivisionError" in r.message
+
+    def iid(p, b, g):
+        csum = torch.cumsum(p, 0)
+        return torch.searchsorted(csum, torch.rand(b, dtype=p.dtype, generator=g) * csum[-1], right=True)
+
+    r = ex03.check_proportional_sampler(iid)
+    assert not r and "stratified" in r.message
+
+    def left(p, b, g):
+        csum = torch.cumsum(p, 0)
+        u = (torch.arange(b, dtype=p.dtype) + torch.rand(b, dtype=p.dtype, generator=g)) * csum[-1] / b
+        return torch.searchsorted(csum, u)  # side="left": can land on a zero item at a boundary
+
+    r = ex03.check_proportional_sampler(lambda p, b, g: torch.zeros(b, dtype=torch.int64))
+    assert not r
+    r = ex03.check_proportional_sampler(left)
+    assert isinstance(r.ok, bool)  # usually right by luck: boundaries have probability ~0
+    r = ex03.check_rank_based_probabilities(lambda e, a: ref_rank(-e.abs().reciprocal(), a))
+    assert not r
+    r = ex03.check_rank_based_probabilities(lambda e, a: torch.ones_like(e))
+    assert not r and "sum to 1" in r.message
+    assert "Not yet" in repr(r)
+
+
+def test_cliffwalk_sweep_tiny_configuration():
+    """The notebook's cached training path on a tiny configuration: shapes, settings, learning."""
+    res = cliffwalk_sweep([2, 3], 2, alphas=(1.0,), seed=5, max_updates=50_000)
+    assert res["uniform"].shape == (2, 2) and res["prioritized"].shape == (1, 2, 2)
+    assert res["memory"].tolist() == [6, 14] and float(res["tol"]) == 1e-3
+    for key in ("uniform", "oracle", "prioritized"):
+        assert bool((res[key] > 0).all()) and bool((res[key] < 50_000).all())
+    again = cliffwalk_updates(3, "uniform", generator=torch.Generator().manual_seed(5 + 3000 + 1))
+    assert again == int(res["uniform"][1, 1]), "each cell is reproducible from its documented seed"
+
+
+def test_multithreaded_search_path_gives_the_same_leaves():
+    """Replay operations run single-threaded inside and restore the caller's thread count."""
+    g = torch.Generator().manual_seed(4)
+    values = torch.rand(50_000, dtype=F64, generator=g) * (torch.rand(50_000, generator=g) > 0.5)
+    tree = make_tree(50_000, 16, 300, values)
+    v = torch.rand(1000, dtype=F64, generator=g) * float(tree.total)
+    one = tree.find(v)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = tree.find(v)
+        idx = tree.sample(700, g)
+        assert torch.get_num_threads() == 2, "the caller's thread count must be restored"
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+    assert bool((values[idx] > 0).all())
+
+
+def test_state_dict_round_trip(tmp_path):
+    g = torch.Generator().manual_seed(6)
+    buf = PrioritizedReplay(9, alpha=0.7, eps=1e-3)
+    buf.add(transitions(6))
+    buf.add(transitions(6, start=6))  # wraps around the ring
+    _, idx, _ = buf.sample(5, 0.4, g)
+    buf.update_priorities(idx, torch.randn(5, generator=g))
+    torch.save(buf.state_dict(), tmp_path / "buf.pt")
+    other = PrioritizedReplay(9, alpha=0.7, eps=1e-3)
+    other.load_state_dict(torch.load(tmp_path / "buf.pt", weights_only=True))
+    assert len(other) == len(buf) and other.max_priority == buf.max_priority
+    assert torch.equal(other.tree.leaves(), buf.tree.leaves())
+    for k in buf.storage:
+        assert torch.equal(other.storage[k], buf.storage[k])
+    a = buf.sample(6, 0.5, torch.Generator().manual_seed(1))
+    b = other.sample(6, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+    assert other.add(transitions(1, start=50)).tolist() == buf.add(transitions(1, start=50)).tolist()
+    with pytest.raises(ValueError, match="capacity=9, alpha=0.7"):
+        PrioritizedReplay(10, alpha=0.7, eps=1e-3).load_state_dict(buf.state_dict())
+    with pytest.raises(ValueError, match="missing 'priorities'"):
+        other.load_state_dict({})
