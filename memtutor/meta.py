@@ -1,0 +1,641 @@
+"""Meta-learning an initialisation: MAML, first-order MAML and Reptile with ``torch.func``.
+
+Finn, Abbeel, Levine, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks",
+ICML 2017 (arXiv 1703.03400); Nichol, Achiam, Schulman, "On First-Order Meta-Learning
+Algorithms", arXiv 1803.02999 (2018). Taught in notebook 04 (``notebooks/04_meta_learning.ipynb``).
+
+Shape legend: ``T`` tasks in a meta-batch, ``K`` support points per task, ``Q`` query points per
+task, ``G`` evaluation points, ``...`` whatever the model takes per example (``D_in``/``D_out``).
+
+The model is *functional*: every function takes an ``nn.Module`` and a dict ``params`` of its
+parameters (``dict(model.named_parameters())``) and runs it with
+``torch.func.functional_call(model, params, (x,))``, so any module works, including a recurrent
+controller whose memory state is an explicit input (wrap it so that ``forward(x)`` builds the
+initial state). The inner loop differentiates with ``torch.func.grad``; the outer gradient is
+ordinary autograd through it, so MAML's meta-gradient is second order; ``torch.func.vmap`` runs
+all tasks of a meta-batch at once (``vectorize=False`` loops over tasks instead, for models that
+``vmap`` cannot batch and as the reference the tests compare with).
+
+The three methods differ only in what they do with the adapted parameters phi_i of task i:
+
+* ``"maml"``:    theta <- theta - beta grad_theta sum_i L_query_i(phi_i(theta))   (through the inner loop)
+* ``"fomaml"``:  same, with the inner gradients treated as constants (d phi_i / d theta = I)
+* ``"reptile"``: theta <- theta + eps (mean_i phi_i - theta)   (the query set is not used)
+
+Evaluation always runs the model with the *adapted* parameters (:func:`adaptation_curve`,
+:func:`adapt_and_predict`), which the seed tutorial's ``MetaLearner`` never does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from memtutor.utils import check_positive_int, check_tensor
+
+__all__ = [
+    "METHODS",
+    "SINE_AMPLITUDE",
+    "SINE_PHASE",
+    "SINE_X",
+    "SineConfig",
+    "TaskBatch",
+    "SineTasks",
+    "sinusoid",
+    "sample_sinusoid_tasks",
+    "make_sine_mlp",
+    "mse_loss",
+    "task_loss",
+    "maml_adapt",
+    "adapt_tasks",
+    "maml_meta_loss",
+    "reptile_direction",
+    "meta_train_step",
+    "meta_train",
+    "pretrain_joint",
+    "TRAINERS",
+    "train_sine_model",
+    "adaptation_curve",
+    "adapt_and_predict",
+]
+
+#: The meta-training rules this module implements (see the module docstring).
+METHODS = ("maml", "fomaml", "reptile")
+
+#: Sinusoid task family of the MAML paper (Sec. 5.1): y = A sin(x + phi).
+SINE_AMPLITUDE = (0.1, 5.0)  # A ~ U[0.1, 5.0]
+SINE_PHASE = (0.0, math.pi)  # phi ~ U[0, pi]
+SINE_X = (-5.0, 5.0)  # x ~ U[-5, 5]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+Params = dict[str, Tensor]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class SineConfig:
+    """The sinusoid benchmark's knobs. Defaults are the MAML paper's, except ``meta_steps``."""
+
+    k_support: int = 10
+    """K: support points per task (the paper meta-trains with K = 10)."""
+    k_query: int = 10
+    """Q: query points per task during meta-training."""
+    meta_batch: int = 25
+    """T: tasks per meta-update (paper: 25)."""
+    inner_lr: float = 0.01
+    """alpha: inner-loop SGD step (paper: 0.01; cbfinn/maml's flag default is 1e-3)."""
+    inner_steps: int = 1
+    """Inner SGD steps during meta-training (paper: 1)."""
+    reptile_steps: int = 5
+    """Inner steps for Reptile (with 1 step Reptile reduces to joint training)."""
+    meta_lr: float = 1e-3
+    """beta: Adam learning rate of the outer loop (paper: 1e-3)."""
+    meta_steps: int = 40_000
+    """Meta-updates (paper: 70,000; CPU-scale default here)."""
+    hidden: int = 40
+    """Width of the two hidden ReLU layers (paper: 40)."""
+
+    def __post_init__(self) -> None:
+        for name in ("k_support", "k_query", "meta_batch", "inner_steps", "reptile_steps", "meta_steps", "hidden"):
+            check_positive_int(getattr(self, name), name)
+        _check_lr(self.inner_lr, "inner_lr")
+        _check_lr(self.meta_lr, "meta_lr")
+
+
+class TaskBatch(NamedTuple):
+    """A meta-batch of any task family. Every function here accepts any object with these fields."""
+
+    x_support: Tensor  # (T, K, ...)
+    y_support: Tensor  # (T, K, ...)
+    x_query: Tensor  # (T, Q, ...)
+    y_query: Tensor  # (T, Q, ...)
+
+
+class SineTasks(NamedTuple):
+    """A meta-batch of sinusoid regression tasks (support and query drawn independently)."""
+
+    x_support: Tensor  # (T, K, 1)
+    y_support: Tensor  # (T, K, 1)
+    x_query: Tensor  # (T, Q, 1)
+    y_query: Tensor  # (T, Q, 1)
+    amplitude: Tensor  # A   (T,)
+    phase: Tensor  # phi     (T,)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _check_lr(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return float(value)
+
+
+def _check_pair(x, y, x_name: str, y_name: str, *, batched: bool) -> None:
+    """x: (T, K, ...) / y: (T, K, ...) when batched, else (K, ...); K >= 1, same T and K."""
+    lead = 2 if batched else 1
+    check_tensor(x, x_name)
+    check_tensor(y, y_name)
+    for t, name in ((x, x_name), (y, y_name)):
+        if t.dim() < lead:
+            want = "(T, K, ...)" if batched else "(K, ...)"
+            raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
+    if x.shape[lead - 1] == 0 or y.shape[lead - 1] == 0:
+        raise ValueError(f"{x_name} is an empty set (K = 0): adaptation needs at least one example")
+    if x.shape[:lead] != y.shape[:lead]:
+        raise ValueError(
+            f"{x_name} and {y_name} disagree on their leading dimensions: {tuple(x.shape)} vs {tuple(y.shape)}"
+        )
+
+
+def _check_params(model, params) -> Params:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(params, Mapping) or not params:
+        raise ValueError("params must be a non-empty dict of tensors (e.g. dict(model.named_parameters()))")
+    names = dict(model.named_parameters())
+    for k, v in params.items():
+        if k not in names:
+            raise ValueError(f"params has {k!r}, which is not a parameter of the model")
+        if not isinstance(v, Tensor):
+            raise ValueError(f"params[{k!r}] must be a tensor, got {type(v).__name__}")
+    return dict(params)
+
+
+def _check_batch(batch, *, query: bool = True) -> None:
+    for name in ("x_support", "y_support") + (("x_query", "y_query") if query else ()):
+        if not hasattr(batch, name):
+            raise ValueError(f"the task batch must have a field {name!r} (e.g. a SineTasks)")
+    _check_pair(batch.x_support, batch.y_support, "x_support", "y_support", batched=True)
+    if query:
+        _check_pair(batch.x_query, batch.y_query, "x_query", "y_query", batched=True)
+        if batch.x_query.shape[0] != batch.x_support.shape[0]:
+            raise ValueError(
+                f"support and query have different numbers of tasks: {batch.x_support.shape[0]} vs {batch.x_query.shape[0]}"
+            )
+
+
+def _check_method(method) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return method
+
+
+# --------------------------------------------------------------------------- the sinusoid family
+
+
+def sinusoid(x: Tensor, amplitude: Tensor, phase: Tensor) -> Tensor:
+    """y = A sin(x + phi), one (A, phi) per task.
+
+    Args:
+        x: (T, K, 1).  amplitude: (T,).  phase: (T,).
+    Returns:
+        (T, K, 1).
+    """
+    check_tensor(x, "x", ndim=3)
+    check_tensor(amplitude, "amplitude", shape=(x.shape[0],))
+    check_tensor(phase, "phase", shape=(x.shape[0],))
+    return amplitude[:, None, None] * torch.sin(x + phase[:, None, None])  # (T, K, 1)
+
+
+def _uniform(shape, bounds, generator, dtype) -> Tensor:
+    lo, hi = bounds
+    return lo + (hi - lo) * torch.rand(shape, generator=generator, dtype=dtype)
+
+
+def sample_sinusoid_tasks(
+    n_tasks: int,
+    k_support: int,
+    k_query: int,
+    *,
+    generator: torch.Generator,
+    amplitude: tuple[float, float] = SINE_AMPLITUDE,
+    phase: tuple[float, float] = SINE_PHASE,
+    x_range: tuple[float, float] = SINE_X,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> SineTasks:
+    """Draw ``n_tasks`` fresh sinusoid tasks with K support and Q query points each.
+
+    Sampling runs on the CPU ``generator`` (so a seed gives the same tasks on every device) and
+    the result is moved to ``device``. Support and query x are independent draws.
+
+    Returns:
+        :class:`SineTasks` with x/y support (T, K, 1), x/y query (T, Q, 1), amplitude and phase (T,).
+    """
+    t = check_positive_int(n_tasks, "n_tasks")
+    k = check_positive_int(k_support, "k_support")
+    q = check_positive_int(k_query, "k_query")
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    for name, (lo, hi) in (("amplitude", amplitude), ("phase", phase), ("x_range", x_range)):
+        if not lo <= hi:
+            raise ValueError(f"{name} must be an interval (low, high) with low <= high, got {(lo, hi)}")
+    amp = _uniform((t,), amplitude, generator, dtype)  # (T,)
+    ph = _uniform((t,), phase, generator, dtype)  # (T,)
+    xs = _uniform((t, k, 1), x_range, generator, dtype)  # (T, K, 1)
+    xq = _uniform((t, q, 1), x_range, generator, dtype)  # (T, Q, 1)
+    out = SineTasks(xs, sinusoid(xs, amp, ph), xq, sinusoid(xq, amp, ph), amp, ph)
+    return SineTasks(*(v.to(device) for v in out)) if device is not None else out
+
+
+def make_sine_mlp(hidden: int = 40, *, in_features: int = 1, out_features: int = 1) -> nn.Sequential:
+    """The paper's regressor: in -> hidden -> hidden -> out with ReLU (1-40-40-1 by default)."""
+    h = check_positive_int(hidden, "hidden")
+    i = check_positive_int(in_features, "in_features")
+    o = check_positive_int(out_features, "out_features")
+    return nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, o))
+
+
+# --------------------------------------------------------------------------- the inner loop
+
+
+def mse_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over every element; a scalar."""
+    return F.mse_loss(prediction, target)
+
+
+def task_loss(model: nn.Module, params: Mapping[str, Tensor], x: Tensor, y: Tensor, loss_fn: LossFn = mse_loss) -> Tensor:
+    """loss_fn(f_params(x), y): the model run with ``params`` instead of its own parameters."""
+    return loss_fn(functional_call(model, dict(params), (x,)), y)
+
+
+def _adapt(model, params: Params, x, y, inner_lr: float, steps: int, first_order: bool, loss_fn) -> Params:
+    """``steps`` SGD steps phi <- phi - alpha grad L_support(phi); no checks (runs under vmap)."""
+    grad_fn = grad(lambda p: task_loss(model, p, x, y, loss_fn))
+    for _ in range(steps):
+        g = grad_fn(params)
+        if first_order:
+            # First-order MAML: the inner gradient is a constant for the outer derivative, so
+            # d phi / d theta = I and no Hessian-vector product is ever formed.
+            g = {k: v.detach() for k, v in g.items()}
+        params = {k: params[k] - inner_lr * g[k] for k in params}
+    return params
+
+
+def maml_adapt(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    x_support: Tensor,
+    y_support: Tensor,
+    *,
+    inner_lr: float,
+    steps: int,
+    first_order: bool = False,
+    loss_fn: LossFn = mse_loss,
+) -> Params:
+    """Adapt to ONE task: ``steps`` steps of phi <- phi - alpha grad_phi L(f_phi(x_support), y_support).
+
+    The result stays differentiable with respect to ``params`` (second order unless
+    ``first_order``), so a loss on it can be backpropagated to the initialisation.
+
+    Args:
+        params: name -> tensor, a subset of ``model``'s parameters (the rest stay the module's own).
+        x_support: (K, ...).  y_support: (K, ...) with the same K >= 1.
+        inner_lr: alpha > 0.  steps: >= 1.
+    Returns:
+        The adapted parameters phi, a dict with the same names and shapes as ``params``.
+    """
+    params = _check_params(model, params)
+    _check_pair(x_support, y_support, "x_support", "y_support", batched=False)
+    lr = _check_lr(inner_lr, "inner_lr")
+    n = check_positive_int(steps, "steps")
+    return _adapt(model, params, x_support, y_support, lr, n, bool(first_order), loss_fn)
+
+
+def _over_tasks(fn, args: tuple, vectorize: bool):
+    """fn applied to each task (dim 0 of every arg): vmap, or a Python loop stacked the same way."""
+    if vectorize:
+        return vmap(fn)(*args)
+    return _stack([fn(*task) for task in zip(*args)])
+
+
+def _stack(outs: list):
+    """Stack a list of equally structured outputs (tensors, dicts and tuples of them) along dim 0."""
+    if isinstance(outs[0], dict):
+        return {k: _stack([o[k] for o in outs]) for k in outs[0]}
+    if isinstance(outs[0], tuple):
+        return tuple(_stack(list(parts)) for parts in zip(*outs))
+    return torch.stack(outs)
+
+
+def adapt_tasks(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    x_support: Tensor,
+    y_support: Tensor,
+    *,
+    inner_lr: float,
+    steps: int,
+    first_order: bool = False,
+    loss_fn: LossFn = mse_loss,
+    vectorize: bool = True,
+) -> Params:
+    """:func:`maml_adapt` for every task of a meta-batch at once.
+
+    Args:
+        x_support: (T, K, ...).  y_support: (T, K, ...).
+    Returns:
+        name -> (T, *param.shape): one adapted parameter set per task.
+    """
+    params = _check_params(model, params)
+    _check_pair(x_support, y_support, "x_support", "y_support", batched=True)
+    lr = _check_lr(inner_lr, "inner_lr")
+    n = check_positive_int(steps, "steps")
+    fn = lambda xs, ys: _adapt(model, params, xs, ys, lr, n, bool(first_order), loss_fn)  # noqa: E731
+    return _over_tasks(fn, (x_support, y_support), vectorize)
+
+
+# --------------------------------------------------------------------------- the outer loop
+
+
+def maml_meta_loss(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batch,
+    *,
+    inner_lr: float,
+    steps: int,
+    first_order: bool = False,
+    loss_fn: LossFn = mse_loss,
+    vectorize: bool = True,
+) -> Tensor:
+    """(1/T) sum_i L(f_{phi_i}(x_query_i), y_query_i) with phi_i = adapt(theta, support_i).
+
+    ``batch`` is a :class:`TaskBatch` (or any object with its fields, e.g. :class:`SineTasks`):
+    ``x_support`` (T, K, ...), ``y_support``, ``x_query`` (T, Q, ...), ``y_query``.
+    Backpropagating the returned scalar gives MAML's meta-gradient (second order), or first-order
+    MAML's when ``first_order=True``.
+    """
+    params = _check_params(model, params)
+    _check_batch(batch)
+    lr = _check_lr(inner_lr, "inner_lr")
+    n = check_positive_int(steps, "steps")
+
+    def one_task(xs, ys, xq, yq):
+        phi = _adapt(model, params, xs, ys, lr, n, bool(first_order), loss_fn)
+        return task_loss(model, phi, xq, yq, loss_fn)
+
+    args = (batch.x_support, batch.y_support, batch.x_query, batch.y_query)
+    return _over_tasks(one_task, args, vectorize).mean()
+
+
+def reptile_direction(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batch,
+    *,
+    inner_lr: float,
+    steps: int,
+    loss_fn: LossFn = mse_loss,
+    vectorize: bool = True,
+) -> tuple[Params, Tensor]:
+    """Reptile's pseudo-gradient theta - mean_i phi_i, and the mean support loss after adaptation.
+
+    Handing the pseudo-gradient to ``SGD(lr=eps)`` performs theta <- theta + eps (mean phi - theta),
+    the paper's update; handing it to Adam (as :func:`meta_train` does) rescales it per coordinate.
+    Only the support set is used.
+    """
+    # Reptile's update is not a derivative of anything: no graph back to theta is needed.
+    params = {k: v.detach() for k, v in _check_params(model, params).items()}
+    _check_batch(batch, query=False)
+    lr = _check_lr(inner_lr, "inner_lr")
+    n = check_positive_int(steps, "steps")
+
+    def one_task(xs, ys):
+        phi = _adapt(model, params, xs, ys, lr, n, True, loss_fn)
+        return phi, task_loss(model, phi, xs, ys, loss_fn)
+
+    with torch.no_grad():  # no outer graph: Reptile never differentiates through the inner loop
+        phi, losses = _over_tasks(one_task, (batch.x_support, batch.y_support), vectorize)
+    return {k: params[k] - phi[k].mean(0) for k in params}, losses.mean()
+
+
+def meta_train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch,
+    *,
+    method: str = "maml",
+    inner_lr: float,
+    steps: int,
+    loss_fn: LossFn = mse_loss,
+    vectorize: bool = True,
+) -> Tensor:
+    """One meta-update of ``model``'s parameters (all of them) by ``method`` in :data:`METHODS`.
+
+    Returns the detached meta-loss: the mean query loss after adaptation for MAML and first-order
+    MAML, the mean support loss after adaptation for Reptile.
+    """
+    method = _check_method(method)
+    params = dict(model.named_parameters())
+    optimizer.zero_grad(set_to_none=True)
+    if method == "reptile":
+        direction, loss = reptile_direction(
+            model, params, batch, inner_lr=inner_lr, steps=steps, loss_fn=loss_fn, vectorize=vectorize
+        )
+        for name, p in params.items():
+            p.grad = direction[name]
+    else:
+        loss = maml_meta_loss(
+            model, params, batch, inner_lr=inner_lr, steps=steps, first_order=method == "fomaml",
+            loss_fn=loss_fn, vectorize=vectorize,
+        )  # fmt: skip
+        loss.backward()
+    optimizer.step()
+    return loss.detach()  # a number to log, not a graph to keep
+
+
+def meta_train(
+    model: nn.Module,
+    sample_batch: Callable[[torch.Generator], object],
+    *,
+    method: str,
+    meta_steps: int,
+    inner_lr: float,
+    inner_steps: int,
+    meta_lr: float = 1e-3,
+    generator: torch.Generator,
+    loss_fn: LossFn = mse_loss,
+    vectorize: bool = True,
+    progress: bool = False,
+) -> Tensor:
+    """Meta-train ``model`` in place with Adam(meta_lr); ``sample_batch(generator)`` gives each batch.
+
+    Returns:
+        (meta_steps,) the meta-loss of every update.
+    """
+    _check_method(method)
+    n = check_positive_int(meta_steps, "meta_steps")
+    optimizer = torch.optim.Adam(model.parameters(), lr=_check_lr(meta_lr, "meta_lr"))
+    losses = torch.empty(n)
+    for i in _progress(range(n), progress, f"meta-train ({method})"):
+        losses[i] = meta_train_step(
+            model, optimizer, sample_batch(generator), method=method, inner_lr=inner_lr,
+            steps=inner_steps, loss_fn=loss_fn, vectorize=vectorize,
+        )  # fmt: skip
+    return losses
+
+
+def pretrain_joint(
+    model: nn.Module,
+    sample_batch: Callable[[torch.Generator], object],
+    *,
+    steps: int,
+    lr: float = 1e-3,
+    generator: torch.Generator,
+    loss_fn: LossFn = mse_loss,
+    progress: bool = False,
+) -> Tensor:
+    """The paper's "pretrained" baseline: one model regressed on the points of all tasks jointly.
+
+    Each update pools the support and query points of a fresh meta-batch; the model never sees
+    which task a point came from, so it learns the average function. Returns (steps,) losses.
+    """
+    n = check_positive_int(steps, "steps")
+    optimizer = torch.optim.Adam(model.parameters(), lr=_check_lr(lr, "lr"))
+    losses = torch.empty(n)
+    for i in _progress(range(n), progress, "pretrain (joint)"):
+        b = sample_batch(generator)
+        x = torch.cat([b.x_support, b.x_query], dim=1).flatten(0, 1)  # (T*(K+Q), ...)
+        y = torch.cat([b.y_support, b.y_query], dim=1).flatten(0, 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses[i] = loss.detach()
+    return losses
+
+
+#: What :func:`train_sine_model` can train: the three meta-learners and the joint baseline.
+TRAINERS = METHODS + ("pretrained",)
+
+
+def train_sine_model(method: str, config: SineConfig, *, seed: int, progress: bool = False, history: int = 100) -> dict:
+    """Train the paper's MLP on the sinusoid family by ``method`` in :data:`TRAINERS`.
+
+    The initialisation and the task stream are both derived from ``seed`` (the global RNG is left
+    untouched). Meta-training uses ``config.k_support``/``k_query`` points per task,
+    ``config.inner_steps`` inner steps for MAML and first-order MAML and ``config.reptile_steps``
+    for Reptile; the baseline makes ``config.meta_steps`` Adam updates on pooled meta-batches.
+
+    Returns:
+        ``{"model": state_dict, "losses": (history,) training loss averaged over equal chunks}``,
+        ready for :func:`memtutor.utils.load_or_train`.
+    """
+    if method not in TRAINERS:
+        raise ValueError(f"method must be one of {TRAINERS}, got {method!r}")
+    if not isinstance(config, SineConfig):
+        raise ValueError(f"config must be a SineConfig, got {type(config).__name__}")
+    h = check_positive_int(history, "history")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = make_sine_mlp(config.hidden)
+    generator = torch.Generator().manual_seed(seed + 1)
+    sample = lambda g: sample_sinusoid_tasks(config.meta_batch, config.k_support, config.k_query, generator=g)  # noqa: E731
+    if method == "pretrained":
+        losses = pretrain_joint(
+            model, sample, steps=config.meta_steps, lr=config.meta_lr, generator=generator, progress=progress
+        )
+    else:
+        steps = config.reptile_steps if method == "reptile" else config.inner_steps
+        losses = meta_train(
+            model, sample, method=method, meta_steps=config.meta_steps, inner_lr=config.inner_lr,
+            inner_steps=steps, meta_lr=config.meta_lr, generator=generator, progress=progress,
+        )  # fmt: skip
+    chunks = torch.tensor_split(losses, min(h, losses.numel()))
+    return {"model": model.state_dict(), "losses": torch.stack([c.mean() for c in chunks])}
+
+
+def _progress(it, enabled: bool, desc: str):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, mininterval=1.0)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def adaptation_curve(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batch,
+    *,
+    inner_lr: float,
+    max_steps: int,
+    loss_fn: LossFn = mse_loss,
+    vectorize: bool = True,
+) -> Tensor:
+    """Query loss of every task after 0, 1, ..., ``max_steps`` adaptation steps on its support set.
+
+    Step s evaluates the model with the parameters adapted for s steps (step 0: ``params``).
+    Nothing is differentiated through, so call it under ``torch.no_grad()`` or not, as you like.
+
+    Returns:
+        (T, max_steps + 1).
+    """
+    # Evaluation only: detached, so no outer graph is kept alive across the steps.
+    params = {k: v.detach() for k, v in _check_params(model, params).items()}
+    _check_batch(batch)
+    lr = _check_lr(inner_lr, "inner_lr")
+    n = check_positive_int(max_steps, "max_steps")
+
+    def one_task(xs, ys, xq, yq):
+        phi, out = params, []
+        grad_fn = grad(lambda p: task_loss(model, p, xs, ys, loss_fn))
+        for s in range(n + 1):  # a loop over adaptation steps (time), not over tasks
+            out.append(task_loss(model, phi, xq, yq, loss_fn))
+            if s < n:
+                g = grad_fn(phi)
+                phi = {k: phi[k] - lr * g[k].detach() for k in phi}
+        return torch.stack(out)  # (S + 1,)
+
+    args = (batch.x_support, batch.y_support, batch.x_query, batch.y_query)
+    return _over_tasks(one_task, args, vectorize).detach()
+
+
+def adapt_and_predict(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    x_support: Tensor,
+    y_support: Tensor,
+    x_eval: Tensor,
+    *,
+    inner_lr: float,
+    steps: int,
+    loss_fn: LossFn = mse_loss,
+    vectorize: bool = True,
+) -> Tensor:
+    """Adapt to each task's support set, then predict at ``x_eval`` with the adapted parameters.
+
+    Args:
+        x_support: (T, K, ...).  y_support: (T, K, ...).  x_eval: (T, G, ...).
+        steps: >= 1 (for the unadapted model call ``functional_call`` directly).
+    Returns:
+        (T, G, D_out) predictions of the adapted models.
+    """
+    check_tensor(x_eval, "x_eval")
+    if x_eval.dim() < 2 or x_eval.shape[0] != x_support.shape[0]:
+        raise ValueError(f"x_eval must have shape (T, G, ...) with T = {x_support.shape[0]}, got {tuple(x_eval.shape)}")
+    phi = adapt_tasks(
+        model, params, x_support, y_support, inner_lr=inner_lr, steps=steps, first_order=True,
+        loss_fn=loss_fn, vectorize=vectorize,
+    )  # fmt: skip
+    phi = {k: v.detach() for k, v in phi.items()}  # predictions only: drop the graph to theta
+    predict = lambda p, x: functional_call(model, p, (x,))  # noqa: E731
+    if vectorize:
+        return vmap(predict)(phi, x_eval)  # (T, G, D_out)
+    per_task = [{k: v[i] for k, v in phi.items()} for i in range(x_eval.shape[0])]
+    return torch.stack([predict(p, x) for p, x in zip(per_task, x_eval)])  # (T, G, D_out)
