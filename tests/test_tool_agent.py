@@ -1,0 +1,395 @@
+"""Tests for memtutor.tool_agent (notebook 06): environment semantics, proofs, policy, A2C, training."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from itertools import permutations, product
+from pathlib import Path
+
+import pytest
+import torch
+
+from memtutor import tool_agent as ta
+from memtutor.exercises import ex06
+from memtutor.tool_agent import (ADD, MUL, NUM_ACTIONS, RCL, RSUB, STO, SUB, ToolAgentConfig,
+                                 ToolPolicy)
+from memtutor.utils import set_threads
+
+set_threads()  # torch's default of 2 threads stalls these small ops on a 2-core machine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def one_problem(stage, numbers, ops):
+    """A batch-of-one Problem with chosen numbers and operator symbols."""
+    x = torch.zeros(1, ta.MAX_OPERANDS, dtype=torch.int64)
+    x[0, :len(numbers)] = torch.tensor(numbers)
+    o = torch.zeros(1, 3, dtype=torch.int64)
+    o[0, :len(ops)] = torch.tensor([ta.OP_SYMBOLS.index(s) for s in ops])
+    target, sub, mem, n_sub = ta._targets_and_subgoals(stage, x, o)
+    st = torch.full((1,), stage, dtype=torch.int64)
+    return ta.Problem(st, x, o, target, ta._context_tokens(stage, x, o), sub, mem, n_sub)
+
+
+def run_text(problem, text, **kw):
+    prog = torch.tensor([ta.parse_program(text)])
+    return ta.run_programs(problem, prog, **kw)
+
+
+# ----------------------------------------------------------------------------- tool semantics
+def test_pointer_loads_then_applies_pending_operator():
+    p = one_problem(0, [7, 5, 3], "+-")
+    s, _ = run_text(p, "P0")
+    assert s.acc.item() == 7 and s.acc_full.item() and not s.done.item()
+    for op, want in (("ADD", 12), ("SUB", 2), ("MUL", 35), ("RSUB", -2)):
+        s, _ = run_text(p, f"P0 {op} P1")
+        assert s.acc.item() == want, op
+        assert s.pending.item() == -1
+
+
+def test_sto_stores_and_empties_rcl_loads_or_applies():
+    p = one_problem(2, [7, 5, 3, 2, 4], "++")
+    s, _ = run_text(p, "P0 STO")
+    assert s.mem.item() == 7 and s.mem_full.item() and not s.acc_full.item()
+    s, _ = run_text(p, "P0 STO RCL")  # recall into an empty accumulator loads
+    assert s.acc.item() == 7 and s.mem_full.item()
+    s, _ = run_text(p, "P0 STO P1 RSUB RCL")  # 7 - 5
+    assert s.acc.item() == 2 and s.mem.item() == 7
+
+
+@pytest.mark.parametrize("text", [
+    "RCL",                # recall before store
+    "ANS",                # answer with an empty accumulator
+    "P0 ADD P0",          # a pointer used twice
+    "P3",                 # a pointer past the stage's operands
+    "P0 P1",              # an operand with nothing pending
+    "P0 ADD MUL",         # an operator after an operator
+    "ADD",                # an operator with an empty accumulator
+    "STO",                # store with an empty accumulator
+    "P0 ADD ANS",         # answer with an operator pending
+    "P0 ADD P1 ADD P2 ADD",  # an operator that no operand could follow
+])
+def test_invalid_tool_use_is_an_error_with_reward_zero(text):
+    p = one_problem(0, [7, 5, 3], "++")
+    s, r = run_text(p, text)
+    assert s.error.item() and s.done.item() and not s.answered.item()
+    assert r.sum().item() == 0
+    ref = ta.reference_run_program([7, 5, 3], 0, p.target.item(), ta.parse_program(text))
+    assert ref["error"]
+
+
+def test_answer_ends_episode_and_later_actions_are_ignored():
+    p = one_problem(0, [7, 5, 3], "++")
+    s, r = run_text(p, "P0 ADD P1 ADD P2 ANS P0 RCL ANS")
+    assert s.answered.item() and s.answer.item() == 15 and not s.error.item()
+    assert s.steps.item() == 6 and r.tolist()[0] == [0, 0, 0, 0, 0, 1.0, 0, 0, 0]
+
+
+def test_step_limit_ends_episode_unanswered():
+    p = one_problem(2, [7, 5, 3, 2, 4], "++")
+    # 13 valid actions, then the answer would be the 14th+1: past a limit of 13
+    prog = "P0 STO RCL STO RCL STO RCL STO RCL STO RCL STO RCL ANS"
+    s, _ = run_text(p, prog, max_steps=13)
+    assert s.done.item() and not s.answered.item() and not s.error.item() and s.steps.item() == 13
+    ref = ta.reference_run_program([7, 5, 3, 2, 4], 2, 0, ta.parse_program(prog), max_steps=13)
+    assert not ref["answered"] and ref["steps"] == 13
+
+
+def test_first_operand_always_loads_so_no_negation_trick():
+    """RSUB on the first operand cannot negate: an operator needs a full accumulator."""
+    p = one_problem(0, [7, 5, 3], "++")
+    s, _ = run_text(p, "RSUB P0")
+    assert s.error.item()
+
+
+# ----------------------------------------------------------------------------- vectorised = loop
+def test_vectorised_env_matches_per_episode_loop_on_random_programs():
+    g = gen(1)
+    probs = ta.cat_problems(ta.sample_problems(s, 60, g) for s in range(3))
+    B, T = probs.stage.shape[0], 14
+    # half uniformly random actions (mostly errors), half drawn among the valid ones
+    state, progs = ta.initial_state(probs), []
+    for t in range(T):
+        valid = ta.valid_actions(probs, state) | state.done[:, None]
+        assert bool(valid.any(1).all())  # never a dead end
+        w = torch.where(torch.arange(B)[:, None] % 2 == 0, valid.float(), torch.ones(B, NUM_ACTIONS))
+        a = torch.multinomial(w, 1, generator=g).squeeze(1)
+        state, _ = ta.env_step(probs, state, a)
+        progs.append(a)
+    prog = torch.stack(progs, 1)
+    final, _ = ta.run_programs(probs, prog)
+    assert bool((final.answered & ~final.error).any()) and bool(final.error.any())
+    for i in range(B):
+        ref = ta.reference_run_program(probs.numbers[i].tolist(), int(probs.stage[i]),
+                                       int(probs.target[i]), prog[i].tolist())
+        assert ref["answered"] == bool(final.answered[i])
+        assert ref["error"] == bool(final.error[i])
+        assert ref["steps"] == int(final.steps[i])
+        assert ref["correct"] == bool(final.answered[i] & (final.answer[i] == probs.target[i]))
+        if ref["answered"]:
+            assert ref["answer"] == int(final.answer[i])
+
+
+# ----------------------------------------------------------------------------- proofs
+@pytest.mark.parametrize("stage", [0, 1, 2])
+def test_every_drawn_problem_is_solvable_by_its_canonical_program(stage):
+    for split in ("train", "test"):
+        p = ta.sample_problems(stage, 400, gen(stage), split=split)
+        prog = ta.canonical_programs(p)
+        s, r = ta.run_programs(p, prog, shaping=0.1)
+        assert bool((s.answered & (s.answer == p.target)).all())
+        # ordered shaping credits every canonical subgoal exactly once
+        torch.testing.assert_close(r.sum(1), 1 + 0.1 * p.n_subgoals.float())
+
+
+def _naive_memory_free(nums, target, n):
+    for k in range(1, n + 1):
+        for perm in permutations(range(n), k):
+            for ops in product((ADD, SUB, MUL, RSUB), repeat=k - 1):
+                v = nums[perm[0]]
+                for o, j in zip(ops, perm[1:]):
+                    y = nums[j]
+                    v = v + y if o == ADD else v - y if o == SUB else v * y if o == MUL else y - v
+                if v == target:
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_meet_in_the_middle_search_equals_naive_enumeration(n):
+    g = gen(n)
+    x = torch.randint(1, 5, (25, 5), generator=g)  # small numbers: many coincidences
+    t = torch.randint(-30, 120, (25,), generator=g)
+    raw = ta.draw_raw_problems(2, 25, g, "cpu")
+    x, t = torch.cat([x, raw.numbers]), torch.cat([t, raw.target])
+    fast = ta.memory_free_solvable(x, n, t)
+    slow = torch.tensor([_naive_memory_free(x[i].tolist(), int(t[i]), n) for i in range(len(t))])
+    assert torch.equal(fast, slow) and bool(slow.any()) and bool((~slow).any())
+
+
+def test_every_drawn_stage2_problem_needs_memory():
+    for split in ("train", "test"):
+        p = ta.sample_problems(2, 300, gen(5), split=split)
+        assert not bool(ta.memory_free_solvable(p.numbers, 5, p.target).any())
+    # and the filter matters: raw problems are often solvable without memory
+    raw = ta.draw_raw_problems(2, 300, gen(6), "cpu")
+    frac = ta.memory_free_solvable(raw.numbers, 5, raw.target).float().mean().item()
+    assert 0.4 < frac < 0.8
+
+
+def test_memory_free_search_rejects_bad_input():
+    with pytest.raises(ValueError, match="operands >= 1"):
+        ta.memory_free_solvable(torch.zeros(2, 5, dtype=torch.long), 5, torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="exceeds"):
+        ta.memory_free_solvable(torch.ones(2, 3, dtype=torch.long), 5, torch.zeros(2, dtype=torch.long))
+
+
+def test_held_out_split_is_disjoint_and_about_the_right_size():
+    for stage in range(3):
+        tr = ta.sample_problems(stage, 300, gen(7), split="train")
+        te = ta.sample_problems(stage, 300, gen(8), split="test")
+        assert not bool(ta.is_held_out(tr.numbers).any()) and bool(ta.is_held_out(te.numbers).all())
+    raw = ta.draw_raw_problems(0, 20000, gen(9), "cpu")
+    assert abs(ta.is_held_out(raw.numbers).float().mean().item() - ta.HELD_OUT_FRACTION) < 0.02
+
+
+def test_sampling_is_deterministic_given_the_generator():
+    a, b = ta.sample_problems(2, 50, gen(3)), ta.sample_problems(2, 50, gen(3))
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+def test_unordered_shaping_credits_out_of_order_subgoals():
+    p = one_problem(2, [7, 5, 3, 2, 4], "++")
+    text = "P3 MUL P4 STO P0 ADD P1 ADD P2 RSUB RCL"  # reaches d*e first (subgoal 4 of 5)
+    _, r_ord = run_text(p, text, shaping=0.1, ordered_shaping=True)
+    _, r_any = run_text(p, text, shaping=0.1, ordered_shaping=False)
+    assert r_any.sum().item() > r_ord.sum().item()
+
+
+# ----------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("stage", [3, -1, "0", 1.0, True])
+def test_unknown_stage_raises(stage):
+    with pytest.raises(ValueError, match="stage"):
+        ta.sample_problems(stage, 4, gen())
+
+
+def test_unknown_tool_token_raises():
+    p = one_problem(0, [7, 5, 3], "++")
+    with pytest.raises(ValueError, match="tool tokens"):
+        ta.env_step(p, ta.initial_state(p), torch.tensor([NUM_ACTIONS]))
+    with pytest.raises(ValueError, match="tool tokens"):
+        ta.env_step(p, ta.initial_state(p), torch.tensor([-1]))
+    with pytest.raises(ValueError, match="unknown tool token"):
+        ta.parse_program("P0 FOO")
+    with pytest.raises(ValueError, match="unknown tool token"):
+        ta.reference_run_program([1, 2, 3], 0, 3, [99])
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_batch_size_below_one_raises(bad):
+    with pytest.raises(ValueError, match="batch_size"):
+        ta.sample_problems(0, bad, gen())
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="encoder"):
+        ToolAgentConfig(encoder="attention")
+    with pytest.raises(ValueError, match="max_steps"):
+        ToolAgentConfig(max_steps=11)
+    with pytest.raises(ValueError, match="entropy_coef"):
+        ToolAgentConfig(entropy_coef=-0.1)
+    with pytest.raises(ValueError, match="split"):
+        ta.sample_problems(0, 4, gen(), split="val")
+
+
+# ----------------------------------------------------------------------------- policy
+def _greedy_outputs(policy, problem):
+    with torch.no_grad():
+        ro = ta.rollout(policy, problem, greedy=True)
+    return ro.actions, ro.value, ro.logp
+
+
+def test_policy_is_batch_independent():
+    torch.manual_seed(0)
+    pol = ToolPolicy(ToolAgentConfig(d_model=16))
+    p = ta.cat_problems(ta.sample_problems(s, 8, gen(s)) for s in range(3))
+    perm = torch.randperm(24, generator=gen(1))
+    a, v, lp = _greedy_outputs(pol, p)
+    a2, v2, lp2 = _greedy_outputs(pol, ta.index_problems(p, perm))
+    assert torch.equal(a[perm], a2)
+    torch.testing.assert_close(v[perm], v2)
+    torch.testing.assert_close(lp[perm], lp2)
+
+
+def test_batch_mixing_bug_flag_mixes_episodes():
+    """Regression for the original's (B, d) + (B, 1, d) broadcast: episode 0 sees episode 3."""
+    torch.manual_seed(0)
+    for bug in (False, True):
+        pol = ToolPolicy(ToolAgentConfig(d_model=16, batch_mixing_bug=bug))
+        p = ta.sample_problems(0, 4, gen(0))
+        ctx2 = p.context.clone()
+        ctx2[3] = ta.sample_problems(1, 1, gen(5)).context[0]
+        h1 = pol.encode(p.context, p.stage)
+        h2 = pol.encode(ctx2, p.stage)
+        moved = (h1[0] - h2[0]).abs().max().item()
+        assert (moved > 1e-4) == bug
+
+
+def test_mean_encoder_ignores_order_and_gru_does_not():
+    torch.manual_seed(0)
+    p = one_problem(0, [7, 5, 3], "+*")
+    q = one_problem(0, [7, 5, 3], "*+")
+    for enc, same in (("mean", True), ("gru", False)):
+        pol = ToolPolicy(ToolAgentConfig(d_model=16, encoder=enc))
+        h1, h2 = pol.encode(p.context, p.stage), pol.encode(q.context, q.stage)
+        assert torch.allclose(h1, h2) == same
+
+
+def test_action_mask_and_memory_removal():
+    torch.manual_seed(0)
+    p = ta.cat_problems(ta.sample_problems(s, 20, gen(s)) for s in range(3))
+    ro = ta.rollout(ToolPolicy(ToolAgentConfig(d_model=16)), p, generator=gen(2))
+    assert not bool(ro.state.error.any())  # masked: never an invalid call
+    ro = ta.rollout(ToolPolicy(ToolAgentConfig(d_model=16, memory_tools=False)), p, generator=gen(2))
+    used = ro.actions[ro.alive]
+    assert not bool(((used == STO) | (used == RCL)).any())
+
+
+# ----------------------------------------------------------------------------- A2C
+def test_a2c_returns_match_a_loop_and_gradients_flow():
+    torch.manual_seed(0)
+    cfg = ToolAgentConfig(d_model=16)
+    pol = ToolPolicy(cfg)
+    p = ta.cat_problems(ta.sample_problems(s, 6, gen(s)) for s in range(3))
+    prog = ta.canonical_programs(p)
+    ro = ta.rollout(pol, p, generator=gen(0))
+    # reward-to-go by an explicit loop
+    R = ro.reward
+    loop = torch.zeros_like(R)
+    for i in range(R.shape[0]):
+        acc = 0.0
+        for t in reversed(range(R.shape[1])):
+            acc += R[i, t].item()
+            loop[i, t] = acc
+    torch.testing.assert_close(R.flip(1).cumsum(1).flip(1), loop)
+    loss, info = ta.a2c_loss(ro, cfg)
+    loss.backward()
+    assert all(q.grad is not None and torch.isfinite(q.grad).all() for q in pol.parameters())
+    assert info["entropy"] > 0 and prog.shape == (18, cfg.max_steps)
+
+
+def test_training_path_learns_stage0():
+    """A tiny run: greedy stage-0 accuracy on fresh problems rises well above guessing (1/9)."""
+    cfg = ToolAgentConfig(d_model=32, batch_size=128, max_updates=160, eval_every=80, eval_size=128,
+                          lr=5e-3, seed=0)
+    out = ta.train_agent(cfg)
+    curve = out["curve"]
+    assert curve.shape == (2, 4) and out["updates"] == 160
+    pol = ToolPolicy(cfg)
+    pol.load_state_dict(out["state_dict"])
+    acc0 = ta.evaluate(pol, ta.sample_problems(0, 256, gen(11), split="test")).float().mean().item()
+    assert acc0 > 0.5, curve
+
+
+# ----------------------------------------------------------------------------- display, exercises, benchmark
+def test_trace_and_text_helpers():
+    p = one_problem(2, [7, 5, 3, 2, 4], "*+")
+    assert ta.context_to_text(p.context[0]) == "7 * 5 + 3 - 2 * 4"
+    prog = ta.canonical_programs(p)[0].tolist()
+    assert ta.program_to_text(prog) == "P0 MUL P1 ADD P2 STO P3 MUL P4 RSUB RCL ANS"
+    rows = ta.trace_program([7, 5, 3, 2, 4], 2, prog)
+    assert rows[-2] == ("RCL", 30, 38) and rows[-1][0] == "ANS"
+
+
+def test_exercise_checks_accept_right_and_reject_wrong_answers():
+    sym = {"+": "ADD", "-": "SUB", "*": "MUL"}
+
+    def stage1(o):
+        return ["P0", sym[o[0]], "P1", sym[o[1]], "P2", sym[o[2]], "P3", "ANS"]
+
+    assert ex06.check_stage1_program(stage1)
+    assert not ex06.check_stage1_program(lambda o: ["P0", "ADD", "P1", "ANS"])
+    assert not ex06.check_stage1_program(lambda o: ["RCL"])
+
+    def memfree(o):
+        return ["P3", "MUL", "P4", "RSUB", "P0", sym[o[0]], "P1", sym[o[1]], "P2", "ANS"]
+
+    assert ex06.check_memory_free_program(memfree)
+    cheat = ["P0", "ADD", "P1", "ADD", "P2", "STO", "P3", "MUL", "P4", "RSUB", "RCL", "ANS"]
+    res = ex06.check_memory_free_program(lambda o: cheat)
+    assert not res and "forbids" in res.message
+
+    def product_stage(o):
+        return ["P0", sym[o[0]], "P1", "STO", "P2", sym[o[1]], "P3", "MUL", "RCL", "ANS"]
+
+    assert ex06.check_product_stage_program(product_stage)
+    assert not ex06.check_product_stage_program(stage1)
+    assert not ex06.check_product_stage_program(lambda o: 1 / 0)
+
+
+def test_benchmark_quick_runs():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tool_agent.py"), "--quick"],
+                         check=True, capture_output=True, text=True, timeout=120)
+    assert "ratio" in out.stdout
+
+
+def test_run_ablations_rejects_unknown_names_and_held_out_sets_are_fixed():
+    with pytest.raises(ValueError, match="unknown ablations"):
+        ta.run_ablations(ToolAgentConfig(), ["no such thing"])
+    a, b = ta.held_out_set(1, 20), ta.held_out_set(1, 20)
+    assert torch.equal(a.numbers, b.numbers) and bool(ta.is_held_out(a.numbers).all())
+
+
+def test_curriculum_stage_mixes():
+    cfg = ToolAgentConfig()
+    assert ta._stage_mix(0, cfg) == [1.0, 0.0, 0.0]
+    assert ta._stage_mix(2, cfg) == [0.25, 0.25, 0.5]  # half newest, half revisits
+    assert ta._stage_mix(1, ToolAgentConfig(curriculum=False)) == [1 / 3] * 3
+    fw = ta._stage_mix(2, ToolAgentConfig(failure_weighted=True), [1.0, 0.9, 0.6])
+    torch.testing.assert_close(torch.tensor(fw), torch.tensor([0.05, 0.1, 0.4]) / 0.55)
