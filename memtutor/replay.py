@@ -475,16 +475,16 @@ class PrioritizedReplay:
         batch = self._check_transitions(transitions)
         if batch == 0:
             return torch.empty(0, dtype=torch.int64, device=self.device)
+        if errors is None:
+            prios = torch.full((batch,), self.max_priority**self.alpha, dtype=TREE_DTYPE, device=self.device)
+        else:  # validated before anything is stored: a rejected add leaves the buffer as it was
+            check_tensor(errors, "errors", shape=(batch,), finite=False)
+            prios = self._priorities(errors)
         if not self.storage:
             for key, value in transitions.items():
                 self.storage[key] = torch.zeros(
                     (self.capacity, *value.shape[1:]), dtype=value.dtype, device=self.device
                 )
-        if errors is None:
-            prios = torch.full((batch,), self.max_priority**self.alpha, dtype=TREE_DTYPE, device=self.device)
-        else:
-            check_tensor(errors, "errors", shape=(batch,), finite=False)
-            prios = self._priorities(errors)
         start = self._next
         for key, value in transitions.items():
             _ring_write(self.storage[key], value.to(device=self.device, dtype=self.storage[key].dtype), start)
@@ -589,10 +589,13 @@ class PrioritizedReplay:
                 f"indices must lie in the filled part [0, {self._size}), got values in [{lo}, {hi}]"
             )
         idx = indices.to(device=self.device, dtype=torch.int64)
-        errors = errors.to(self.device)
         if self._num_added > self._sampled_at:  # something was added since the last sample
+            # Validate *every* error before dropping the stale ones: a NaN must raise even when
+            # it belongs to a slot whose update is skipped (bad input is never silently ignored).
+            if errors.is_floating_point() and not bool(torch.isfinite(errors).all()):
+                raise ValueError("errors contain NaN or infinite values")
             fresh = self._written.index_select(0, idx) <= self._sampled_at  # (B,)
-            idx, errors = idx[fresh], errors[fresh]
+            idx, errors = idx[fresh], errors.to(self.device)[fresh]
         else:
             fresh = torch.ones(idx.shape, dtype=torch.bool, device=self.device)
         self.tree._update(idx, self._priorities(errors))

@@ -265,6 +265,30 @@ def test_interface_size_and_squashing():
     close(mem.oneplus(torch.tensor([0.0], dtype=DT)), torch.tensor([1 + math.log(2)], dtype=DT))
 
 
+def test_interface_layout_follows_the_paper():
+    """xi = [k^r (R*W), beta^r (R), k^w (W), beta^w (1), e (W), v (W), f (R), g^a (1), g^w (1), pi (3R)].
+
+    The linear fields (read keys, write key, write vector) cannot be told apart by their ranges,
+    so check every field's position with a raw vector whose entries are their own indices."""
+    w, r = 3, 2
+    raw = torch.arange(mem.interface_size(w, r), dtype=DT).reshape(1, -1)
+    x = mem.split_interface(raw, w, r)
+    seg, start = {}, 0
+    for name, size in [("rk", r * w), ("rs", r), ("wk", w), ("ws", 1), ("e", w), ("v", w), ("f", r), ("ga", 1), ("gw", 1), ("pi", 3 * r)]:
+        seg[name], start = raw[0, start:start + size], start + size
+    assert start == raw.shape[1]
+    close(x.read_keys[0], seg["rk"].reshape(r, w))
+    close(x.read_strengths[0], mem.oneplus(seg["rs"]))
+    close(x.write_key[0], seg["wk"])
+    close(x.write_strength, mem.oneplus(seg["ws"]))
+    close(x.erase_vector[0], torch.sigmoid(seg["e"]))
+    close(x.write_vector[0], seg["v"])
+    close(x.free_gates[0], torch.sigmoid(seg["f"]))
+    close(x.allocation_gate, torch.sigmoid(seg["ga"]))
+    close(x.write_gate, torch.sigmoid(seg["gw"]))
+    close(x.read_modes[0], torch.softmax(seg["pi"].reshape(r, 3), -1))
+
+
 def test_bank_accepts_raw_interface_and_does_not_mutate_state():
     g = torch.Generator().manual_seed(7)
     bank = MemoryBank(MemoryConfig(num_slots=5, word_size=3, num_reads=2))

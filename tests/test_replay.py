@@ -156,9 +156,13 @@ def test_rounding_up_to_the_total_maps_to_the_last_positive_leaf():
     values = torch.tensor([0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 0.0], dtype=F64)
     tree = make_tree(7, 2, 1, values)
     assert int(tree.find(torch.tensor([float(tree.total)], dtype=F64))) == 2
-    # a prefix sum computed in another order can exceed the tree's total by an ulp
-    big = torch.tensor([float(tree.total)], dtype=F64)
-    assert int(tree.find(big)) == 2
+    # one ulp below the total is still inside the last positive leaf, not in the zero padding
+    below = torch.nextafter(tree.total, torch.zeros((), dtype=F64)).reshape(1)
+    assert int(tree.find(below)) == 2
+    # one ulp above the total is outside [0, total]: rejected, not clamped
+    above = torch.nextafter(tree.total, torch.full((), math.inf, dtype=F64)).reshape(1)
+    with pytest.raises(ValueError, match="prefix_values must lie in"):
+        tree.find(above)
 
 
 @settings(max_examples=30, deadline=None)
@@ -338,6 +342,19 @@ def test_priorities_weights_and_new_item_priority_match_naive():
     assert float(w.max()) <= 1.0
 
 
+def test_is_weights_are_normalised_by_the_least_likely_stored_item_not_the_batch():
+    """The largest possible weight belongs to the least likely *stored* item, here one that the
+    batch does not contain: normalising by the batch's largest weight would give weights of 1."""
+    buf = PrioritizedReplay(10, alpha=1.0, eps=1e-6)
+    buf.add(transitions(10), errors=torch.tensor([1e-3] + [1.0] * 9))
+    _, idx, w = buf.sample(4, 1.0, torch.Generator().manual_seed(0))
+    assert 0 not in idx.tolist(), "the least likely item (P ~ 1e-4) should not be in this batch"
+    p = buf.tree.leaves()
+    all_w = (len(buf) * p / p.sum()) ** -1.0
+    torch.testing.assert_close(w.double(), all_w[idx] / all_w.max(), rtol=1e-6, atol=0)
+    assert float(w.max()) < 0.01  # (p_min / p_i)^beta ~ 1e-3
+
+
 def test_add_with_errors_sets_initial_priorities():
     buf = PrioritizedReplay(5, alpha=0.5, eps=0.01)
     buf.add(transitions(3), errors=torch.tensor([0.0, -1.0, 3.0]))
@@ -373,6 +390,12 @@ def test_stale_update_after_overwrite_is_skipped():
     applied = buf.update_priorities(torch.tensor([0, 1, 2, 3]), torch.tensor([5.0, 5.0, 0.5, 0.5]))
     assert applied.tolist() == [False, False, True, True]
     torch.testing.assert_close(buf.tree.leaves(), torch.tensor([1.0, 1.0, 0.5 + 1e-6, 0.5 + 1e-6], dtype=F64))
+    # bad input is rejected even where the update would be skipped as stale
+    before = buf.tree.leaves().clone()
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            buf.update_priorities(torch.tensor([0, 2]), torch.tensor([bad, 1.0]))
+    assert torch.equal(buf.tree.leaves(), before), "a rejected update must leave the priorities untouched"
     buf.sample(1, 0.4)
     assert buf.update_priorities(torch.tensor([0]), torch.tensor([2.0])).tolist() == [True]
 
@@ -380,6 +403,11 @@ def test_stale_update_after_overwrite_is_skipped():
 def test_replay_bad_inputs():
     with pytest.raises(ValueError, match="capacity must be >= 1"):
         PrioritizedReplay(0)
+    fresh = PrioritizedReplay(4)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fresh.add({"a": torch.zeros(1, 3)}, errors=torch.tensor([float("inf")]))
+    assert not fresh.storage and len(fresh) == 0, "a rejected first add must not fix keys or shapes"
+    fresh.add({"b": torch.zeros(2)})  # so other keys and shapes are still accepted
     with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
         PrioritizedReplay(4, alpha=-0.1)
     with pytest.raises(ValueError, match="eps must be a finite number > 0"):
