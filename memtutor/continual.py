@@ -508,6 +508,11 @@ def _exemplars(stream: TaskStream, t: int, per_task: int, generator: torch.Gener
     picks = []
     for c in classes:  # two classes per task
         idx = (stream.train_digit == c).nonzero().squeeze(1)
+        if idx.numel() < per_class:  # fewer picks than asked would unbalance the buffer (and _episodes)
+            raise ValueError(
+                f"buffer_size too large: {per_class} replayed items per class, but digit {c} has only "
+                f"{idx.numel()} training items"
+            )
         picks.append(idx[torch.randperm(idx.numel(), generator=generator)[:per_class]])
     return torch.cat(picks)
 

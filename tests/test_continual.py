@@ -208,6 +208,8 @@ def test_train_stream_errors(streams):
         cl.train_stream(streams["class"], "naive", num_tasks=6)
     with pytest.raises(ValueError, match="unknown scenario"):
         cl.run_methods("online", ["naive"], [0])
+    with pytest.raises(ValueError, match="buffer_size too large"):  # 300 per class > ~135 training images
+        cl.train_stream(streams["class"], "uniform replay", cl.ContinualConfig(buffer_size=3000, epochs=1), num_tasks=5)
 
 
 def test_batched_loss_equals_one_sample_loop(streams):
@@ -331,6 +333,33 @@ def test_episodes_hold_one_task_each(streams):
     ep = cl._episodes(x, y, task, buf, 8, torch.Generator().manual_seed(0))
     assert ep.x_support.shape == (3, 8, 64) and ep.y_support.shape == (3, 8, 2)
     assert ep.y_support[..., 1].tolist() == [[2] * 8, [0] * 8, [1] * 8]
+
+
+def test_meta_update_is_a_reptile_step_towards_the_adapted_weights(streams):
+    """theta <- theta + eps (mean_i phi_i - theta), phi_i = meta_steps SGD steps on episode i's masked CE."""
+    s = streams["task"]
+    torch.manual_seed(0)
+    net = cl.ContinualNet(64, 16, 10)
+    x = torch.stack([s.train_x[s.train_task == t][:6] for t in range(3)])  # (3 episodes, 6, D)
+    tgt = torch.stack([torch.stack([s.train_y[s.train_task == t][:6], s.train_task[s.train_task == t][:6]], -1) for t in range(3)])
+    episodes = cl.Episodes(x, tgt)
+    cfg = cl.ContinualConfig(lr=0.2, meta_steps=3, meta_stepsize=0.5)
+    theta = {k: v.detach().clone() for k, v in net.named_parameters()}
+    # reference: a plain loop over episodes, ordinary autograd, copies of the network
+    phis = []
+    for i in range(3):
+        p = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+        for _ in range(cfg.meta_steps):
+            logits = torch.func.functional_call(net, p, (x[i],))
+            loss = torch.nn.functional.cross_entropy(cl.masked_logits(logits, s.output_mask[tgt[i, :, 1]]), tgt[i, :, 0])
+            grads = torch.autograd.grad(loss, list(p.values()))
+            p = {k: (v - cfg.lr * gk).detach().requires_grad_(True) for (k, v), gk in zip(p.items(), grads)}
+        phis.append({k: v.detach() for k, v in p.items()})
+    cl._meta_update(net, s, episodes, cfg)
+    for k, v in net.named_parameters():
+        mean_phi = torch.stack([ph[k] for ph in phis]).mean(0)
+        torch.testing.assert_close(v.detach(), theta[k] + 0.5 * (mean_phi - theta[k]), rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(v.detach(), theta[k]) for k, v in net.named_parameters())
 
 
 def test_run_methods_and_grid_shapes():
