@@ -190,6 +190,7 @@ class LabPage:
 
     def close(self):
         self.context.close()
+        _shutdown_kernels(self.lab)
 
     def shot(self, suffix: str) -> Path:
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -202,10 +203,13 @@ class LabPage:
         pytest.fail(f"{self.name}: {what} (screenshot: {path}; server log: {self.lab['log']})")
 
     def open(self):
-        url = f"{self.lab['base']}/lab/tree/{self.name}?token={self.lab['token']}"
+        # A workspace of its own, reset: only this notebook is open (the lab would otherwise restore
+        # every notebook opened before it, each with a kernel).
+        workspace = "t-" + Path(self.name).stem.replace("_", "-")
+        url = f"{self.lab['base']}/lab/workspaces/{workspace}/tree/{self.name}?reset&token={self.lab['token']}"
         self.page.goto(url)
         try:
-            self.page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=OPEN_S * 1000)
+            self.page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=OPEN_S * 1000)
         except Exception:
             self.fail(f"the notebook did not render within {OPEN_S} s")
 
@@ -221,7 +225,7 @@ class LabPage:
         self.fail(f"the kernel did not reach Idle within {timeout_s:.0f} s (status bar: {text!r})")
 
     def cell_count(self) -> int:
-        return self.page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").count()
+        return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").count()
 
     def run_all(self):
         self.page.locator(".jp-NotebookPanel .jp-Notebook").first.click()
@@ -246,14 +250,27 @@ class LabPage:
     def error_cells(self) -> list[int]:
         """Indices (0-based) of cells whose output shows a Python traceback."""
         return self.page.evaluate(
-            """() => Array.from(document.querySelectorAll('.jp-NotebookPanel .jp-Notebook .jp-Cell'))
+            """() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell'))
                  .map((c, i) => [i, c.querySelector('.jp-OutputArea')?.innerText || ''])
-                 .filter(([i, t]) => t.includes('Traceback (most recent call last)') || /\\n\\w*Error: /.test(t))
+                 .filter(([i, t]) => t.includes('Traceback (most recent call last)'))
                  .map(([i, t]) => i)"""
         )
 
     def widget_errors(self) -> int:
         return self.page.get_by_text("Error displaying widget").count()
+
+
+def _shutdown_kernels(lab) -> None:
+    """Stop every kernel the server runs, so each notebook starts from a fresh, lone kernel."""
+    auth = {"Authorization": f"token {lab['token']}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{lab['base']}/api/kernels", headers=auth), timeout=10) as r:
+        kernels = json.load(r)
+    for k in kernels:
+        req = urllib.request.Request(f"{lab['base']}/api/kernels/{k['id']}", headers=auth, method="DELETE")
+        try:
+            urllib.request.urlopen(req, timeout=20).close()
+        except urllib.error.HTTPError:
+            pass  # already gone
 
 
 def _explorer_check(page: LabPage, run_timeout_s: float) -> tuple[Path, Path]:
@@ -264,18 +281,30 @@ def _explorer_check(page: LabPage, run_timeout_s: float) -> tuple[Path, Path]:
     page.wait_until_run(run_timeout_s)
     if page.widget_errors():
         page.fail("a cell shows 'Error displaying widget'")
-    # The explorer: the last widget area holding an interactive control and an output with a figure.
+    # The explorer: the last widget area holding an interactive control and its output (a figure,
+    # or text for explorers that print).
     areas = page.page.locator(".jp-OutputArea-output .widget-interact")
     if areas.count() == 0:
         page.fail("no ipywidgets explorer (an interact area) rendered")
     area = areas.last
     area.scroll_into_view_if_needed()
-    img = area.locator("img")
-    try:
-        img.first.wait_for(timeout=CONTROL_S * 1000)
-    except Exception:
-        page.fail("the explorer shows no figure")
-    before = img.first.get_attribute("src")
+    output = area.locator(".widget-output")
+
+    def signature():
+        imgs = output.locator("img")
+        srcs = [imgs.nth(i).get_attribute("src") or "" for i in range(imgs.count())]
+        text = " ".join(output.all_inner_texts())
+        return srcs, text
+
+    deadline = time.monotonic() + CONTROL_S
+    while time.monotonic() < deadline:
+        srcs, text = signature()
+        if any(srcs) or text.strip():
+            break
+        time.sleep(0.5)
+    else:
+        page.fail("the explorer shows no output (no figure, no text)")
+    before = signature()
     shot_before = page.shot("explorer_before")
     _move_first_control(page, area)
     deadline = time.monotonic() + CONTROL_S
@@ -283,12 +312,12 @@ def _explorer_check(page: LabPage, run_timeout_s: float) -> tuple[Path, Path]:
         errs = area.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']")
         if errs.count() and "Error" in " ".join(errs.all_inner_texts()):
             page.fail("moving the control made the explorer's callback raise: " + errs.first.inner_text()[-300:])
-        now = img.first.get_attribute("src") if img.count() else None
-        if now is not None and now != before:
+        now = signature()
+        if (any(now[0]) or now[1].strip()) and now != before:
             break
         time.sleep(0.5)
     else:
-        page.fail(f"moving the explorer's control did not change its figure within {CONTROL_S} s")
+        page.fail(f"moving the explorer's control did not change its output within {CONTROL_S} s")
     if page.widget_errors():
         page.fail("a cell shows 'Error displaying widget' after moving the control")
     return shot_before, page.shot("explorer_after")
@@ -297,10 +326,15 @@ def _explorer_check(page: LabPage, run_timeout_s: float) -> tuple[Path, Path]:
 def _move_first_control(page: LabPage, area):
     slider = area.locator(".noUi-handle")
     if slider.count():
-        slider.first.focus()
-        for _ in range(3):
-            slider.first.press("ArrowRight")
-        return
+        handle = slider.first
+        handle.focus()
+        start = handle.get_attribute("aria-valuenow")
+        for key in ("ArrowRight", "ArrowLeft"):  # a slider at its maximum only moves left
+            for _ in range(3):
+                handle.press(key)
+            if handle.get_attribute("aria-valuenow") != start:
+                return
+        page.fail("the explorer's slider does not move with the arrow keys")
     select = area.locator("select")
     if select.count():
         options = select.first.locator("option").all_inner_texts()
@@ -388,7 +422,7 @@ def test_checker_fails_on_a_deliberately_broken_widget(lab, browser):
     nbformat.write(nb, lab["dir"] / name)
     page = LabPage(browser, lab, name)
     try:
-        with pytest.raises(pytest.fail.Exception, match="callback raise|did not change"):
+        with pytest.raises(pytest.fail.Exception, match="callback raise|did not change|shows no output"):
             _explorer_check(page, run_timeout_s=120)
     finally:
         page.close()
