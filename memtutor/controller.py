@@ -1,0 +1,445 @@
+"""The memory controller: an LSTM that drives the DNC memory (taught in notebook 02).
+
+Graves et al., "Hybrid computing using a neural network with dynamic external memory",
+Nature 538:471-476 (2016); the copy task from Graves, Wayne, Danihelka, "Neural Turing
+Machines", arXiv 1410.5401 (2014).
+
+Shapes: B batch, T time steps, I input size, O output size, H controller (LSTM) size,
+N memory slots, W word size, R read heads (one write head).
+
+At each time step ``t`` the controller
+
+1. feeds ``[x_t, r_{t-1}]`` (input and the previous step's read vectors) to an LSTM cell -> h_t;
+2. maps h_t through ONE linear layer to the interface vector ``xi_t`` and splits/squashes it with
+   :func:`memtutor.memory.split_interface` (keys, strengths, gates, erase and write vectors, modes);
+3. lets the memory (:func:`memtutor.memory.memory_step`, via :func:`memory_access`, which adds the
+   ablation switches) write and then read, giving r_t and the new memory;
+4. outputs ``y_t = W_y [h_t, r_t]``.
+
+The memory state belongs to each sequence and is passed in and returned explicitly
+(:class:`ControllerState`); nothing is kept in the module. The seed tutorial instead keeps one
+memory buffer for every sample it ever sees, and reads *before* it writes (so each step reads the
+previous step's memory); here the DNC order holds: write first, then read the new memory.
+
+The only Python loop is over time steps; everything else is batched.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+from memtutor import memory as mem
+from memtutor.tasks import bits_error, copy_task, masked_bce_loss
+from memtutor.utils import check_positive_int, check_tensor
+
+__all__ = [
+    "ControllerConfig",
+    "ControllerState",
+    "MemoryController",
+    "LSTMBaseline",
+    "count_parameters",
+    "baseline_hidden_size",
+    "with_access",
+    "memory_access",
+    "CopyTrainConfig",
+    "train_copy",
+    "train_copy_comparison",
+    "evaluate_copy",
+    "VALIDATION_SEED",
+]
+
+# memory.py (notebook 01) names these ``split_interface``/``Interface``/``memory_step``; the agreed
+# contract said ``parse_interface``/``MemoryInterface``/``MemoryAccess``. Accept either spelling.
+_parse_interface = getattr(mem, "parse_interface", None) or getattr(mem, "split_interface")
+
+
+def memory_access(interface, prev_state, *, allocation: bool = True, links: bool = True):
+    """One memory step, ``(reads (B, R, W), next MemoryState)``, optionally ablated.
+
+    With both switches on this is exactly :func:`memtutor.memory.memory_step`. ``allocation=False``
+    writes by content only (w^w = g^w c^w); ``links=False`` reads by content only (w^r = c^r), the
+    two ablations of the notebook's exercise. Same order of operations as the full step.
+    """
+    if allocation and links:
+        return mem.memory_step(interface, prev_state)
+    s, x = prev_state, interface
+    usage = mem.update_usage(s.usage, s.write_weights, x.free_gates, s.read_weights)  # (B, N)
+    write_content = mem.content_weights(s.memory, x.write_key.unsqueeze(1), x.write_strength.unsqueeze(1))
+    write_content = write_content.squeeze(1)  # (B, N)
+    if allocation:
+        alloc = mem.allocation_weights(usage)
+        w_w = mem.write_weights(alloc, write_content, x.allocation_gate, x.write_gate)
+    else:
+        # allocation gate forced to 0: w^w = g^w c^w (the allocation term is multiplied away)
+        no_gate = torch.zeros_like(x.allocation_gate)
+        w_w = mem.write_weights(torch.zeros_like(usage), write_content, no_gate, x.write_gate)
+    memory = mem.erase_and_add(s.memory, w_w, x.erase_vector, x.write_vector)  # (B, N, W)
+    link = mem.update_link(s.link, s.precedence, w_w)  # (B, N, N)
+    precedence = mem.update_precedence(s.precedence, w_w)  # (B, N)
+    content = mem.content_weights(memory, x.read_keys, x.read_strengths)  # (B, R, N)
+    if links:
+        forward, backward = mem.directional_weights(link, s.read_weights)
+        w_r = mem.read_weights(content, forward, backward, x.read_modes)  # (B, R, N)
+    else:
+        w_r = content
+    reads = torch.matmul(w_r, memory)  # (B, R, W)
+    return reads, mem.MemoryState(memory, usage, link, precedence, w_r, w_w)
+
+
+#: Seed of the fixed validation batches used for the training curves. The notebook's held-out
+#: test sets use other seeds; training data come from ``seed + TRAIN_DATA_OFFSET``.
+VALIDATION_SEED = 10_000
+TRAIN_DATA_OFFSET = 1_000
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Sizes of a memory controller (defaults: the notebook's copy-task model)."""
+
+    input_size: int = 9
+    """I: width of x_t (8 bits + 1 delimiter channel for the copy task)."""
+    output_size: int = 8
+    """O: width of y_t."""
+    hidden_size: int = 64
+    """H: LSTM controller size."""
+    num_slots: int = 32
+    """N: memory slots; a copy sequence longer than N cannot be stored."""
+    word_size: int = 16
+    """W: width of one memory word."""
+    num_reads: int = 1
+    """R: read heads."""
+    clip_value: float = 20.0
+    """Controller output and final output are clipped to +-clip_value (DNC reference code)."""
+    allocation: bool = True
+    """Use dynamic allocation in the write weighting (switch off for the ablation)."""
+    links: bool = True
+    """Use the temporal link matrix for reads (switch off for the ablation)."""
+
+    def __post_init__(self):
+        for name in ("input_size", "output_size", "hidden_size", "num_slots", "word_size", "num_reads"):
+            check_positive_int(getattr(self, name), name)
+        if not self.clip_value > 0:
+            raise ValueError(f"clip_value must be > 0, got {self.clip_value}")
+
+
+class ControllerState(NamedTuple):
+    """Everything the controller carries from step t-1 to step t.
+
+    hidden, cell: (B, H) LSTM state; read_vectors: (B, R, W) r_{t-1}; memory: the MemoryState.
+    """
+
+    hidden: torch.Tensor
+    cell: torch.Tensor
+    read_vectors: torch.Tensor
+    memory: mem.MemoryState
+
+
+class MemoryController(nn.Module):
+    """LSTM controller + DNC memory. ``forward(inputs (B,T,I), state) -> (outputs (B,T,O), state)``."""
+
+    def __init__(self, config: ControllerConfig = ControllerConfig()):
+        super().__init__()
+        c = config
+        self.config = c
+        read_size = c.num_reads * c.word_size
+        self.core = nn.LSTMCell(c.input_size + read_size, c.hidden_size)
+        # xi_t = W_xi h_t: one projection for the whole interface vector.
+        self.interface = nn.Linear(c.hidden_size, mem.interface_size(c.word_size, c.num_reads))
+        self.output = nn.Linear(c.hidden_size + read_size, c.output_size)
+        # The memory itself has no parameters: it is the function memory_access (below).
+
+    def initial_state(self, batch_size: int, *, device=None, dtype=None) -> ControllerState:
+        """Zero LSTM state and reads, and a fresh memory per sequence: (B, ...) tensors."""
+        batch_size = check_positive_int(batch_size, "batch_size")
+        ref = self.output.weight
+        device = ref.device if device is None else device
+        dtype = ref.dtype if dtype is None else dtype
+        c = self.config
+        zeros = torch.zeros(batch_size, c.hidden_size, device=device, dtype=dtype)
+        reads = torch.zeros(batch_size, c.num_reads, c.word_size, device=device, dtype=dtype)
+        memory = mem.initial_state(
+            batch_size, c.num_slots, c.word_size, c.num_reads, device=device, dtype=dtype
+        )
+        return ControllerState(zeros, zeros.clone(), reads, memory)
+
+    def step(self, x: torch.Tensor, prev_state: ControllerState):
+        """One time step. x: (B, I). Returns (y (B, O), next_state, interface)."""
+        c = self.config
+        batch = x.shape[0]
+        controller_in = torch.cat([x, prev_state.read_vectors.reshape(batch, -1)], dim=-1)  # (B, I+RW)
+        hidden, cell = self.core(controller_in, (prev_state.hidden, prev_state.cell))  # (B, H)
+        # Clip as the DNC reference code does: keeps the interface finite early in training.
+        h = hidden.clamp(-c.clip_value, c.clip_value)
+        interface = _parse_interface(self.interface(h), c.word_size, c.num_reads)
+        reads, memory = memory_access(interface, prev_state.memory, allocation=c.allocation, links=c.links)
+        y = self.output(torch.cat([h, reads.reshape(batch, -1)], dim=-1))  # (B, O)
+        y = y.clamp(-c.clip_value, c.clip_value)
+        return y, ControllerState(hidden, cell, reads, memory), interface
+
+    def forward(self, inputs: torch.Tensor, prev_state: ControllerState | None = None, *, return_trace=False):
+        """Run a batch of sequences. inputs: (B, T, I).
+
+        Returns (outputs (B, T, O), final ControllerState), plus, with ``return_trace=True``, a dict
+        of per-step tensors for plots: write_weights (B, T, N), read_weights (B, T, R, N),
+        usage (B, T, N), allocation_gate (B, T), write_gate (B, T), read_modes (B, T, R, 3).
+        """
+        check_tensor(inputs, "inputs", ndim=3)
+        if inputs.shape[-1] != self.config.input_size:
+            raise ValueError(
+                f"inputs must have {self.config.input_size} features, got shape {tuple(inputs.shape)}"
+            )
+        batch, steps = inputs.shape[:2]
+        if batch == 0 or steps == 0:
+            raise ValueError(f"inputs must have at least one sequence and one step, got {tuple(inputs.shape)}")
+        state = prev_state
+        if state is None:
+            state = self.initial_state(batch, device=inputs.device, dtype=inputs.dtype)
+        if state.hidden.shape[0] != batch or state.memory.memory.shape[0] != batch:
+            raise ValueError(
+                f"state has batch size {state.hidden.shape[0]} but inputs have batch size {batch}"
+            )
+        outputs, trace = [], {k: [] for k in _TRACE_KEYS}
+        for t in range(steps):  # the only Python loop: over time
+            y, state, interface = self.step(inputs[:, t], state)
+            outputs.append(y)
+            if return_trace:
+                _record(trace, state, interface)
+        out = torch.stack(outputs, dim=1)  # (B, T, O)
+        if not return_trace:
+            return out, state
+        return out, state, {k: torch.stack(v, dim=1) for k, v in trace.items()}
+
+
+_TRACE_KEYS = ("write_weights", "read_weights", "usage", "allocation_gate", "write_gate", "read_modes")
+
+
+def _record(trace: dict, state: ControllerState, interface) -> None:
+    trace["write_weights"].append(state.memory.write_weights)
+    trace["read_weights"].append(state.memory.read_weights)
+    trace["usage"].append(state.memory.usage)
+    trace["allocation_gate"].append(interface.allocation_gate)
+    trace["write_gate"].append(interface.write_gate)
+    trace["read_modes"].append(interface.read_modes)
+
+
+class LSTMBaseline(nn.Module):
+    """A plain LSTM + linear readout, the memory-free baseline. ``forward(inputs (B,T,I)) -> (outputs, state)``."""
+
+    def __init__(self, input_size: int, output_size: int, hidden_size: int, num_layers: int = 1):
+        super().__init__()
+        for name, v in (("input_size", input_size), ("output_size", output_size),
+                        ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            check_positive_int(v, name)
+        self.input_size = input_size
+        self.lstm = nn.LSTM(input_size, hidden_size, num_layers=num_layers, batch_first=True)
+        self.output = nn.Linear(hidden_size, output_size)
+
+    def forward(self, inputs: torch.Tensor, prev_state=None):
+        check_tensor(inputs, "inputs", ndim=3)
+        if inputs.shape[-1] != self.input_size:
+            raise ValueError(f"inputs must have {self.input_size} features, got shape {tuple(inputs.shape)}")
+        if inputs.shape[0] == 0 or inputs.shape[1] == 0:
+            raise ValueError(f"inputs must have at least one sequence and one step, got {tuple(inputs.shape)}")
+        hidden, state = self.lstm(inputs, prev_state)  # (B, T, H)
+        return self.output(hidden), state  # (B, T, O)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def baseline_hidden_size(config: ControllerConfig, num_layers: int = 1) -> int:
+    """Smallest LSTM size whose :class:`LSTMBaseline` has at least as many parameters as the controller."""
+    target = count_parameters(MemoryController(config))
+    i, o = config.input_size, config.output_size
+    hidden = 1
+    while True:
+        # per layer: 4H(in + H) weights + 8H biases; readout H*O + O
+        n = sum(4 * hidden * ((i if layer == 0 else hidden) + hidden) + 8 * hidden for layer in range(num_layers))
+        if n + hidden * o + o >= target:
+            return hidden
+        hidden += 1
+
+
+def with_access(model: MemoryController, *, allocation: bool = True, links: bool = True) -> MemoryController:
+    """A copy of ``model`` (same weights) whose memory has allocation and/or links switched off."""
+    clone = MemoryController(replace(model.config, allocation=allocation, links=links))
+    clone.load_state_dict(model.state_dict())
+    return clone.to(model.output.weight.device)
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation on the copy task
+
+
+@dataclass(frozen=True)
+class CopyTrainConfig:
+    """Training knobs for the copy task (defaults: the notebook's run)."""
+
+    num_updates: int = 2500
+    """Optimiser steps (upper bound when ``max_seconds`` is set)."""
+    batch_size: int = 32
+    min_length: int = 1
+    max_length: int = 10
+    """Training lengths are uniform in [min_length, max_length]."""
+    width: int = 8
+    """Bits per vector K."""
+    learning_rate: float = 1e-3
+    """Adam step size (the reference code's RMSProp 1e-4 needs ~100k updates; we have 2,500)."""
+    grad_clip: float = 10.0
+    """Global gradient-norm clip."""
+    eval_every: int = 100
+    """Validation bit error is measured every this many updates (not timed)."""
+    eval_size: int = 128
+    """Validation sequences per length range."""
+    max_seconds: float | None = None
+    """Stop once this much *training* wall time has been spent (for the same-wall-time comparison)."""
+    snapshot_at: tuple = ()
+    """Update counts at which a copy of the weights is kept (e.g. the other model's budget)."""
+
+    def __post_init__(self):
+        for name in ("num_updates", "batch_size", "min_length", "max_length", "width", "eval_every", "eval_size"):
+            check_positive_int(getattr(self, name), name)
+        if self.min_length > self.max_length:
+            raise ValueError(f"min_length must be <= max_length, got {self.min_length} > {self.max_length}")
+        if not self.learning_rate > 0 or not self.grad_clip > 0:
+            raise ValueError("learning_rate and grad_clip must be > 0")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+
+
+def evaluate_copy(model: nn.Module, batch, *, chunk: int = 256) -> torch.Tensor:
+    """Bit errors per sequence (B,) of ``model`` on a :class:`~memtutor.tasks.CopyBatch`, no gradients."""
+    check_positive_int(chunk, "chunk")
+    was_training = model.training
+    model.eval()
+    errors = []
+    with torch.no_grad():
+        for start in range(0, batch.inputs.shape[0], chunk):  # chunks of the held-out set, not samples
+            sl = slice(start, start + chunk)
+            logits, _ = model(batch.inputs[sl])
+            errors.append(bits_error(logits, batch.targets[sl], batch.mask[sl]))
+    model.train(was_training)
+    return torch.cat(errors)
+
+
+def _validation_batches(cfg: CopyTrainConfig, device):
+    gen = torch.Generator().manual_seed(VALIDATION_SEED)
+    short = copy_task(cfg.eval_size, cfg.min_length, cfg.max_length, cfg.width, generator=gen, device=device)
+    long = copy_task(cfg.eval_size, cfg.max_length + 1, 2 * cfg.max_length, cfg.width, generator=gen, device=device)
+    return short, long
+
+
+def train_copy(
+    model: nn.Module, cfg: CopyTrainConfig = CopyTrainConfig(), *, seed: int = 0, progress: bool = False
+) -> dict:
+    """Train ``model`` on the copy task with Adam; return its weights and measured curves.
+
+    Training data come from a generator seeded with ``seed + TRAIN_DATA_OFFSET``. Every
+    ``eval_every`` updates the mean bit error on fixed validation batches (lengths in the
+    training range and in ``(max_length, 2 max_length]``) is recorded; that evaluation is not timed.
+    Returns a dict of tensors: ``state_dict``, ``loss`` (U,) bits per sequence, ``update_seconds``
+    (U,) wall time of each update (data, forward, backward, step), ``eval_updates`` (E,),
+    ``eval_seconds`` (E,) training time spent so far, ``val_bits_train`` (E,), ``val_bits_long`` (E,),
+    and ``snapshots`` {str(update): state_dict}.
+    """
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed + TRAIN_DATA_OFFSET)
+    val_short, val_long = _validation_batches(cfg, device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    losses, seconds, ev_u, ev_s, ev_a, ev_b, snaps = [], [], [], [], [], [], {}
+    spent = 0.0
+
+    def record(update):
+        ev_u.append(update)
+        ev_s.append(spent)
+        ev_a.append(evaluate_copy(model, val_short).mean().item())
+        ev_b.append(evaluate_copy(model, val_long).mean().item())
+
+    record(0)
+    bar = range(1, cfg.num_updates + 1)
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(bar, desc=type(model).__name__)
+    for update in bar:
+        start = time.perf_counter()
+        batch = copy_task(cfg.batch_size, cfg.min_length, cfg.max_length, cfg.width, generator=gen, device=device)
+        logits, _ = model(batch.inputs)
+        loss = masked_bce_loss(logits, batch.targets, batch.mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        seconds.append(time.perf_counter() - start)
+        spent += seconds[-1]
+        losses.append(loss.item())
+        if update in cfg.snapshot_at:
+            snaps[str(update)] = copy.deepcopy(model.state_dict())
+        if progress and update % cfg.eval_every == 0:
+            bar.set_postfix(bits_train=f"{ev_a[-1]:.2f}", bits_long=f"{ev_b[-1]:.2f}", refresh=False)
+        out_of_time = cfg.max_seconds is not None and spent >= cfg.max_seconds
+        if update % cfg.eval_every == 0 or update == cfg.num_updates or out_of_time:
+            record(update)
+        if out_of_time:
+            break
+    as_tensor = lambda v, dt=torch.float64: torch.tensor(v, dtype=dt)
+    return {
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        # per-update records in float32 keep a 100k-update run's file small
+        "loss": as_tensor(losses, torch.float32),
+        "update_seconds": as_tensor(seconds, torch.float32),
+        "eval_updates": as_tensor(ev_u, torch.long),
+        "eval_seconds": as_tensor(ev_s),
+        "val_bits_train": as_tensor(ev_a),
+        "val_bits_long": as_tensor(ev_b),
+        "snapshots": snaps,
+    }
+
+
+def train_copy_comparison(
+    seed: int,
+    config: ControllerConfig = ControllerConfig(),
+    train: CopyTrainConfig = CopyTrainConfig(),
+    *,
+    lstm_update_cap: int = 300_000,
+    progress: bool = False,
+    controller_result: dict | None = None,
+) -> dict:
+    """Train the memory controller, then an LSTM baseline with at least as many parameters.
+
+    The controller trains for ``train.num_updates`` updates. The LSTM starts from the same seed,
+    keeps a snapshot at the same number of updates, and goes on until it has spent the same
+    *training wall time* as the controller (or ``lstm_update_cap`` updates): the two comparisons
+    of the notebook. Returns ``{"controller": ..., "lstm": ..., "lstm_hidden": ...}`` with the
+    dicts of :func:`train_copy` (tensors and plain values only, loadable with ``weights_only``).
+    ``controller_result`` (the ``"controller"`` entry of an earlier call with the same seed and
+    configs) skips training the controller again and only trains the LSTM against its time.
+    """
+    from memtutor.utils import seed_everything
+
+    if controller_result is None:
+        seed_everything(seed)
+        controller = MemoryController(config)
+        res_c = train_copy(controller, train, seed=seed, progress=progress)
+    else:
+        res_c = controller_result
+    budget = float(res_c["update_seconds"].sum())
+    hidden = baseline_hidden_size(config)
+    seed_everything(seed)
+    lstm = LSTMBaseline(config.input_size, config.output_size, hidden)
+    lstm_cfg = replace(
+        train,
+        num_updates=max(lstm_update_cap, train.num_updates),
+        max_seconds=budget,
+        snapshot_at=(train.num_updates,),
+    )
+    res_l = train_copy(lstm, lstm_cfg, seed=seed, progress=progress)
+    return {"controller": res_c, "lstm": res_l, "lstm_hidden": hidden}
