@@ -1,0 +1,773 @@
+"""MemUP: long-term memory learned by predicting the most uncertain future outcomes (notebook 07).
+
+Sorokin, Buzun, Pugachev, Burtsev, "Explain My Surprise: Learning Efficient Long-Term Memory by
+Predicting Uncertain Outcomes", NeurIPS 2022 (arXiv 2207.13649); authors' code: ``griver/memup``.
+
+The pieces, in the paper's notation:
+
+* copy task: ``H`` head symbols from an alphabet of 8, ``L`` fillers, ``H`` recall tokens; the
+  output at the recall steps must reproduce the head (dependency length ``L + 2H``);
+* uncertainty detector ``d_psi``: a model of the outcome ``y_k`` from the *local* context ``c_k``
+  only (the last ``w`` inputs, no long-term memory); its per-step cross-entropy
+  ``-log p_psi(y_k | c_k)`` (the "surprise") estimates how unpredictable ``y_k`` is locally;
+* target selection: for a prediction step ``t``, the ``K`` steps ``k >= t`` with the largest surprise;
+* memory ``g_theta`` (an LSTM) run over the sequence in rollouts of ``r`` steps, its state carried
+  forward *detached*; predictor ``q_phi(y_k | m_t, c_k)``; their loss is the predictor's NLL on the
+  selected targets, so a gradient crosses at most ``r`` memory steps and ``K`` targets.
+
+Baselines: the same LSTM trained to predict ``y_t`` from its own state with truncated BPTT of
+``r`` steps, or with full BPTT (``r = T``).
+
+Shape legend: ``B`` batch, ``T`` sequence length, ``P`` prediction steps in a rollout, ``K``
+targets per prediction step, ``w`` local-context width, ``D`` memory width, ``C`` classes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterator, NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from memtutor.utils import check_positive_int, check_tensor, seed_everything
+
+__all__ = [
+    "ALPHABET",
+    "FILLER",
+    "RECALL",
+    "PAD",
+    "VOCAB",
+    "N_CLASSES",
+    "MemUPConfig",
+    "copy_task",
+    "recall_mask",
+    "local_windows",
+    "LocalContext",
+    "Detector",
+    "surprise",
+    "select_targets",
+    "rollout_targets",
+    "RolloutTargets",
+    "select_random_targets",
+    "gather_steps",
+    "MemoryLSTM",
+    "init_forget_bias",
+    "Predictor",
+    "RecurrentClassifier",
+    "rollouts",
+    "detach_state",
+    "ema_update",
+    "memup_rollout_loss",
+    "memup_update",
+    "make_memup",
+    "train_memup",
+    "tbptt_update",
+    "train_tbptt",
+    "memup_logits",
+    "recurrent_logits",
+    "recall_accuracy",
+    "build_memup",
+    "build_recurrent",
+    "saved_tensor_bytes",
+    "update_cost",
+    "METHODS",
+    "train_method",
+    "evaluate_method",
+]
+
+#: Head symbols are 0..7 (the alphabet), 8 is the filler input, 9 the recall cue, 10 pads the
+#: local window before the sequence starts.
+ALPHABET = 8
+FILLER = 8
+RECALL = 9
+PAD = 10
+VOCAB = 11
+#: Output classes: the 8 symbols and "blank" (8), the target everywhere except the recall steps.
+N_CLASSES = ALPHABET + 1
+BLANK = ALPHABET
+
+
+@dataclass(frozen=True)
+class MemUPConfig:
+    """Every knob of the copy-task experiments (CPU-scale defaults)."""
+
+    n_head: int = 3
+    """H: head symbols to remember (the paper's copy task uses 10)."""
+    n_filler: int = 1000
+    """L: filler steps between the head and the recall; dependency length is L + 2H."""
+    rollout: int = 20
+    """r: steps per rollout; a gradient never crosses more than r memory steps."""
+    k: int = 3
+    """K: targets selected per prediction step."""
+    pred_every: int = 5
+    """A prediction step every this many steps of a rollout (the authors use 10)."""
+    window: int = 8
+    """w: width of the local context c_k (last w inputs); must exceed H to locate a recall step."""
+    hidden: int = 64
+    """D: memory LSTM width."""
+    embed: int = 16
+    """Input embedding width."""
+    batch: int = 64
+    """Sequences per batch."""
+    batches: int = 300
+    """Batches of fresh sequences to train on (each gives T / r optimiser steps)."""
+    lr: float = 3e-3
+    """Adam learning rate (memory, predictor, detector)."""
+    clip: float = 1.0
+    """Gradient-norm clip."""
+    forget_bias: float = 1.0
+    """Initial forget-gate bias of the memory LSTM (Gers et al. 2000; Jozefowicz et al. 2015)."""
+    ema_decay: float = 0.9
+    """Decay of the detector's slowly averaged copy that scores the steps."""
+    selection: str = "topk"
+    """'topk' (MemUP) or 'random' (the ablation: K random future steps)."""
+
+    def __post_init__(self):
+        for name in ("n_head", "n_filler", "rollout", "k", "pred_every", "window", "hidden",
+                     "embed", "batch", "batches"):
+            check_positive_int(getattr(self, name), name)
+        if self.window <= self.n_head:
+            raise ValueError(f"window must exceed n_head to locate a recall step, got "
+                             f"window={self.window}, n_head={self.n_head}")
+        if self.rollout > self.length:
+            raise ValueError(f"sequence length {self.length} is shorter than one rollout "
+                             f"(rollout={self.rollout})")
+        if self.selection not in ("topk", "random"):
+            raise ValueError(f"selection must be 'topk' or 'random', got {self.selection!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not (self.lr > 0 and self.clip > 0):
+            raise ValueError(f"lr and clip must be > 0, got lr={self.lr}, clip={self.clip}")
+
+    @property
+    def length(self) -> int:
+        """T = H + L + H."""
+        return 2 * self.n_head + self.n_filler
+
+
+# ----------------------------------------------------------------------------- the copy task
+
+
+def copy_task(batch: int, n_head: int, n_filler: int, generator: torch.Generator,
+              device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample copy-task sequences.
+
+    Returns ``x`` (B, T) inputs: H symbols in 0..7, L fillers (8), H recall cues (9); and ``y``
+    (B, T) targets: blank (8) everywhere except the last H steps, which repeat the head.
+    """
+    batch = check_positive_int(batch, "batch")
+    n_head = check_positive_int(n_head, "n_head")
+    n_filler = check_positive_int(n_filler, "n_filler")
+    head = torch.randint(0, ALPHABET, (batch, n_head), generator=generator)  # (B, H)
+    x = torch.full((batch, 2 * n_head + n_filler), FILLER, dtype=torch.long)
+    x[:, :n_head] = head
+    x[:, -n_head:] = RECALL
+    y = torch.full_like(x, BLANK)
+    y[:, -n_head:] = head
+    return x.to(device), y.to(device)
+
+
+def recall_mask(n_head: int, n_filler: int, device=None) -> torch.Tensor:
+    """(T,) bool, True at the H recall steps."""
+    n_head = check_positive_int(n_head, "n_head")
+    n_filler = check_positive_int(n_filler, "n_filler")
+    mask = torch.zeros(2 * n_head + n_filler, dtype=torch.bool, device=device)
+    mask[-n_head:] = True
+    return mask
+
+
+def local_windows(x: torch.Tensor, window: int) -> torch.Tensor:
+    """The local context of every step: (B, T) inputs -> (B, T, w), ``[..., -1]`` is x_t itself.
+
+    Steps before the sequence start are PAD.
+    """
+    check_tensor(x, "x", ndim=2)
+    window = check_positive_int(window, "window")
+    padded = F.pad(x, (window - 1, 0), value=PAD)  # (B, T + w - 1)
+    return padded.unfold(1, window, 1)  # (B, T, w)
+
+
+class LocalContext(nn.Module):
+    """c_k: an embedding of the last w inputs, (..., w) long -> (..., D). No long-term memory."""
+
+    def __init__(self, window: int, embed: int, out: int):
+        super().__init__()
+        self.window = check_positive_int(window, "window")
+        self.emb = nn.Embedding(VOCAB, embed)
+        self.proj = nn.Linear(window * embed, out)
+
+    def forward(self, win: torch.Tensor) -> torch.Tensor:
+        e = self.emb(win).flatten(-2)  # (..., w * E)
+        return torch.relu(self.proj(e))  # (..., D)
+
+
+class Detector(nn.Module):
+    """d_psi: predicts y_k from c_k alone; its cross-entropy is the surprise of step k."""
+
+    def __init__(self, window: int = 8, embed: int = 16, hidden: int = 64):
+        super().__init__()
+        self.context = LocalContext(window, embed, hidden)
+        self.head = nn.Linear(hidden, N_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T) inputs -> (B, T, C) logits."""
+        return self.head(self.context(local_windows(x, self.context.window)))
+
+
+def surprise(detector: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-step surprise -log p_psi(y_k | c_k): (B, T) inputs and targets -> (B, T)."""
+    check_tensor(y, "y", shape=tuple(x.shape))
+    logits = detector(x)  # (B, T, C)
+    return F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, T)
+
+
+# ----------------------------------------------------------------------------- target selection
+
+
+def _future_mask(length: int, steps: torch.Tensor) -> torch.Tensor:
+    """(P, T) bool, True where k >= t_p (a step may be its own target)."""
+    k = torch.arange(length, device=steps.device)
+    return k.unsqueeze(0) >= steps.unsqueeze(1)
+
+
+def _check_steps(uncertainty, steps, k) -> tuple[torch.Tensor, int]:
+    check_tensor(uncertainty, "uncertainty", ndim=2)
+    check_tensor(steps, "steps", ndim=1)
+    k = check_positive_int(k, "k")
+    if steps.numel() and (int(steps.min()) < 0 or int(steps.max()) >= uncertainty.shape[1]):
+        raise ValueError(f"steps must lie in [0, {uncertainty.shape[1]}), got "
+                         f"{int(steps.min())}..{int(steps.max())}")
+    if k > uncertainty.shape[1]:
+        raise ValueError(f"k={k} exceeds the sequence length {uncertainty.shape[1]}")
+    return steps.long(), k
+
+
+def select_targets(uncertainty: torch.Tensor, steps: torch.Tensor, k: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """MemUP's target selection: for each prediction step t, the K most uncertain steps k >= t.
+
+    Args:
+        uncertainty: (B, T) surprise of every step.
+        steps: (P,) prediction steps t.
+        k: K, targets per prediction step.
+    Returns:
+        idx (B, P, K) selected steps, in decreasing uncertainty; valid (B, P, K) bool, False where
+        fewer than K future steps exist (the entry is then a past step and must be ignored).
+    """
+    steps, k = _check_steps(uncertainty, steps, k)
+    future = _future_mask(uncertainty.shape[1], steps)  # (P, T)
+    scores = uncertainty.unsqueeze(1).masked_fill(~future, -math.inf)  # (B, P, T)
+    top, idx = scores.topk(k, dim=-1)  # (B, P, K)
+    return idx, top > -math.inf
+
+
+class RolloutTargets(NamedTuple):
+    start: int
+    local: torch.Tensor
+    idx: torch.Tensor
+    valid: torch.Tensor
+    candidates: torch.Tensor
+    pos: torch.Tensor
+
+
+def rollout_targets(uncertainty: torch.Tensor, rollout: int, k: int, pred_every: int = 1
+                    ) -> Iterator[RolloutTargets]:
+    """:func:`select_targets` for the prediction steps of every rollout, in O(B T (r + K)).
+
+    The K best steps at or after t are among the steps of t's own rollout from t on, and the K best
+    steps after that rollout ("the tail"); the tails are built once by a backward scan over
+    rollouts, so no step compares itself with the whole future. Yields
+    ``(start, local_steps (P,), (idx, valid) each (B, P, K))`` rollout by rollout. With ties the
+    chosen indices may differ from :func:`select_targets`, the chosen values do not.
+    """
+    check_tensor(uncertainty, "uncertainty", ndim=2)
+    rollout, k = check_positive_int(rollout, "rollout"), check_positive_int(k, "k")
+    pred_every = check_positive_int(pred_every, "pred_every")
+    B, T = uncertainty.shape
+    dev = uncertainty.device
+    if T < rollout:
+        raise ValueError(f"sequence length {T} is shorter than one rollout ({rollout})")
+    starts = list(range(0, T, rollout))
+    tails, tail_v, tail_i = [], uncertainty.new_empty(B, 0), torch.empty(B, 0, dtype=torch.long, device=dev)
+    for s in reversed(starts):  # backward scan: tail of rollout j = top-K of everything after it
+        tails.append((tail_v, tail_i))
+        steps = torch.arange(s, min(s + rollout, T), device=dev).expand(B, -1)
+        v, i = torch.cat([uncertainty[:, s:s + rollout], tail_v], 1), torch.cat([steps, tail_i], 1)
+        tail_v, pos = v.topk(min(k, v.shape[1]), dim=1)
+        tail_i = i.gather(1, pos)
+    for s, (tv, ti) in zip(starts, reversed(tails)):
+        n = min(s + rollout, T) - s
+        local = torch.arange(0, n, pred_every, device=dev)  # (P,)
+        own = torch.arange(n, device=dev)
+        past = own.unsqueeze(0) < local.unsqueeze(1)  # (P, n): before t, not a candidate
+        cand_v = torch.cat([uncertainty[:, s:s + n].unsqueeze(1).masked_fill(past, -math.inf),
+                            tv.unsqueeze(1).expand(-1, local.numel(), -1)], 2)  # (B, P, n + K')
+        cand_i = torch.cat([(own + s).expand(B, local.numel(), -1),
+                            ti.unsqueeze(1).expand(-1, local.numel(), -1)], 2)
+        if cand_v.shape[2] < k:  # fewer than K steps left in the whole sequence
+            pad = k - cand_v.shape[2]
+            cand_v = F.pad(cand_v, (0, pad), value=-math.inf)
+            cand_i = F.pad(cand_i, (0, pad), value=s)
+        top, pos = cand_v.topk(k, dim=2)  # (B, P, K)
+        yield RolloutTargets(s, local, cand_i.gather(2, pos), top > -math.inf, cand_i[:, 0], pos)
+
+
+def select_random_targets(uncertainty: torch.Tensor, steps: torch.Tensor, k: int,
+                          generator: torch.Generator | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ablation: K future steps drawn uniformly (without replacement), same shapes as
+    :func:`select_targets`; ``uncertainty`` only supplies the shape."""
+    steps, k = _check_steps(uncertainty, steps, k)
+    B, T = uncertainty.shape
+    noise = torch.rand((B, steps.numel(), T), generator=generator).to(uncertainty.device)
+    future = _future_mask(T, steps)  # (P, T)
+    top, idx = noise.masked_fill(~future, -1.0).topk(k, dim=-1)  # (B, P, K)
+    return idx, top >= 0
+
+
+def gather_steps(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """values (B, T, ...) at idx (B, P, K) -> (B, P, K, ...)."""
+    B, P, K = idx.shape
+    flat = idx.reshape(B, P * K)
+    rows = torch.arange(B, device=idx.device).unsqueeze(1)
+    return values[rows, flat].reshape(B, P, K, *values.shape[2:])
+
+
+# ----------------------------------------------------------------------------- memory & predictor
+
+
+class MemoryLSTM(nn.Module):
+    """g_theta: embedding + one LSTM layer; (B, n) inputs and a state -> (B, n, D) states."""
+
+    def __init__(self, embed: int = 16, hidden: int = 64, forget_bias: float = 1.0):
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, embed)
+        self.lstm = nn.LSTM(embed, hidden, batch_first=True)
+        init_forget_bias(self.lstm, forget_bias)
+
+    def forward(self, x: torch.Tensor, state=None):
+        return self.lstm(self.emb(x), state)
+
+
+def init_forget_bias(lstm: nn.LSTM, value: float) -> None:
+    """Set the forget-gate bias of every layer to ``value`` (torch gate order: i, f, g, o).
+
+    The forget gate multiplies the cell each step: with bias b and small inputs the cell keeps a
+    fraction sigmoid(b) per step, sigmoid(b)**n after n steps. b = 0 halves it every step.
+    """
+    H = lstm.hidden_size
+    with torch.no_grad():
+        for name, p in lstm.named_parameters():
+            if name.startswith("bias_ih"):
+                p[H:2 * H].fill_(value)
+            elif name.startswith("bias_hh"):
+                p[H:2 * H].zero_()
+
+
+class Predictor(nn.Module):
+    """q_phi(y_k | m_t, c_k): an MLP on [m_t, c_k], c_k from its own local-context net (same
+    width w as the detector's). The first layer is split, W [m; c] = W_m m + W_c c, so that a
+    rollout can encode each candidate target once and share it across prediction steps."""
+
+    def __init__(self, window: int = 8, embed: int = 16, hidden: int = 64):
+        super().__init__()
+        self.context = LocalContext(window, embed, hidden)
+        self.mem_in = nn.Linear(hidden, 2 * hidden)
+        self.ctx_in = nn.Linear(hidden, 2 * hidden, bias=False)
+        self.out = nn.Linear(2 * hidden, N_CLASSES)
+
+    def forward(self, m: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+        """m (B, P, D) memory states, win (B, P, K, w) target windows -> (B, P, K, C) logits."""
+        c = self.ctx_in(self.context(win))  # (B, P, K, 2D)
+        return self.out(torch.relu(self.mem_in(m).unsqueeze(2) + c))  # (B, P, K, C)
+
+    def forward_candidates(self, m: torch.Tensor, cand_win: torch.Tensor, pos: torch.Tensor
+                           ) -> torch.Tensor:
+        """The same logits when the targets are ``pos`` (B, P, K) into M candidate windows
+        ``cand_win`` (B, M, w): each candidate is encoded once. -> (B, P, K, C)."""
+        c = self.ctx_in(self.context(cand_win))  # (B, M, 2D)
+        c = gather_steps(c, pos)  # (B, P, K, 2D)
+        return self.out(torch.relu(self.mem_in(m).unsqueeze(2) + c))
+
+
+class RecurrentClassifier(nn.Module):
+    """The baselines' model: the same memory LSTM with a linear read-out of y_t from h_t."""
+
+    def __init__(self, embed: int = 16, hidden: int = 64, forget_bias: float = 1.0):
+        super().__init__()
+        self.memory = MemoryLSTM(embed, hidden, forget_bias)
+        self.head = nn.Linear(hidden, N_CLASSES)
+
+    def forward(self, x: torch.Tensor, state=None):
+        h, state = self.memory(x, state)  # (B, n, D)
+        return self.head(h), state  # (B, n, C)
+
+
+def build_memup(cfg: MemUPConfig) -> dict[str, nn.Module]:
+    """Fresh detector, memory and predictor for ``cfg``."""
+    return {
+        "detector": Detector(cfg.window, cfg.embed, cfg.hidden),
+        "memory": MemoryLSTM(cfg.embed, cfg.hidden, cfg.forget_bias),
+        "predictor": Predictor(cfg.window, cfg.embed, cfg.hidden),
+    }
+
+
+def build_recurrent(cfg: MemUPConfig) -> RecurrentClassifier:
+    return RecurrentClassifier(cfg.embed, cfg.hidden, cfg.forget_bias)
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+
+class Rollout(NamedTuple):
+    start: int
+    outputs: torch.Tensor
+    state: tuple
+
+
+def detach_state(state):
+    """Cut the graph at a rollout boundary: the values go on, the gradient path stops."""
+    return None if state is None else tuple(s.detach() for s in state)
+
+
+def rollouts(step_fn: Callable, inputs: torch.Tensor, rollout: int, state=None
+             ) -> Iterator[Rollout]:
+    """Run ``step_fn(chunk, state) -> (outputs, state)`` over ``inputs`` (B, T, ...) in chunks of
+    ``rollout`` steps, detaching the state carried into each chunk (truncated BPTT).
+
+    Yields ``Rollout(start, outputs (B, n, ...), state)``; the caller back-propagates each chunk's
+    loss before asking for the next one.
+    """
+    check_tensor(inputs, "inputs", finite=False)
+    rollout = check_positive_int(rollout, "rollout")
+    T = inputs.shape[1]
+    if T < rollout:
+        raise ValueError(f"sequence length {T} is shorter than one rollout ({rollout})")
+    for start in range(0, T, rollout):
+        # The carried state is a value from the previous chunk, not a path for gradients.
+        out, state = step_fn(inputs[:, start:start + rollout], detach_state(state))
+        yield Rollout(start, out, state)
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
+    """target <- decay * target + (1 - decay) * source, parameter by parameter."""
+    for pt, ps in zip(target.parameters(), source.parameters()):
+        pt.lerp_(ps, 1.0 - decay)
+
+
+def memup_rollout_loss(predictor: Predictor, h: torch.Tensor, windows: torch.Tensor,
+                       y: torch.Tensor, idx_valid: tuple[torch.Tensor, torch.Tensor],
+                       local_steps: torch.Tensor) -> torch.Tensor:
+    """The predictor's NLL on the selected targets of one rollout.
+
+    Args:
+        h: (B, n, D) memory states of one rollout.
+        windows: (B, T, w) local windows of the whole sequence; y: (B, T) targets.
+        idx_valid: (idx, valid), each (B, P, K), from the target selector.
+        local_steps: (P,) prediction steps, relative to ``start``.
+    """
+    idx, valid = idx_valid
+    m = h[:, local_steps]  # (B, P, D)
+    logits = predictor(m, gather_steps(windows, idx))  # (B, P, K, C)
+    target = gather_steps(y, idx)  # (B, P, K)
+    return F.cross_entropy(logits[valid], target[valid])
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _clip_step(opt, params, clip):
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+
+
+class _Peak:
+    """Largest saved-tensor byte count over the backward passes of an update (0 when off)."""
+
+    def __init__(self, on: bool):
+        self.on, self.bytes = on, 0
+
+    def forward(self, fn):
+        if not self.on:
+            return fn()
+        out, n = saved_tensor_bytes(fn)
+        self.bytes = max(self.bytes, n)
+        return out
+
+
+def memup_update(nets: dict, det_ema: nn.Module, opts: dict, x: torch.Tensor, y: torch.Tensor,
+                 cfg: MemUPConfig, generator: torch.Generator | None = None,
+                 count_bytes: bool = False) -> dict:
+    """One MemUP pass over a batch of sequences (B, T), with an optimiser step per rollout.
+
+    1. The EMA detector scores every step (no graph: it only ranks steps).
+    2. The memory runs rollout by rollout from the detached carried state; for each rollout the
+       predictor's NLL on the selected targets of its prediction steps is back-propagated through
+       at most r memory steps and K targets, and applied. The detector takes a step on the same
+       r-step chunk, so nothing in the update builds a graph longer than a rollout.
+    Returns the mean losses and, with ``count_bytes``, the peak saved-tensor bytes of a backward.
+    """
+    peak = _Peak(count_bytes)
+    with torch.no_grad():  # the detector's estimate only ranks steps; no gradient flows into it
+        u = surprise(det_ema, x, y)  # (B, T)
+    windows = local_windows(x, cfg.window)  # (B, T, w)
+    mem_params = list(nets["memory"].parameters()) + list(nets["predictor"].parameters())
+    mem_losses, det_losses = [], []
+    state = None
+    for tg in rollout_targets(u, cfg.rollout, cfg.k, cfg.pred_every):
+        start, local = tg.start, tg.local
+        # Copies, not views: a saved view would keep the whole (B, T) storage alive.
+        xs = x[:, start:start + cfg.rollout].contiguous()  # (B, n)
+        ys = y[:, start:start + cfg.rollout].contiguous()
+        carried = detach_state(state)  # values go on, gradients stop at the rollout boundary
+        if cfg.selection == "random":  # the ablation: same steps t, random future targets
+            sel = select_random_targets(u, local + start, cfg.k, generator)
+
+        def rollout_loss():
+            nonlocal state
+            h, state = nets["memory"](xs, carried)  # (B, n, D)
+            if cfg.selection == "random":
+                return memup_rollout_loss(nets["predictor"], h, windows, y, sel, local)
+            # Same loss as memup_rollout_loss, each candidate target encoded once.
+            cand_win = gather_steps(windows, tg.candidates.unsqueeze(1)).squeeze(1)  # (B, M, w)
+            logits = nets["predictor"].forward_candidates(h[:, local], cand_win, tg.pos)
+            target = gather_steps(y, tg.idx)  # (B, P, K)
+            return F.cross_entropy(logits[tg.valid], target[tg.valid])
+
+        loss = peak.forward(rollout_loss)
+        opts["memory"].zero_grad()
+        loss.backward()
+        _clip_step(opts["memory"], mem_params, cfg.clip)
+        mem_losses.append(loss.item())
+
+        det_loss = peak.forward(lambda: surprise(nets["detector"], xs, ys).mean())
+        opts["detector"].zero_grad()
+        det_loss.backward()
+        _clip_step(opts["detector"], nets["detector"].parameters(), cfg.clip)
+        det_losses.append(det_loss.item())
+    ema_update(det_ema, nets["detector"], cfg.ema_decay)
+    return {"loss": sum(mem_losses) / len(mem_losses),
+            "detector_loss": sum(det_losses) / len(det_losses), "saved_bytes": peak.bytes}
+
+
+def _batches(cfg, desc, progress):
+    if not progress:
+        return range(cfg.batches)
+    from tqdm.auto import tqdm
+    return tqdm(range(cfg.batches), desc=desc)
+
+
+def make_memup(cfg: MemUPConfig, device: torch.device | str = "cpu"):
+    """Fresh nets, the detector's EMA copy and the optimisers for ``cfg``."""
+    nets = {k: v.to(device) for k, v in build_memup(cfg).items()}
+    det_ema = copy.deepcopy(nets["detector"]).requires_grad_(False)
+    mem_params = list(nets["memory"].parameters()) + list(nets["predictor"].parameters())
+    opts = {"memory": torch.optim.Adam(mem_params, lr=cfg.lr),
+            "detector": torch.optim.Adam(nets["detector"].parameters(), lr=cfg.lr)}
+    return nets, det_ema, opts
+
+
+def train_memup(cfg: MemUPConfig, generator: torch.Generator, *, progress: bool = False,
+                device: torch.device | str = "cpu") -> dict:
+    """Train detector, memory and predictor with MemUP on ``cfg.batches`` fresh batches.
+
+    Returns the state dicts and the loss histories (tensors), ready for ``load_or_train``.
+    """
+    nets, det_ema, opts = make_memup(cfg, device)
+    mem_loss, det_loss = [], []
+    for _ in _batches(cfg, f"MemUP ({cfg.selection})", progress):
+        x, y = copy_task(cfg.batch, cfg.n_head, cfg.n_filler, generator, device)
+        out = memup_update(nets, det_ema, opts, x, y, cfg, generator)
+        mem_loss.append(out["loss"])
+        det_loss.append(out["detector_loss"])
+    result = {name: net.state_dict() for name, net in nets.items()}
+    result["detector_ema"] = det_ema.state_dict()
+    result["memup_loss"] = torch.tensor(mem_loss)
+    result["detector_loss"] = torch.tensor(det_loss)
+    return result
+
+
+def tbptt_update(model: RecurrentClassifier, opt: torch.optim.Optimizer, x: torch.Tensor,
+                 y: torch.Tensor, rollout: int, clip: float, count_bytes: bool = False) -> dict:
+    """One pass of the baseline over a batch (B, T): cross-entropy of y_t from h_t on every step,
+    back-propagated within rollouts of ``rollout`` steps (T gives full BPTT), a step per rollout."""
+    rollout = check_positive_int(rollout, "rollout")
+    if x.shape[1] < rollout:
+        raise ValueError(f"sequence length {x.shape[1]} is shorter than one rollout ({rollout})")
+    peak = _Peak(count_bytes)
+    losses, state = [], None
+    for start in range(0, x.shape[1], rollout):
+        xs = x[:, start:start + rollout].contiguous()  # (B, n); a copy, see memup_update
+        ys = y[:, start:start + rollout].contiguous()
+        carried = detach_state(state)  # truncation: the value goes on, the gradient stops
+
+        def rollout_loss():
+            nonlocal state
+            logits, state = model(xs, carried)  # (B, n, C)
+            return F.cross_entropy(logits.transpose(1, 2), ys)
+
+        loss = peak.forward(rollout_loss)
+        opt.zero_grad()
+        loss.backward()
+        _clip_step(opt, model.parameters(), clip)
+        losses.append(loss.item())
+    return {"loss": sum(losses) / len(losses), "saved_bytes": peak.bytes}
+
+
+def train_tbptt(cfg: MemUPConfig, generator: torch.Generator, *, rollout: int | None = None,
+                progress: bool = False, device: torch.device | str = "cpu") -> dict:
+    """Baseline: the LSTM predicts y_t from h_t, cross-entropy on every step, truncated BPTT of
+    ``rollout`` steps (``cfg.rollout`` by default; the sequence length gives full BPTT).
+    One optimiser step per rollout, the same batches as :func:`train_memup`."""
+    rollout = cfg.rollout if rollout is None else check_positive_int(rollout, "rollout")
+    model = build_recurrent(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    hist = []
+    for _ in _batches(cfg, f"BPTT (r={rollout})", progress):
+        x, y = copy_task(cfg.batch, cfg.n_head, cfg.n_filler, generator, device)
+        hist.append(tbptt_update(model, opt, x, y, rollout, cfg.clip)["loss"])
+    out = model.state_dict()
+    out["loss"] = torch.tensor(hist)
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def memup_logits(memory: MemoryLSTM, predictor: Predictor, x: torch.Tensor,
+                 steps: torch.Tensor) -> torch.Tensor:
+    """Online prediction at ``steps`` (S,): the predictor reads m_k (the memory after step k)
+    and c_k. (B, T) inputs -> (B, S, C) logits."""
+    h, _ = memory(x)  # (B, T, D)
+    win = local_windows(x, predictor.context.window)[:, steps]  # (B, S, w)
+    return predictor(h[:, steps], win.unsqueeze(2)).squeeze(2)  # (B, S, C)
+
+
+@torch.no_grad()
+def recurrent_logits(model: RecurrentClassifier, x: torch.Tensor, steps: torch.Tensor
+                     ) -> torch.Tensor:
+    """The baseline's read-out at ``steps``: (B, T) -> (B, S, C)."""
+    logits, _ = model(x)
+    return logits[:, steps]
+
+
+def recall_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Fraction of recall steps right: logits (B, S, C), target (B, S)."""
+    check_tensor(logits, "logits", ndim=3)
+    check_tensor(target, "target", shape=tuple(logits.shape[:2]))
+    return (logits.argmax(-1) == target).float().mean().item()
+
+
+# ----------------------------------------------------------------------------- cost
+
+
+class _SavedBytes:
+    """Counts the bytes autograd keeps for backward, each storage once."""
+
+    def __init__(self):
+        self.storages: dict[int, int] = {}
+
+    def pack(self, t: torch.Tensor):
+        s = t.untyped_storage()
+        self.storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
+
+
+def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Run ``fn`` (which builds a graph and returns a loss) and count the bytes of the distinct
+    storages autograd saved for the backward pass. Returns (loss, bytes).
+
+    Works on any device, including CPU where tracemalloc cannot see torch's allocator.
+    """
+    counter = _SavedBytes()
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
+        loss = fn()
+    return loss, counter.total
+
+
+def update_cost(cfg: MemUPConfig, method: str, generator: torch.Generator, repeats: int = 1
+                ) -> dict:
+    """Time and peak saved-tensor bytes of one update pass over a batch of ``cfg.length`` steps.
+
+    ``method``: 'memup' (every rollout of :func:`memup_update`) or 'bptt' (one full-BPTT step).
+    Seconds are the median of ``repeats`` timed passes after one warm-up pass; bytes are counted in
+    a separate pass (the hooks cost time).
+    """
+    import time
+
+    repeats = check_positive_int(repeats, "repeats")
+    x, y = copy_task(cfg.batch, cfg.n_head, cfg.n_filler, generator)
+    if method == "memup":
+        nets, det_ema, opts = make_memup(cfg)
+        run = lambda count: memup_update(nets, det_ema, opts, x, y, cfg, generator, count)  # noqa: E731
+    elif method == "bptt":
+        model = build_recurrent(cfg)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        run = lambda count: tbptt_update(model, opt, x, y, x.shape[1], cfg.clip, count)  # noqa: E731
+    else:
+        raise ValueError(f"method must be 'memup' or 'bptt', got {method!r}")
+    saved = run(True)["saved_bytes"]  # also the warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(False)
+        times.append(time.perf_counter() - t0)
+    return {"seconds": sorted(times)[len(times) // 2], "saved_bytes": saved}
+
+
+METHODS = ("memup", "random", "tbptt", "bptt")
+
+
+def train_method(method: str, cfg: MemUPConfig, seed: int, progress: bool = False) -> dict:
+    """Train one of METHODS from seed ``seed`` (initial weights and data): 'memup', 'random'
+    (MemUP with random targets), 'tbptt' (r = cfg.rollout) or 'bptt' (r = T)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    if method in ("memup", "random"):
+        sel = "topk" if method == "memup" else "random"
+        return train_memup(replace(cfg, selection=sel), gen, progress=progress)
+    rollout = cfg.rollout if method == "tbptt" else cfg.length
+    return train_tbptt(cfg, gen, rollout=rollout, progress=progress)
+
+
+@torch.no_grad()
+def evaluate_method(method: str, state: dict, cfg: MemUPConfig, n_filler: int, n_seqs: int,
+                    generator: torch.Generator) -> float:
+    """Held-out recall accuracy of a trained ``state`` on ``n_seqs`` fresh sequences with
+    ``n_filler`` fillers (may differ from the training length)."""
+    x, y = copy_task(n_seqs, cfg.n_head, n_filler, generator)
+    steps = recall_mask(cfg.n_head, n_filler).nonzero().squeeze(1)  # (H,)
+    if method in ("memup", "random"):
+        nets = build_memup(cfg)
+        for name in ("memory", "predictor"):
+            nets[name].load_state_dict(state[name])
+        logits = memup_logits(nets["memory"], nets["predictor"], x, steps)
+    elif method in ("tbptt", "bptt"):
+        model = build_recurrent(cfg)
+        model.load_state_dict({k: v for k, v in state.items() if k != "loss"})
+        logits = recurrent_logits(model, x, steps)
+    else:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return recall_accuracy(logits, y[:, steps])
+
+
+def config_dict(cfg: MemUPConfig) -> dict:
+    """The config as plain values (for saving next to a checkpoint)."""
+    return asdict(cfg)
+
+
+def with_(cfg: MemUPConfig, **changes) -> MemUPConfig:
+    """A copy of ``cfg`` with ``changes`` (validated again)."""
+    return replace(cfg, **changes)

@@ -1,0 +1,363 @@
+"""Tests for memtutor.memup (notebook 07) and its exercise checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memtutor import memup as mu
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------- the copy task
+
+
+def test_copy_task_targets():
+    g = torch.Generator().manual_seed(0)
+    x, y = mu.copy_task(5, 3, 7, g)
+    assert x.shape == y.shape == (5, 13)
+    head = x[:, :3]
+    assert ((head >= 0) & (head < mu.ALPHABET)).all()
+    assert (x[:, 3:10] == mu.FILLER).all() and (x[:, 10:] == mu.RECALL).all()
+    assert (y[:, :10] == mu.BLANK).all()
+    torch.testing.assert_close(y[:, 10:], head)
+    mask = mu.recall_mask(3, 7)
+    assert mask.tolist() == [False] * 10 + [True] * 3
+
+
+def test_copy_task_is_seeded_and_varied():
+    a, _ = mu.copy_task(64, 4, 2, torch.Generator().manual_seed(1))
+    b, _ = mu.copy_task(64, 4, 2, torch.Generator().manual_seed(1))
+    c, _ = mu.copy_task(64, 4, 2, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, c)
+    assert len(a[:, 0].unique()) > 4  # all symbols show up in 64 draws
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+def test_copy_task_rejects_bad_sizes(bad):
+    with pytest.raises(ValueError, match="n_head"):
+        mu.copy_task(2, bad, 3, torch.Generator())
+
+
+def test_local_windows_match_loop():
+    x = torch.randint(0, 10, (3, 9), generator=torch.Generator().manual_seed(0))
+    win = mu.local_windows(x, 4)
+    assert win.shape == (3, 9, 4)
+    for t in range(9):
+        for j in range(4):
+            s = t - 3 + j
+            want = x[:, s] if s >= 0 else torch.full((3,), mu.PAD)
+            torch.testing.assert_close(win[:, t, j], want)
+
+
+# ----------------------------------------------------------------------------- target selection
+
+
+def _naive_topk(u, steps, k):
+    B, T = u.shape
+    idx = torch.zeros(B, len(steps), k, dtype=torch.long)
+    valid = torch.zeros(B, len(steps), k, dtype=torch.bool)
+    for b in range(B):
+        for p, t in enumerate(steps.tolist()):
+            order = sorted(range(t, T), key=lambda j: -u[b, j].item())[:k]
+            idx[b, p, :len(order)] = torch.tensor(order, dtype=torch.long)
+            valid[b, p, :len(order)] = True
+    return idx, valid
+
+
+@settings(max_examples=40, deadline=None)
+@given(B=st.integers(1, 3), T=st.integers(1, 12), k=st.integers(1, 5), seed=st.integers(0, 999))
+def test_select_targets_matches_naive_sort(B, T, k, seed):
+    k = min(k, T)
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(B, T, generator=g)  # continuous: no ties
+    steps = torch.arange(0, T, 2)
+    idx, valid = mu.select_targets(u, steps, k)
+    want_idx, want_valid = _naive_topk(u, steps, k)
+    assert idx.shape == valid.shape == (B, len(steps), k)
+    torch.testing.assert_close(valid, want_valid)
+    torch.testing.assert_close(idx[valid], want_idx[want_valid])
+    assert (idx[valid] >= steps.view(1, -1, 1).expand_as(idx)[valid]).all()
+
+
+@pytest.mark.parametrize("T, r, k, every", [(50, 7, 3, 1), (23, 5, 4, 2), (9, 9, 3, 1), (12, 4, 12, 3)])
+def test_rollout_targets_match_select_targets(T, r, k, every):
+    u = torch.randn(3, T, generator=torch.Generator().manual_seed(T))
+    starts = []
+    for tg in mu.rollout_targets(u, r, k, every):
+        starts.append(tg.start)
+        torch.testing.assert_close(tg.local, torch.arange(0, min(r, T - tg.start), every))
+        gathered = tg.candidates.gather(1, tg.pos.flatten(1)).view_as(tg.idx)
+        torch.testing.assert_close(gathered, tg.idx)
+        want_idx, want_valid = mu.select_targets(u, tg.local + tg.start, k)
+        torch.testing.assert_close(tg.valid, want_valid)
+        torch.testing.assert_close(tg.idx[tg.valid], want_idx[want_valid])
+    assert starts == list(range(0, T, r))
+
+
+def test_rollout_targets_reject_short_sequences():
+    with pytest.raises(ValueError, match="shorter than one rollout"):
+        list(mu.rollout_targets(torch.zeros(1, 4), 5, 1))
+
+
+def test_predictor_candidates_path_matches_direct_path():
+    torch.manual_seed(0)
+    pred = mu.Predictor(window=3, embed=2, hidden=4)
+    x, _ = mu.copy_task(2, 2, 9, torch.Generator().manual_seed(0))
+    win = mu.local_windows(x, 3)
+    tg = next(mu.rollout_targets(torch.rand(2, 13), 5, 3))
+    m = torch.randn(2, len(tg.local), 4)
+    cand_win = mu.gather_steps(win, tg.candidates.unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(pred.forward_candidates(m, cand_win, tg.pos),
+                               pred(m, mu.gather_steps(win, tg.idx)))
+
+
+def test_select_targets_finds_the_spikes():
+    u = torch.zeros(2, 20)
+    u[:, [3, 15, 17]] = torch.tensor([5.0, 4.0, 6.0])
+    idx, valid = mu.select_targets(u, torch.tensor([0, 4, 16]), 2)
+    assert valid.all()
+    assert idx[0, 0].tolist() == [17, 3]
+    assert idx[0, 1].tolist() == [17, 15]  # step 3 lies in the past of t = 4
+    assert idx[0, 2, 0].item() == 17
+
+
+def test_select_random_targets_are_future_and_distinct():
+    g = torch.Generator().manual_seed(0)
+    u = torch.zeros(4, 30)
+    steps = torch.tensor([0, 10, 27, 29])
+    idx, valid = mu.select_random_targets(u, steps, 3, g)
+    assert idx.shape == (4, 4, 3)
+    assert (idx[valid] >= steps.view(1, -1, 1).expand_as(idx)[valid]).all()
+    assert valid[:, :3].all() and valid[:, 3].sum(-1).eq(1).all()  # t = 29: one future step
+    assert all(len(set(r.tolist())) == 3 for r in idx[:, 0])
+
+
+@pytest.mark.parametrize("k", [0, -2])
+def test_select_targets_rejects_bad_k(k):
+    with pytest.raises(ValueError, match="k must be"):
+        mu.select_targets(torch.zeros(1, 5), torch.tensor([0]), k)
+
+
+def test_select_targets_rejects_steps_outside():
+    with pytest.raises(ValueError, match="steps must lie"):
+        mu.select_targets(torch.zeros(1, 5), torch.tensor([5]), 1)
+    with pytest.raises(ValueError, match="exceeds the sequence length"):
+        mu.select_targets(torch.zeros(1, 5), torch.tensor([0]), 6)
+
+
+def test_gather_steps_matches_loop():
+    v = torch.randn(2, 7, 3)
+    idx = torch.tensor([[[0, 6], [2, 2]], [[1, 5], [4, 3]]])
+    out = mu.gather_steps(v, idx)
+    assert out.shape == (2, 2, 2, 3)
+    for b in range(2):
+        for p in range(2):
+            for q in range(2):
+                torch.testing.assert_close(out[b, p, q], v[b, idx[b, p, q]])
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+
+def test_gradients_do_not_cross_rollout_boundaries():
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 5, batch_first=True)
+    inputs = torch.randn(2, 12, 3, requires_grad=True)
+    chunks = list(mu.rollouts(lstm, inputs, 4))
+    assert [c.start for c in chunks] == [0, 4, 8]
+    chunks[2].outputs.sum().backward()  # a loss in the third rollout's window
+    assert inputs.grad[:, :8].abs().max() == 0  # nothing reaches earlier rollouts
+    assert inputs.grad[:, 8:].abs().min() > 0
+
+
+def test_rollouts_carry_the_state_values():
+    """The detached state must still carry the values forward: chunked == one pass."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 5, batch_first=True)
+    inputs = torch.randn(2, 11, 3)
+    whole, _ = lstm(inputs)
+    parts = torch.cat([c.outputs for c in mu.rollouts(lstm, inputs, 4)], dim=1)
+    torch.testing.assert_close(parts, whole)
+
+
+@pytest.mark.parametrize("r", [0, -1])
+def test_rollouts_reject_bad_r(r):
+    with pytest.raises(ValueError, match="rollout must be"):
+        list(mu.rollouts(torch.nn.LSTM(1, 1), torch.zeros(1, 5, 1), r))
+
+
+def test_rollouts_reject_short_sequences():
+    with pytest.raises(ValueError, match="shorter than one rollout"):
+        list(mu.rollouts(torch.nn.LSTM(1, 1), torch.zeros(1, 5, 1), 6))
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(k=0), "k must be"),
+    (dict(rollout=0), "rollout must be"),
+    (dict(n_filler=10, n_head=2, rollout=20), "shorter than one rollout"),
+    (dict(window=3, n_head=3), "window must exceed"),
+    (dict(selection="best"), "selection must be"),
+    (dict(ema_decay=1.0), "ema_decay"),
+])
+def test_config_rejects_bad_values(changes, match):
+    with pytest.raises(ValueError, match=match):
+        mu.MemUPConfig(**changes)
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+def test_forget_bias_init():
+    lstm = torch.nn.LSTM(2, 4, num_layers=2)
+    mu.init_forget_bias(lstm, 2.5)
+    for layer in range(2):
+        b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+        torch.testing.assert_close(b[4:8], torch.full((4,), 2.5))
+
+
+def test_ema_update():
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    wa, wb = a.weight.clone(), b.weight.clone()
+    mu.ema_update(a, b, 0.75)
+    torch.testing.assert_close(a.weight, 0.75 * wa + 0.25 * wb)
+
+
+def test_detector_surprise_shape_and_value():
+    det = mu.Detector(window=4, embed=3, hidden=5)
+    x, y = mu.copy_task(2, 2, 5, torch.Generator().manual_seed(0))
+    s = mu.surprise(det, x, y)
+    assert s.shape == (2, 9)
+    logp = torch.log_softmax(det(x), -1)
+    torch.testing.assert_close(s, -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1))
+
+
+def test_predictor_and_loss_gradcheck_float64():
+    torch.manual_seed(0)
+    pred = mu.Predictor(window=3, embed=2, hidden=4).double()
+    x, y = mu.copy_task(2, 2, 4, torch.Generator().manual_seed(0))
+    win = mu.local_windows(x, 3)
+    u = torch.rand(2, 8, dtype=torch.float64)
+    sel = mu.select_targets(u, torch.tensor([0, 2]), 2)
+    h = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(h):
+        return mu.memup_rollout_loss(pred, h, win, y, sel, torch.tensor([0, 2]))
+
+    assert torch.autograd.gradcheck(f, (h,))
+
+
+def test_memup_logits_shapes():
+    cfg = mu.MemUPConfig(n_head=2, k=2, n_filler=20, rollout=5, window=4, hidden=8, embed=4)
+    nets = mu.build_memup(cfg)
+    x, y = mu.copy_task(3, 2, 20, torch.Generator().manual_seed(0))
+    steps = mu.recall_mask(2, 20).nonzero().squeeze(1)
+    logits = mu.memup_logits(nets["memory"], nets["predictor"], x, steps)
+    assert logits.shape == (3, 2, mu.N_CLASSES)
+    acc = mu.recall_accuracy(logits, y[:, steps])
+    assert 0.0 <= acc <= 1.0
+    model = mu.build_recurrent(cfg)
+    assert mu.recurrent_logits(model, x, steps).shape == (3, 2, mu.N_CLASSES)
+
+
+def test_recall_accuracy_counts():
+    logits = torch.zeros(1, 4, 3)
+    logits[0, [0, 1, 2, 3], [0, 1, 2, 0]] = 1.0
+    assert mu.recall_accuracy(logits, torch.tensor([[0, 1, 0, 0]])) == 0.75
+    with pytest.raises(ValueError, match="target must have shape"):
+        mu.recall_accuracy(logits, torch.zeros(1, 3, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------- training paths
+
+
+TINY = dict(n_head=1, k=1, n_filler=8, rollout=5, window=3, hidden=16, embed=4, batch=32,
+            batches=60, pred_every=1, lr=1e-2)
+
+
+def test_train_memup_loss_falls():
+    torch.manual_seed(0)  # the initial weights
+    cfg = mu.MemUPConfig(**TINY)
+    out = mu.train_memup(cfg, torch.Generator().manual_seed(1))
+    loss = out["memup_loss"]
+    assert loss.shape == (60,)
+    assert loss[-8:].mean() < 0.6 * loss[:8].mean()
+    assert out["detector_loss"][-8:].mean() < 0.5 * out["detector_loss"][:8].mean()
+    nets = mu.build_memup(cfg)
+    for name in ("detector", "memory", "predictor"):
+        nets[name].load_state_dict(out[name])
+
+
+def test_train_memup_random_selection_runs():
+    cfg = mu.MemUPConfig(**{**TINY, "batches": 3, "selection": "random"})
+    out = mu.train_memup(cfg, torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["memup_loss"]).all()
+
+
+@pytest.mark.parametrize("rollout", [None, 10])
+def test_train_tbptt_loss_falls(rollout):
+    torch.manual_seed(0)
+    cfg = mu.MemUPConfig(**{**TINY, "batches": 25})
+    out = mu.train_tbptt(cfg, torch.Generator().manual_seed(0), rollout=rollout)
+    assert out["loss"][-5:].mean() < 0.5 * out["loss"][:5].mean()
+    model = mu.build_recurrent(cfg)
+    model.load_state_dict({k: v for k, v in out.items() if k != "loss"})
+
+
+# ----------------------------------------------------------------------------- cost
+
+
+def test_saved_bytes_grow_with_bptt_length_not_with_rollouts():
+    torch.manual_seed(0)
+    model = mu.RecurrentClassifier(embed=4, hidden=8)
+
+    def full(T):
+        x = torch.zeros(2, T, dtype=torch.long)
+        return mu.saved_tensor_bytes(lambda: model(x)[0].sum())[1]
+
+    a, b = full(50), full(200)
+    assert b > 3 * a
+    win = mu.local_windows(torch.zeros(2, 200, dtype=torch.long), 3)
+    assert mu.saved_tensor_bytes(lambda: (win.float() * 2).sum())[1] == 0  # leaf ints: none
+
+
+# ----------------------------------------------------------------------------- exercises
+
+
+def test_ex07_checks():
+    from memtutor.exercises.ex07 import check_random_drop, check_topk_selector
+    assert check_topk_selector(mu.select_targets)
+    wrong = lambda u, steps, k: mu.select_targets(u, torch.zeros_like(steps), k)  # noqa: E731
+    r = check_topk_selector(wrong)
+    assert not r and "future" in r.message
+
+    assert check_random_drop(0.43, 0.12)
+    assert not check_random_drop(0.43, 0.40)
+    assert not check_random_drop(1.5, 0.2)
+
+
+def test_ex07_rollout_check():
+    from memtutor.exercises.ex07 import check_saved_bytes
+    assert check_saved_bytes({300: 1000, 1000: 1000, 3000: 1010}, {300: 10, 1000: 33, 3000: 100})
+    r = check_saved_bytes({300: 1000, 1000: 3000, 3000: 9000}, {300: 10, 1000: 33, 3000: 100})
+    assert not r and "MemUP" in r.message
+
+
+def test_benchmark_quick_runs():
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memup.py"), "--quick"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "full BPTT" in res.stdout and "MemUP" in res.stdout
