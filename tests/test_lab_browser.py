@@ -241,19 +241,19 @@ class LabPage:
             running = [p for p in prompts if "*" in p]
             errors = self.error_cells()
             if errors:
-                self.fail(f"cell {errors[0]} shows an error")
+                index, text = errors[0]
+                self.fail(f"cell {index} shows an error: ...{text[-400:]}")
             if not running and prompts:
                 return
             time.sleep(1.0)
         self.fail(f"the notebook did not finish running within {timeout_s:.0f} s")
 
-    def error_cells(self) -> list[int]:
-        """Indices (0-based) of cells whose output shows a Python traceback."""
+    def error_cells(self) -> list[tuple[int, str]]:
+        """(index, output text) of the cells (0-based) whose output shows a Python traceback."""
         return self.page.evaluate(
             """() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell'))
                  .map((c, i) => [i, c.querySelector('.jp-OutputArea')?.innerText || ''])
-                 .filter(([i, t]) => t.includes('Traceback (most recent call last)'))
-                 .map(([i, t]) => i)"""
+                 .filter(([i, t]) => t.includes('Traceback (most recent call last)'))"""
         )
 
     def widget_errors(self) -> int:
