@@ -66,26 +66,32 @@ def memory_access(interface, prev_state, *, allocation: bool = True, links: bool
     writes by content only (w^w = g^w c^w); ``links=False`` reads by content only (w^r = c^r), the
     two ablations of the notebook's exercise. Same order of operations as the full step.
     """
+    mem._check_step(interface, prev_state, None)
+    return _memory_access(interface, prev_state, allocation=allocation, links=links)
+
+
+def _memory_access(interface, prev_state, *, allocation: bool, links: bool):
+    """:func:`memory_access` without the input checks (the time loop checks its first step only)."""
     if allocation and links:
-        return mem.memory_step(interface, prev_state)
+        return mem._memory_step(interface, prev_state)
     s, x = prev_state, interface
-    usage = mem.update_usage(s.usage, s.write_weights, x.free_gates, s.read_weights)  # (B, N)
-    write_content = mem.content_weights(s.memory, x.write_key.unsqueeze(1), x.write_strength.unsqueeze(1))
+    usage = mem._update_usage(s.usage, s.write_weights, x.free_gates, s.read_weights)  # (B, N)
+    write_content = mem._content_weights(s.memory, x.write_key.unsqueeze(1), x.write_strength.unsqueeze(1))
     write_content = write_content.squeeze(1)  # (B, N)
     if allocation:
-        alloc = mem.allocation_weights(usage)
-        w_w = mem.write_weights(alloc, write_content, x.allocation_gate, x.write_gate)
+        alloc = mem._allocation_weights(usage)
+        w_w = mem._write_weights(alloc, write_content, x.allocation_gate, x.write_gate)
     else:
         # allocation gate forced to 0: w^w = g^w c^w (the allocation term is multiplied away)
         no_gate = torch.zeros_like(x.allocation_gate)
-        w_w = mem.write_weights(torch.zeros_like(usage), write_content, no_gate, x.write_gate)
-    memory = mem.erase_and_add(s.memory, w_w, x.erase_vector, x.write_vector)  # (B, N, W)
-    link = mem.update_link(s.link, s.precedence, w_w)  # (B, N, N)
-    precedence = mem.update_precedence(s.precedence, w_w)  # (B, N)
-    content = mem.content_weights(memory, x.read_keys, x.read_strengths)  # (B, R, N)
+        w_w = mem._write_weights(torch.zeros_like(usage), write_content, no_gate, x.write_gate)
+    memory = mem._erase_and_add(s.memory, w_w, x.erase_vector, x.write_vector)  # (B, N, W)
+    link = mem._update_link(s.link, s.precedence, w_w)  # (B, N, N)
+    precedence = mem._update_precedence(s.precedence, w_w)  # (B, N)
+    content = mem._content_weights(memory, x.read_keys, x.read_strengths)  # (B, R, N)
     if links:
-        forward, backward = mem.directional_weights(link, s.read_weights)
-        w_r = mem.read_weights(content, forward, backward, x.read_modes)  # (B, R, N)
+        forward, backward = mem._directional_weights(link, s.read_weights)
+        w_r = mem._read_weights(content, forward, backward, x.read_modes)  # (B, R, N)
     else:
         w_r = content
     reads = torch.matmul(w_r, memory)  # (B, R, W)
@@ -168,16 +174,23 @@ class MemoryController(nn.Module):
         )
         return ControllerState(zeros, zeros.clone(), reads, memory)
 
-    def step(self, x: torch.Tensor, prev_state: ControllerState):
-        """One time step. x: (B, I). Returns (y (B, O), next_state, interface)."""
+    def step(self, x: torch.Tensor, prev_state: ControllerState, *, check: bool = True):
+        """One time step. x: (B, I). Returns (y (B, O), next_state, interface).
+
+        ``check=False`` skips the memory's input checks (shapes and finiteness of the interface and
+        of the memory state); :meth:`forward` checks the first step of a sequence only, since every
+        later step gets its state from the step before and its interface from the same layers.
+        """
         c = self.config
         batch = x.shape[0]
         controller_in = torch.cat([x, prev_state.read_vectors.reshape(batch, -1)], dim=-1)  # (B, I+RW)
         hidden, cell = self.core(controller_in, (prev_state.hidden, prev_state.cell))  # (B, H)
         # Clip as the DNC reference code does: keeps the interface finite early in training.
         h = hidden.clamp(-c.clip_value, c.clip_value)
-        interface = _parse_interface(self.interface(h), c.word_size, c.num_reads)
-        reads, memory = memory_access(interface, prev_state.memory, allocation=c.allocation, links=c.links)
+        split = _parse_interface if check else mem._split_interface
+        interface = split(self.interface(h), c.word_size, c.num_reads)
+        access = memory_access if check else _memory_access
+        reads, memory = access(interface, prev_state.memory, allocation=c.allocation, links=c.links)
         y = self.output(torch.cat([h, reads.reshape(batch, -1)], dim=-1))  # (B, O)
         y = y.clamp(-c.clip_value, c.clip_value)
         return y, ControllerState(hidden, cell, reads, memory), interface
@@ -206,7 +219,7 @@ class MemoryController(nn.Module):
             )
         outputs, trace = [], {k: [] for k in _TRACE_KEYS}
         for t in range(steps):  # the only Python loop: over time
-            y, state, interface = self.step(inputs[:, t], state)
+            y, state, interface = self.step(inputs[:, t], state, check=t == 0)
             outputs.append(y)
             if return_trace:
                 _record(trace, state, interface)

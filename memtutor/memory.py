@@ -194,9 +194,13 @@ def split_interface(raw: Tensor, word_size: int, num_reads: int) -> Interface:
         :class:`Interface` with keys and write vector as is, strengths through :func:`oneplus`,
         erase vector and gates through ``sigmoid``, read modes through a softmax over 3 modes.
     """
+    check_tensor(raw, "raw interface", shape=(None, interface_size(word_size, num_reads)))
+    return _split_interface(raw, word_size, num_reads)
+
+
+def _split_interface(raw: Tensor, word_size: int, num_reads: int) -> Interface:
+    """:func:`split_interface` without the input checks."""
     w, r = word_size, num_reads
-    size = interface_size(w, r)
-    check_tensor(raw, "raw interface", shape=(None, size))
     sizes = [r * w, r, w, 1, w, w, r, 1, 1, 3 * r]
     rk, rs, wk, ws, e, v, fg, ga, gw, modes = torch.split(raw, sizes, dim=-1)
     b = raw.shape[0]
@@ -571,6 +575,12 @@ def memory_step(
         ``(read_vectors, next_state)``: read vectors (B, R, W) and the :class:`MemoryState` at t.
     """
     _check_step(interface, prev_state, num_reads)
+    return _memory_step(interface, prev_state)
+
+
+def _memory_step(interface: Interface, prev_state: MemoryState) -> tuple[Tensor, MemoryState]:
+    """:func:`memory_step` without the input checks, for loops whose inputs were checked once
+    (the controller checks its first step; later steps get their state from the previous one)."""
     s, x = prev_state, interface
     usage = _update_usage(s.usage, s.write_weights, x.free_gates, s.read_weights)  # (B, N)
     write_content = _content_weights(s.memory, x.write_key.unsqueeze(1), x.write_strength.unsqueeze(1))

@@ -298,3 +298,30 @@ def test_benchmark_quick_runs():
         capture_output=True, text=True, check=True, timeout=300, cwd=ROOT,
     )  # fmt: skip
     assert "ratio" in out.stdout and "x" in out.stdout.splitlines()[-1]
+
+
+def test_forward_checks_the_first_step_and_matches_checked_steps():
+    """forward() validates the memory state once per sequence (its first step) and then runs the
+    unchecked step: same outputs as checked step() calls, and bad state still raises."""
+    model = _model()
+    x = torch.randn(3, 5, SMALL.input_size)
+    y, final = model(x)
+    state = model.initial_state(3)
+    for t in range(5):
+        y_t, state, _ = model.step(x[:, t], state)
+        torch.testing.assert_close(y[:, t], y_t)
+    for a, b in zip(final.memory, state.memory):
+        torch.testing.assert_close(a, b)
+    bad = model.initial_state(3)
+    nan_memory = bad.memory.memory.clone()
+    nan_memory[1, 2, 0] = float("nan")
+    bad = bad._replace(memory=bad.memory._replace(memory=nan_memory))
+    with pytest.raises(ValueError, match="prev_state.memory contains NaN"):
+        model(x, bad)
+    wrong = model.initial_state(3)
+    wrong = wrong._replace(memory=wrong.memory._replace(link=torch.zeros(3, SMALL.num_slots, SMALL.num_slots + 1)))
+    with pytest.raises(ValueError, match="prev_state.link must have shape"):
+        model(x, wrong)
+    for ablated in (with_access(model, links=False), with_access(model, allocation=False)):
+        with pytest.raises(ValueError, match="prev_state.memory contains NaN"):
+            ablated(x, bad)
