@@ -59,7 +59,7 @@ case "${1:-}" in
         # notebook on one worker and one kernel.
         export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MEMTUTOR_THREADS=1
         exec "$VENV/bin/python" -m pytest -n "${MEMTUTOR_WORKERS:-2}" --dist loadfile \
-            --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg \
+            --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg --durations=15 \
             "${@:2}"   # no path given: pyproject testpaths (tests, notebooks)
         ;;
     *)
