@@ -213,10 +213,10 @@ class MemoryController(nn.Module):
         state = prev_state
         if state is None:
             state = self.initial_state(batch, device=inputs.device, dtype=inputs.dtype)
-        if state.hidden.shape[0] != batch or state.memory.memory.shape[0] != batch:
-            raise ValueError(
-                f"state has batch size {state.hidden.shape[0]} but inputs have batch size {batch}"
-            )
+        sizes = {name: getattr(state, name).shape[0] for name in ("hidden", "cell", "read_vectors")}
+        sizes["memory"] = state.memory.memory.shape[0]
+        if any(size != batch for size in sizes.values()):
+            raise ValueError(f"state batch sizes {sizes} do not match the inputs' batch size {batch}")
         outputs, trace = [], {k: [] for k in _TRACE_KEYS}
         for t in range(steps):  # the only Python loop: over time
             y, state, interface = self.step(inputs[:, t], state, check=t == 0)

@@ -237,6 +237,8 @@ def memory_free_solvable(numbers: torch.Tensor, n_operands: int, target: torch.T
     if n > numbers.shape[1]:
         raise ValueError(f"n_operands={n} exceeds the {numbers.shape[1]} numbers given")
     x = numbers[:, :n].long()
+    if x.shape[0] == 0:  # a sampling round can leave no candidates
+        return torch.zeros(0, dtype=torch.bool, device=x.device)
     if bool((x < 1).any()):
         raise ValueError("memory_free_solvable needs operands >= 1 (the search divides by them)")
     (perm, ops, length), groups, m = _folds(n)

@@ -209,6 +209,11 @@ def test_bad_inputs_raise():
         model(torch.randn(2, 0, SMALL.input_size))
     with pytest.raises(ValueError, match="batch size"):
         model(torch.randn(2, 3, SMALL.input_size), model.initial_state(3))
+    for field in ("cell", "read_vectors"):  # every part of the state must match the batch
+        good = model.initial_state(2)
+        bad = good._replace(**{field: getattr(model.initial_state(3), field)})
+        with pytest.raises(ValueError, match="batch size"):
+            model(torch.randn(2, 3, SMALL.input_size), bad)
     with pytest.raises(ValueError, match="features"):
         LSTMBaseline(5, 4, 3)(torch.randn(2, 3, 6))
 

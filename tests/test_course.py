@@ -131,6 +131,10 @@ def test_teacher_edition_passes_every_check_cell(path):
         if cell.cell_type == "code" and course.CHECK_TAG in cell.metadata.get("tags", []):
             assert cell.execution_count is not None, f"{path.name} cell {i}: check cell not executed"
             assert not any(o.output_type == "error" for o in cell.outputs), f"{path.name} cell {i} failed"
+            shown = "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
+                            + o.get("data", {}).get("text/markdown", "") for o in cell.outputs)
+            assert "Correct" in shown and "Not yet" not in shown, \
+                f"{path.name} cell {i}: the check cell does not show 'Correct': {shown[:200]!r}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

@@ -40,6 +40,9 @@ def test_student_edition_executes_up_to_its_exercises(path, tmp_path):
         elif course.CHECK_TAG in tags:
             checks += 1
             assert errors, f"{path.name} cell {i}: a check cell passed although its exercise is unanswered"
+            # unanswered: the stub left a name undefined, or the check reported "Not yet" and its assert fired
+            assert errors[0].ename in ("NameError", "AssertionError"), \
+                f"{path.name} cell {i}: a check cell failed with {errors[0].ename}: {errors[0].evalue}"
         else:
             assert not errors, (
                 f"{path.name} cell {i} fails in the student edition: {errors[0].ename}: {errors[0].evalue}"

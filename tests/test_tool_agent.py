@@ -393,3 +393,12 @@ def test_curriculum_stage_mixes():
     assert ta._stage_mix(1, ToolAgentConfig(curriculum=False)) == [1 / 3] * 3
     fw = ta._stage_mix(2, ToolAgentConfig(failure_weighted=True), [1.0, 0.9, 0.6])
     torch.testing.assert_close(torch.tensor(fw), torch.tensor([0.05, 0.1, 0.4]) / 0.55)
+
+
+def test_stage2_sampling_survives_an_empty_round():
+    """A sampling round can leave no stage-2 candidate on the test split; the search must accept an
+    empty batch (seed 0 used to raise a RuntimeError from a reshape of 0 elements)."""
+    empty = ta.memory_free_solvable(torch.zeros(0, 5, dtype=torch.long), 5, torch.zeros(0, dtype=torch.long))
+    assert empty.shape == (0,)
+    problems = ta.sample_problems(2, 1000, torch.Generator().manual_seed(0), split="test")
+    assert problems.numbers.shape[0] == 1000
