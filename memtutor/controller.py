@@ -396,11 +396,11 @@ def train_copy(
         losses.append(loss.item())
         if update in cfg.snapshot_at:
             snaps[str(update)] = copy.deepcopy(model.state_dict())
-        if progress and update % cfg.eval_every == 0:
-            bar.set_postfix(bits_train=f"{ev_a[-1]:.2f}", bits_long=f"{ev_b[-1]:.2f}", refresh=False)
         out_of_time = cfg.max_seconds is not None and spent >= cfg.max_seconds
         if update % cfg.eval_every == 0 or update == cfg.num_updates or out_of_time:
             record(update)
+        if progress and update % cfg.eval_every == 0:  # after record: show this evaluation
+            bar.set_postfix(bits_train=f"{ev_a[-1]:.2f}", bits_long=f"{ev_b[-1]:.2f}", refresh=False)
         if out_of_time:
             break
     as_tensor = lambda v, dt=torch.float64: torch.tensor(v, dtype=dt)
