@@ -27,6 +27,7 @@ The only Python loop is over time steps; everything else is batched.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -46,6 +47,7 @@ __all__ = [
     "count_parameters",
     "baseline_hidden_size",
     "with_access",
+    "compile_step",
     "memory_access",
     "CopyTrainConfig",
     "train_copy",
@@ -286,6 +288,28 @@ def with_access(model: MemoryController, *, allocation: bool = True, links: bool
     clone = MemoryController(replace(model.config, allocation=allocation, links=links))
     clone.load_state_dict(model.state_dict())
     return clone.to(model.output.weight.device)
+
+
+def compile_step(model: MemoryController) -> MemoryController:
+    """Compile ``model``'s time step with ``torch.compile`` (in place; returns ``model``).
+
+    Optional speed: inductor fuses the step's small element-wise ops, forward and backward, into a
+    few C++ loops (about 2x faster training on one CPU core, see ``benchmarks/controller.py``).
+    Same weights, state dict and results up to float rounding; the first calls compile (tens of
+    seconds, cached on disk afterwards) and need a C++ compiler. The eager step stays the default.
+    """
+    if not isinstance(model, MemoryController):
+        raise ValueError(f"compile_step needs a MemoryController, got {type(model).__name__}")
+    eager_step = model.step
+    # Only the unchecked steps are compiled: the checks of a sequence's first step read values
+    # (``bool(isfinite(x).all())``), which would split the compiled graph.
+    fast_step = torch.compile(functools.partial(eager_step, check=False), dynamic=False)
+
+    def step(x, prev_state, *, check: bool = True):
+        return eager_step(x, prev_state, check=True) if check else fast_step(x, prev_state)
+
+    model.step = step
+    return model
 
 
 # --------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ __all__ = [
     "LocalContext",
     "Detector",
     "surprise",
+    "surprise_from_windows",
     "select_targets",
     "rollout_targets",
     "RolloutTargets",
@@ -89,6 +90,8 @@ VOCAB = 11
 #: Output classes: the 8 symbols and "blank" (8), the target everywhere except the recall steps.
 N_CLASSES = ALPHABET + 1
 BLANK = ALPHABET
+#: Random target selection seeds its own generator with the data generator's seed plus this.
+SELECTION_SEED_OFFSET = 7_919
 
 
 @dataclass(frozen=True)
@@ -215,13 +218,28 @@ class Detector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T) inputs -> (B, T, C) logits."""
-        return self.head(self.context(local_windows(x, self.context.window)))
+        return self.forward_windows(local_windows(x, self.context.window))
+
+    def forward_windows(self, win: torch.Tensor) -> torch.Tensor:
+        """(B, T, w) local windows (:func:`local_windows`) -> (B, T, C) logits."""
+        return self.head(self.context(win))
 
 
 def surprise(detector: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-step surprise -log p_psi(y_k | c_k): (B, T) inputs and targets -> (B, T)."""
     check_tensor(y, "y", shape=tuple(x.shape))
-    logits = detector(x)  # (B, T, C)
+    return surprise_from_windows(detector, local_windows(x, detector.context.window), y)
+
+
+def surprise_from_windows(detector: nn.Module, windows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """:func:`surprise` from precomputed windows (B, T, w) and targets (B, T) -> (B, T).
+
+    A slice ``windows[:, a:b]`` of a whole sequence's windows keeps the real inputs before step
+    ``a``; windows built from the chunk ``x[:, a:b]`` alone would pad them.
+    """
+    check_tensor(windows, "windows", ndim=3)
+    check_tensor(y, "y", shape=tuple(windows.shape[:2]))
+    logits = detector.forward_windows(windows)  # (B, T, C)
     return F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, T)
 
 
@@ -513,9 +531,9 @@ def memup_update(nets: dict, det_ema: nn.Module, opts: dict, x: torch.Tensor, y:
     Returns the mean losses and, with ``count_bytes``, the peak saved-tensor bytes of a backward.
     """
     peak = _Peak(count_bytes)
+    windows = local_windows(x, cfg.window)  # (B, T, w), built once for detector and predictor
     with torch.no_grad():  # the detector's estimate only ranks steps; no gradient flows into it
-        u = surprise(det_ema, x, y)  # (B, T)
-    windows = local_windows(x, cfg.window)  # (B, T, w)
+        u = surprise_from_windows(det_ema, windows, y)  # (B, T)
     mem_params = list(nets["memory"].parameters()) + list(nets["predictor"].parameters())
     mem_losses, det_losses = [], []
     state = None
@@ -545,7 +563,10 @@ def memup_update(nets: dict, det_ema: nn.Module, opts: dict, x: torch.Tensor, y:
         _clip_step(opts["memory"], mem_params, cfg.clip)
         mem_losses.append(loss.item())
 
-        det_loss = peak.forward(lambda: surprise(nets["detector"], xs, ys).mean())
+        # The detector learns on the same r steps, each with its real window (it scores the whole
+        # sequence that way above; windows of the chunk alone would pad its first w - 1 steps).
+        det_win = windows[:, start:start + cfg.rollout].contiguous()  # (B, n, w)
+        det_loss = peak.forward(lambda: surprise_from_windows(nets["detector"], det_win, ys).mean())
         opts["detector"].zero_grad()
         det_loss.backward()
         _clip_step(opts["detector"], nets["detector"].parameters(), cfg.clip)
@@ -579,10 +600,13 @@ def train_memup(cfg: MemUPConfig, generator: torch.Generator, *, progress: bool 
     Returns the state dicts and the loss histories (tensors), ready for ``load_or_train``.
     """
     nets, det_ema, opts = make_memup(cfg, device)
+    # Random target selection draws from its own generator, so that 'memup' and 'random' runs of
+    # one seed see exactly the same training sequences.
+    select_gen = torch.Generator().manual_seed(generator.initial_seed() + SELECTION_SEED_OFFSET)
     mem_loss, det_loss = [], []
     for _ in _batches(cfg, f"MemUP ({cfg.selection})", progress):
         x, y = copy_task(cfg.batch, cfg.n_head, cfg.n_filler, generator, device)
-        out = memup_update(nets, det_ema, opts, x, y, cfg, generator)
+        out = memup_update(nets, det_ema, opts, x, y, cfg, select_gen)
         mem_loss.append(out["loss"])
         det_loss.append(out["detector_loss"])
     result = {name: net.state_dict() for name, net in nets.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -17,6 +18,7 @@ from memtutor.controller import (
     LSTMBaseline,
     MemoryController,
     baseline_hidden_size,
+    compile_step,
     count_parameters,
     evaluate_copy,
     memory_access,
@@ -330,3 +332,22 @@ def test_forward_checks_the_first_step_and_matches_checked_steps():
     for ablated in (with_access(model, links=False), with_access(model, allocation=False)):
         with pytest.raises(ValueError, match="prev_state.memory contains NaN"):
             ablated(x, bad)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compile_step_gives_the_eager_outputs_and_gradients():
+    eager = _model()
+    fast = compile_step(_model())
+    assert fast.state_dict().keys() == eager.state_dict().keys()
+    x = torch.randn(3, 4, SMALL.input_size, generator=torch.Generator().manual_seed(0))
+    outs = []
+    for model in (eager, fast):
+        y, _ = model(x)
+        y.square().sum().backward()
+        outs.append((y.detach(), [p.grad for p in model.parameters()]))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-4, atol=1e-5)
+    for got, want in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="MemoryController"):
+        compile_step(torch.nn.Linear(2, 2))

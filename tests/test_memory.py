@@ -414,6 +414,63 @@ def test_gradcheck_whole_step():
     assert torch.autograd.gradcheck(f, (raw, mem_in))
 
 
+def _composed_link_step(prev_link, p, ww, wr):
+    link = mem.update_link(prev_link, p, ww)
+    return (link, *mem.directional_weights(link, wr))
+
+
+def _link_inputs(b, n, w, r, seed, dtype=DT):
+    g = torch.Generator().manual_seed(seed)
+    s = random_state(b, n, w, r, g)
+    return tuple(t.to(dtype).requires_grad_() for t in (s.link, s.precedence, s.write_weights, s.read_weights))
+
+
+@pytest.mark.parametrize("b,n,w,r", [(1, 1, 2, 1), (3, 5, 3, 2), (2, 7, 2, 4)])
+def test_fused_link_step_matches_the_composed_functions(b, n, w, r):
+    """memory_step uses a fused L_t + (f, b) node with a hand-written backward: same values and the
+    same gradients as update_link followed by directional_weights, for every output used or not."""
+    inputs = _link_inputs(b, n, w, r, seed=16 + n)
+    fused = mem._link_and_directions(*inputs)
+    composed = _composed_link_step(*inputs)
+    for a, c in zip(fused, composed):
+        torch.testing.assert_close(a, c)
+    g = torch.Generator().manual_seed(17)
+    for used in [(0, 1, 2), (0,), (1,), (2,), (1, 2)]:
+        weights = [torch.randn(composed[i].shape, generator=g, dtype=DT) for i in used]
+        grads = []
+        for outs in (mem._link_and_directions(*inputs), _composed_link_step(*inputs)):
+            loss = sum((outs[i] * wt).sum() for i, wt in zip(used, weights))
+            grads.append(torch.autograd.grad(loss, inputs, allow_unused=True))
+        for gf, gc in zip(*grads):
+            torch.testing.assert_close(gf, gc)
+
+
+def test_gradcheck_fused_link_step_first_and_second_order():
+    inputs = _link_inputs(2, 5, 3, 2, seed=18)
+    assert torch.autograd.gradcheck(mem._link_and_directions, inputs)
+    # second order: MAML differentiates through the inner loop's gradients
+    assert torch.autograd.gradgradcheck(mem._link_and_directions, inputs)
+
+
+def test_fused_link_step_under_torch_func_grad_and_vmap():
+    inputs = _link_inputs(3, 4, 2, 2, seed=19)
+    detached = [t.detach() for t in inputs]
+
+    def loss(fn, link, p, ww, wr):
+        out = fn(link, p, ww, wr)
+        return out[0].square().sum() + out[1].sin().sum() + out[2].cos().sum()
+
+    for argnum in range(4):
+        got = torch.func.grad(lambda *a: loss(mem._link_and_directions, *a), argnums=argnum)(*detached)
+        want = torch.func.grad(lambda *a: loss(_composed_link_step, *a), argnums=argnum)(*detached)
+        torch.testing.assert_close(got, want)
+    # vmap over an extra leading dimension: each slice is its own batch of size 1
+    unbatched = [t.unsqueeze(1) for t in detached]
+    got = torch.func.vmap(mem._link_and_directions)(*unbatched)
+    for a, c in zip(got, _composed_link_step(*detached)):
+        torch.testing.assert_close(a.squeeze(1), c)
+
+
 def test_write_path_receives_gradient_through_a_later_read():
     """Regression for the seed tutorial: its writes were .detach()ed, so the write key, write
     vector and erase vector never got a gradient. Here a loss on a read after the write reaches

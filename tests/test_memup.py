@@ -245,6 +245,45 @@ def test_detector_surprise_shape_and_value():
     torch.testing.assert_close(s, -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1))
 
 
+def test_surprise_from_windows_keeps_context_before_a_chunk():
+    torch.manual_seed(0)
+    det = mu.Detector(window=4, embed=3, hidden=5)
+    x, y = mu.copy_task(3, 2, 10, torch.Generator().manual_seed(0))  # T = 14
+    whole = mu.surprise(det, x, y)
+    win = mu.local_windows(x, 4)
+    torch.testing.assert_close(mu.surprise_from_windows(det, win, y), whole)
+    torch.testing.assert_close(mu.surprise_from_windows(det, win[:, 1:7], y[:, 1:7]), whole[:, 1:7])
+    # windows of the chunk alone pad the steps before it: the scores differ from the whole sequence's
+    assert not torch.allclose(mu.surprise(det, x[:, 1:7], y[:, 1:7]), whole[:, 1:7])
+    with pytest.raises(ValueError, match="y"):
+        mu.surprise_from_windows(det, win, y[:, :5])
+
+
+def test_memup_update_trains_the_detector_on_whole_sequence_windows():
+    # With learning rate 0 nothing changes between rollouts, so the reported detector loss must be
+    # the mean surprise of the whole sequences (each chunk scored with its real preceding inputs).
+    torch.manual_seed(0)
+    cfg = mu.MemUPConfig(n_head=2, k=2, n_filler=16, rollout=5, window=4, hidden=8, embed=4, batch=4)
+    nets, det_ema, _ = mu.make_memup(cfg)
+    opts = {name: torch.optim.SGD(params, lr=0.0) for name, params in (
+        ("memory", list(nets["memory"].parameters()) + list(nets["predictor"].parameters())),
+        ("detector", nets["detector"].parameters()))}
+    x, y = mu.copy_task(4, 2, 16, torch.Generator().manual_seed(0))  # T = 20: four rollouts of 5
+    out = mu.memup_update(nets, det_ema, opts, x, y, cfg)
+    expected = mu.surprise(nets["detector"], x, y).mean().item()
+    assert out["detector_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_random_selection_sees_the_same_training_data_as_memup():
+    cfg = mu.MemUPConfig(**{**TINY, "batches": 2})
+    states = []
+    for selection in ("topk", "random"):
+        gen = torch.Generator().manual_seed(3)
+        mu.train_memup(mu.with_(cfg, selection=selection), gen)
+        states.append(gen.get_state())
+    torch.testing.assert_close(states[0], states[1])
+
+
 def test_predictor_and_loss_gradcheck_float64():
     torch.manual_seed(0)
     pred = mu.Predictor(window=3, embed=2, hidden=4).double()
