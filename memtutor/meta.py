@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,11 +58,24 @@ __all__ = [
     "reptile_direction",
     "meta_train_step",
     "meta_train",
+    "select_params",
     "pretrain_joint",
     "TRAINERS",
     "train_sine_model",
     "adaptation_curve",
     "adapt_and_predict",
+    "CONTROLLER_HEAD",
+    "ControllerLogits",
+    "pack_targets",
+    "packed_bce_loss",
+    "packed_bits_error",
+    "xor_masks",
+    "split_xor_masks",
+    "xor_copy_tasks",
+    "ControllerMetaConfig",
+    "CONTROLLER_TRAINERS",
+    "train_controller_init",
+    "controller_adaptation_curves",
 ]
 
 #: The meta-training rules this module implements (see the module docstring).
@@ -431,14 +444,18 @@ def meta_train_step(
     steps: int,
     loss_fn: LossFn = mse_loss,
     vectorize: bool = True,
+    adapt: Sequence[str] | None = None,
 ) -> Tensor:
     """One meta-update of ``model``'s parameters (all of them) by ``method`` in :data:`METHODS`.
 
+    ``adapt`` names the parameters the inner loop adapts (default: all). With a subset, MAML and
+    first-order MAML still update every parameter in the outer step (the others through the
+    query loss of the adapted model); Reptile moves only the adapted ones.
     Returns the detached meta-loss: the mean query loss after adaptation for MAML and first-order
     MAML, the mean support loss after adaptation for Reptile.
     """
     method = _check_method(method)
-    params = dict(model.named_parameters())
+    params = select_params(model, adapt)
     optimizer.zero_grad(set_to_none=True)
     if method == "reptile":
         direction, loss = reptile_direction(
@@ -454,6 +471,18 @@ def meta_train_step(
         loss.backward()
     optimizer.step()
     return loss.detach()  # a number to log, not a graph to keep
+
+
+def select_params(model: nn.Module, names: Sequence[str] | None = None) -> Params:
+    """``{name: parameter}`` of ``model`` for ``names`` (all parameters when ``None``)."""
+    params = dict(model.named_parameters())
+    if names is None:
+        return params
+    names = list(names)
+    missing = [n for n in names if n not in params]
+    if not names or missing:
+        raise ValueError(f"names must be a non-empty list of parameters of the model; unknown: {missing}")
+    return {n: params[n] for n in names}
 
 
 def meta_train(
@@ -577,10 +606,13 @@ def adaptation_curve(
     max_steps: int,
     loss_fn: LossFn = mse_loss,
     vectorize: bool = True,
+    metric_fn: LossFn | None = None,
 ) -> Tensor:
     """Query loss of every task after 0, 1, ..., ``max_steps`` adaptation steps on its support set.
 
     Step s evaluates the model with the parameters adapted for s steps (step 0: ``params``).
+    The inner steps descend ``loss_fn``; the query is scored with ``metric_fn`` (default
+    ``loss_fn``), e.g. an error count that has no useful gradient.
     Nothing is differentiated through, so call it under ``torch.no_grad()`` or not, as you like.
 
     Returns:
@@ -591,12 +623,13 @@ def adaptation_curve(
     _check_batch(batch)
     lr = _check_lr(inner_lr, "inner_lr")
     n = check_positive_int(max_steps, "max_steps")
+    score = loss_fn if metric_fn is None else metric_fn
 
     def one_task(xs, ys, xq, yq):
         phi, out = params, []
         grad_fn = grad(lambda p: task_loss(model, p, xs, ys, loss_fn))
         for s in range(n + 1):  # a loop over adaptation steps (time), not over tasks
-            out.append(task_loss(model, phi, xq, yq, loss_fn))
+            out.append(task_loss(model, phi, xq, yq, score))
             if s < n:
                 g = grad_fn(phi)
                 phi = {k: phi[k] - lr * g[k].detach() for k in phi}
@@ -639,3 +672,208 @@ def adapt_and_predict(
         return vmap(predict)(phi, x_eval)  # (T, G, D_out)
     per_task = [{k: v[i] for k, v in phi.items()} for i in range(x_eval.shape[0])]
     return torch.stack([predict(p, x) for p, x in zip(per_task, x_eval)])  # (T, G, D_out)
+
+
+# --------------------------------------------------------------------------- the memory controller
+#
+# Notebook 04's last section meta-learns the initialisation of notebook 02's controller over a
+# family of copy tasks: task m copies each vector XOR-ed with its own bit mask m (flip the bits
+# where m is 1). The memory work is the same for every task; only the output code differs.
+
+
+#: The controller's output layer y_t = W_y [h_t, r_t] + b_y: the parameters the inner loop adapts.
+CONTROLLER_HEAD = ("controller.output.weight", "controller.output.bias")
+
+
+class ControllerLogits(nn.Module):
+    """A :class:`~memtutor.controller.MemoryController` as a sequence model: (B, T, I) -> (B, T, O).
+
+    The controller takes its memory state as an explicit input; this wrapper starts every
+    sequence from a fresh state built from ``x``, so ``functional_call`` runs the whole model
+    (LSTM, interface, memory, output) with any parameter dict.
+    """
+
+    def __init__(self, controller: nn.Module):
+        super().__init__()
+        self.controller = controller
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.controller(x)[0]  # (B, T, O) logits
+
+
+def pack_targets(targets: Tensor, mask: Tensor) -> Tensor:
+    """(B, T, O) targets and (B, T) answer mask -> (B, T, O + 1), the mask as the last channel.
+
+    The meta-learning functions pass one target tensor per example; packing keeps the mask with it.
+    """
+    check_tensor(targets, "targets", ndim=3)
+    check_tensor(mask, "mask", shape=tuple(targets.shape[:2]))
+    return torch.cat([targets, mask.unsqueeze(-1).to(targets.dtype)], dim=-1)
+
+
+def packed_bce_loss(logits: Tensor, packed: Tensor) -> Tensor:
+    """:func:`memtutor.tasks.masked_bce_loss` (bits per sequence) on :func:`pack_targets` targets."""
+    from memtutor.tasks import masked_bce_loss
+
+    return masked_bce_loss(logits, packed[..., :-1], packed[..., -1])
+
+
+def packed_bits_error(logits: Tensor, packed: Tensor) -> Tensor:
+    """Mean wrong bits per sequence (:func:`memtutor.tasks.bits_error`) on packed targets."""
+    from memtutor.tasks import bits_error
+
+    return bits_error(logits, packed[..., :-1], packed[..., -1]).mean()
+
+
+def xor_masks(width: int = 8) -> Tensor:
+    """Every mask of ``width`` bits: (2**width, width) floats, row i = the binary digits of i."""
+    width = check_positive_int(width, "width")
+    if width > 16:
+        raise ValueError(f"width must be at most 16 (2**width masks), got {width}")
+    i = torch.arange(2**width).unsqueeze(1)
+    return ((i >> torch.arange(width)) & 1).float()
+
+
+def split_xor_masks(width: int, n_heldout: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Split the 2**width masks into (meta-training masks, held-out masks) at random."""
+    masks = xor_masks(width)
+    n_heldout = check_positive_int(n_heldout, "n_heldout")
+    if n_heldout >= len(masks):
+        raise ValueError(f"n_heldout must leave masks to train on: {n_heldout} of {len(masks)}")
+    order = torch.randperm(len(masks), generator=torch.Generator().manual_seed(seed))
+    return masks[order[n_heldout:]], masks[order[:n_heldout]]
+
+
+def xor_copy_tasks(
+    masks: Tensor, n_support: int, n_query: int, *, min_length: int = 1, max_length: int = 10,
+    generator: torch.Generator | None = None,
+) -> TaskBatch:
+    """A meta-batch of XOR-copy tasks, one per mask: copy sequences whose answer is x XOR m.
+
+    Args:
+        masks: (T, W) of 0/1.  n_support, n_query: sequences per task (fresh, independent).
+    Returns:
+        :class:`TaskBatch` with x (T, K, S, W + 1) inputs and y (T, K, S, W + 1) packed targets.
+    """
+    from memtutor.tasks import copy_task
+
+    check_tensor(masks, "masks", ndim=2)
+    if masks.shape[0] == 0 or not bool(((masks == 0) | (masks == 1)).all()):
+        raise ValueError(f"masks must be a non-empty (T, W) tensor of 0s and 1s, got shape {tuple(masks.shape)}")
+    sizes = check_positive_int(n_support, "n_support"), check_positive_int(n_query, "n_query")
+    parts = []
+    for n in sizes:
+        xs, ys = [], []
+        for m in masks:
+            b = copy_task(n, min_length, max_length, masks.shape[1], generator=generator)
+            flipped = (b.targets + m) % 2 * b.mask.unsqueeze(-1)  # x XOR m on the answer steps
+            xs.append(b.inputs)
+            ys.append(pack_targets(flipped, b.mask))
+        parts += [torch.stack(xs), torch.stack(ys)]
+    return TaskBatch(*parts)
+
+
+@dataclass(frozen=True)
+class ControllerMetaConfig:
+    """Knobs of the controller meta-learning experiment (notebook 04, last section)."""
+
+    meta_steps: int = 150
+    """Outer updates (MAML) or joint-training updates (same number of sequences)."""
+    meta_batch: int = 8
+    """Tasks (masks) per update."""
+    n_support: int = 16
+    """Support sequences per task: what an adapting model gets to see."""
+    n_query: int = 16
+    """Query sequences per task during meta-training."""
+    inner_lr: float = 0.1
+    """alpha: SGD step of the inner loop on the output layer (loss in bits per sequence)."""
+    inner_steps: int = 1
+    """Inner steps during meta-training."""
+    meta_lr: float = 3e-4
+    """Adam learning rate of the outer loop and of the joint baseline."""
+    grad_clip: float = 10.0
+    """Global gradient-norm clip of the outer step (as in notebook 02's training)."""
+    min_length: int = 1
+    max_length: int = 10
+    """Copy lengths (notebook 02's training range)."""
+    width: int = 8
+    """Bits per vector; 2**width masks."""
+    n_heldout: int = 32
+    """Masks never used in meta-training, for evaluation."""
+    mask_seed: int = 0
+    """Seed of the split into meta-training and held-out masks."""
+
+    def __post_init__(self) -> None:
+        for name in ("meta_steps", "meta_batch", "n_support", "n_query", "inner_steps", "min_length",
+                     "max_length", "width", "n_heldout"):
+            check_positive_int(getattr(self, name), name)
+        for name in ("inner_lr", "meta_lr", "grad_clip"):
+            _check_lr(getattr(self, name), name)
+
+
+#: What :func:`train_controller_init` can do from a pretrained controller.
+CONTROLLER_TRAINERS = ("maml", "fomaml", "joint")
+
+
+def train_controller_init(
+    method: str, controller: nn.Module, config: ControllerMetaConfig, *, seed: int, progress: bool = False
+) -> dict:
+    """Train ``controller`` (a MemoryController, changed in place) on the XOR-copy family.
+
+    ``"maml"``/``"fomaml"``: meta-learn the initialisation with the inner loop on the output layer
+    (:data:`CONTROLLER_HEAD`) and the outer step on every parameter. ``"joint"``: the ordinary
+    alternative, Adam on the pooled sequences of the same meta-batches (it never sees which mask
+    a sequence belongs to). Task masks come from the meta-training split only.
+
+    Returns:
+        ``{"controller": state_dict, "losses": (meta_steps,)}`` for :func:`memtutor.utils.load_or_train`.
+    """
+    if method not in CONTROLLER_TRAINERS:
+        raise ValueError(f"method must be one of {CONTROLLER_TRAINERS}, got {method!r}")
+    if not isinstance(config, ControllerMetaConfig):
+        raise ValueError(f"config must be a ControllerMetaConfig, got {type(config).__name__}")
+    c = config
+    train_masks, _ = split_xor_masks(c.width, c.n_heldout, c.mask_seed)
+    model = ControllerLogits(controller)
+    optimizer = torch.optim.Adam(model.parameters(), lr=c.meta_lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses = torch.empty(c.meta_steps)
+    for i in _progress(range(c.meta_steps), progress, f"controller ({method})"):
+        pick = torch.randint(0, len(train_masks), (c.meta_batch,), generator=generator)
+        batch = xor_copy_tasks(train_masks[pick], c.n_support, c.n_query, min_length=c.min_length,
+                               max_length=c.max_length, generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        if method == "joint":
+            x = torch.cat([batch.x_support, batch.x_query], dim=1).flatten(0, 1)  # (T*(K+Q), S, I)
+            y = torch.cat([batch.y_support, batch.y_query], dim=1).flatten(0, 1)
+            loss = packed_bce_loss(model(x), y)
+        else:
+            # vectorize=False: the controller checks each sequence's first step with bool(), which
+            # vmap cannot batch; the tasks run one after the other (each batched over sequences).
+            loss = maml_meta_loss(
+                model, select_params(model, CONTROLLER_HEAD), batch, inner_lr=c.inner_lr, steps=c.inner_steps,
+                first_order=method == "fomaml", loss_fn=packed_bce_loss, vectorize=False,
+            )  # fmt: skip
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+        optimizer.step()
+        losses[i] = loss.detach()
+    return {"controller": controller.state_dict(), "losses": losses}
+
+
+def controller_adaptation_curves(
+    controller: nn.Module, tasks, *, inner_lr: float, max_steps: int
+) -> dict[str, Tensor]:
+    """Adapt ``controller``'s output layer to each task of ``tasks`` (from :func:`xor_copy_tasks`) by
+    0..``max_steps`` SGD steps on the support sequences; score the query sequences.
+
+    Returns:
+        ``{"loss": (T, max_steps + 1) bits-per-sequence BCE, "bits": (T, max_steps + 1) wrong bits
+        per sequence}`` with the adapted parameters at every step.
+    """
+    model = ControllerLogits(controller)
+    head = select_params(model, CONTROLLER_HEAD)
+    both = lambda logits, y: torch.stack([packed_bce_loss(logits, y), packed_bits_error(logits, y)])  # noqa: E731
+    curves = adaptation_curve(model, head, tasks, inner_lr=inner_lr, max_steps=max_steps,
+                              loss_fn=packed_bce_loss, metric_fn=both, vectorize=False)  # (T, S + 1, 2)
+    return {"loss": curves[..., 0], "bits": curves[..., 1]}

@@ -528,3 +528,116 @@ def test_ex04_check_steps_to_threshold():
     assert ex04.check_steps_to_threshold({"a": None}, models, b, **never)
     assert "never reaches" in ex04.check_steps_to_threshold({"a": 2}, models, b, **never).message
     assert "int" in ex04.check_steps_to_threshold({"a": 1.5}, models, b, **kw).message
+
+
+# --------------------------------------------------------------------------- the memory controller
+
+from memtutor.controller import ControllerConfig, MemoryController  # noqa: E402
+from memtutor.tasks import bits_error, copy_task, masked_bce_loss  # noqa: E402
+
+TINY_CTRL = ControllerConfig(input_size=5, output_size=4, hidden_size=8, num_slots=6, word_size=4, num_reads=1)
+
+
+def _tiny_controller(seed=0):
+    torch.manual_seed(seed)
+    return MemoryController(TINY_CTRL)
+
+
+def test_xor_masks_and_split():
+    masks = meta.xor_masks(3)
+    assert masks.shape == (8, 3)
+    torch.testing.assert_close(masks[5], torch.tensor([1.0, 0.0, 1.0]))  # 5 = 0b101, low bit first
+    assert len({tuple(m.tolist()) for m in masks}) == 8
+    train, held = meta.split_xor_masks(3, 2, seed=0)
+    assert train.shape == (6, 3) and held.shape == (2, 3)
+    rows = {tuple(m.tolist()) for m in train} | {tuple(m.tolist()) for m in held}
+    assert len(rows) == 8  # disjoint and complete
+    with pytest.raises(ValueError, match="n_heldout"):
+        meta.split_xor_masks(3, 8, seed=0)
+    with pytest.raises(ValueError, match="width"):
+        meta.xor_masks(0)
+
+
+def test_xor_copy_tasks_flip_the_masked_bits_on_answer_steps_only():
+    masks = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 1.0]])
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    tasks = meta.xor_copy_tasks(masks, 3, 2, min_length=1, max_length=4, generator=g1)
+    assert tasks.x_support.shape == (2, 3, 9, 5) and tasks.y_query.shape == (2, 2, 9, 5)
+    for i, m in enumerate(masks):  # same generator order: support of task 0, task 1, then queries
+        plain = copy_task(3, 1, 4, 4, generator=g2)
+        torch.testing.assert_close(tasks.x_support[i], plain.inputs)
+        y = tasks.y_support[i]
+        torch.testing.assert_close(y[..., -1], plain.mask)
+        expected = torch.where(plain.mask.bool().unsqueeze(-1), (plain.targets + m) % 2, 0.0)
+        torch.testing.assert_close(y[..., :-1], expected)
+    with pytest.raises(ValueError, match="0s and 1s"):
+        meta.xor_copy_tasks(torch.full((1, 4), 0.5), 1, 1)
+    with pytest.raises(ValueError, match="n_support"):
+        meta.xor_copy_tasks(masks, 0, 1)
+
+
+def test_packed_losses_match_the_copy_task_losses():
+    b = copy_task(3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    logits = torch.randn(b.targets.shape, generator=torch.Generator().manual_seed(2))
+    packed = meta.pack_targets(b.targets, b.mask)
+    torch.testing.assert_close(meta.packed_bce_loss(logits, packed), masked_bce_loss(logits, b.targets, b.mask))
+    torch.testing.assert_close(meta.packed_bits_error(logits, packed), bits_error(logits, b.targets, b.mask).mean())
+    with pytest.raises(ValueError, match="mask"):
+        meta.pack_targets(b.targets, b.mask[:, :-1])
+
+
+def test_select_params():
+    model = meta.ControllerLogits(_tiny_controller())
+    head = meta.select_params(model, meta.CONTROLLER_HEAD)
+    assert list(head) == list(meta.CONTROLLER_HEAD)
+    assert head["controller.output.weight"] is model.controller.output.weight
+    assert len(meta.select_params(model)) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="unknown"):
+        meta.select_params(model, ["controller.nope"])
+    with pytest.raises(ValueError, match="non-empty"):
+        meta.select_params(model, [])
+
+
+def test_head_only_maml_meta_gradient_reaches_every_controller_parameter():
+    """The inner loop adapts the output layer only; the second-order outer gradient still reaches
+    the LSTM, interface and output parameters (through the features the head is adapted on)."""
+    model = meta.ControllerLogits(_tiny_controller())
+    tasks = meta.xor_copy_tasks(meta.xor_masks(4)[:2], 3, 3, max_length=3, generator=torch.Generator().manual_seed(0))
+    for first_order in (False, True):
+        model.zero_grad()
+        loss = meta.maml_meta_loss(model, meta.select_params(model, meta.CONTROLLER_HEAD), tasks, inner_lr=0.1,
+                                   steps=1, first_order=first_order, loss_fn=meta.packed_bce_loss, vectorize=False)
+        loss.backward()
+        for name, p in model.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, (first_order, name)
+
+
+@pytest.mark.parametrize("method", meta.CONTROLLER_TRAINERS)
+def test_train_controller_init_runs_and_changes_the_controller(method):
+    cfg = meta.ControllerMetaConfig(meta_steps=3, meta_batch=2, n_support=3, n_query=3, width=4, n_heldout=4,
+                                    max_length=3)
+    ctrl = _tiny_controller()
+    before = {k: v.clone() for k, v in ctrl.state_dict().items()}
+    out = meta.train_controller_init(method, ctrl, cfg, seed=0)
+    assert out["losses"].shape == (3,) and torch.isfinite(out["losses"]).all()
+    assert out["controller"].keys() == before.keys()
+    for name in ("core.weight_hh", "output.weight"):
+        assert not torch.equal(out["controller"][name], before[name]), name
+    again = meta.train_controller_init(method, _tiny_controller(), cfg, seed=0)  # seeded: the same run
+    torch.testing.assert_close(again["losses"], out["losses"])
+    with pytest.raises(ValueError, match="method"):
+        meta.train_controller_init("reptile", ctrl, cfg, seed=0)
+
+
+def test_controller_adaptation_curves_start_unadapted_and_adapt():
+    ctrl = _tiny_controller()
+    tasks = meta.xor_copy_tasks(meta.xor_masks(4)[:3], 4, 5, max_length=3, generator=torch.Generator().manual_seed(0))
+    curves = meta.controller_adaptation_curves(ctrl, tasks, inner_lr=0.5, max_steps=3)
+    assert curves["loss"].shape == (3, 4) and curves["bits"].shape == (3, 4)
+    model = meta.ControllerLogits(ctrl)
+    with torch.no_grad():
+        for i in range(3):
+            logits = model(tasks.x_query[i])
+            torch.testing.assert_close(curves["loss"][i, 0], meta.packed_bce_loss(logits, tasks.y_query[i]))
+            torch.testing.assert_close(curves["bits"][i, 0], meta.packed_bits_error(logits, tasks.y_query[i]))
+    assert (curves["loss"][:, 1:] != curves["loss"][:, :1]).all()  # the adapted head is what is scored
