@@ -641,3 +641,20 @@ def test_controller_adaptation_curves_start_unadapted_and_adapt():
             torch.testing.assert_close(curves["loss"][i, 0], meta.packed_bce_loss(logits, tasks.y_query[i]))
             torch.testing.assert_close(curves["bits"][i, 0], meta.packed_bits_error(logits, tasks.y_query[i]))
     assert (curves["loss"][:, 1:] != curves["loss"][:, :1]).all()  # the adapted head is what is scored
+
+
+@pytest.mark.parametrize("method", meta.METHODS)
+def test_meta_train_step_with_an_adapted_subset(method):
+    """adapt= names the inner loop's parameters: MAML and first-order MAML still move every
+    parameter in the outer step, Reptile only the adapted ones."""
+    torch.manual_seed(0)
+    model = meta.make_sine_mlp(8)
+    batch = meta.sample_sinusoid_tasks(3, 5, 5, generator=torch.Generator().manual_seed(0))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    last = [n for n, _ in model.named_parameters()][-2:]  # the output layer
+    meta.meta_train_step(model, opt, batch, method=method, inner_lr=0.01, steps=2, adapt=last)
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == (set(last) if method == "reptile" else set(before))
+    with pytest.raises(ValueError, match="unknown"):
+        meta.meta_train_step(model, opt, batch, method=method, inner_lr=0.01, steps=1, adapt=["nope"])
