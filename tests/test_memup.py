@@ -400,3 +400,32 @@ def test_benchmark_quick_runs():
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert "full BPTT" in res.stdout and "MemUP" in res.stdout
+
+
+def test_filler_schedule_is_a_length_curriculum():
+    cfg = mu.MemUPConfig(n_head=2, k=2, n_filler=50, rollout=5, batches=5, warmup_batches=2, warmup_filler=10)
+    assert mu.filler_schedule(cfg) == [10, 10, 50, 50, 50]
+    assert mu.filler_schedule(mu.with_(cfg, warmup_batches=0)) == [50] * 5
+    assert mu.filler_schedule(mu.with_(cfg, warmup_filler=50)) == [50] * 5  # not shorter: no warm-up
+    with pytest.raises(ValueError, match="warmup_batches"):
+        mu.with_(cfg, warmup_batches=6)
+    with pytest.raises(ValueError, match="warmup_batches"):
+        mu.with_(cfg, warmup_batches=-1)
+    with pytest.raises(ValueError, match="shorter than one rollout"):
+        mu.with_(cfg, warmup_filler=1, rollout=8)
+
+
+@pytest.mark.parametrize("method", ["memup", "bptt"])
+def test_training_follows_the_curriculum(method, monkeypatch):
+    seen = []
+    real = mu.copy_task
+
+    def spy(batch, n_head, n_filler, generator, device=None):
+        seen.append(n_filler)
+        return real(batch, n_head, n_filler, generator, device)
+
+    monkeypatch.setattr(mu, "copy_task", spy)
+    cfg = mu.MemUPConfig(**{**TINY, "n_filler": 12, "batches": 3, "warmup_batches": 2, "warmup_filler": 6})
+    out = mu.train_method(method, cfg, seed=0)
+    assert seen == [6, 6, 12]
+    assert len(out["memup_loss" if method == "memup" else "loss"]) == 3
