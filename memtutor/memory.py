@@ -271,6 +271,58 @@ def _content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
     return torch.softmax(scores, dim=-1)
 
 
+class _ContentWeights(torch.autograd.Function):
+    """:func:`content_weights` in one node with a hand-written backward (same values and gradients,
+    checked in the tests; twice differentiable). Used by :func:`memory_step`, which addresses by
+    content twice per step; written with autograd the cosine and softmax make about a dozen nodes."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(memory, keys, strengths):
+        dot = torch.matmul(keys, memory.transpose(-1, -2))  # (B, H, N)
+        key_norm = torch.sqrt((keys * keys).sum(-1) + NORM_EPS)  # (B, H)
+        mem_norm = torch.sqrt((memory * memory).sum(-1) + NORM_EPS)  # (B, N)
+        denom = key_norm.unsqueeze(-1) * mem_norm.unsqueeze(-2) + SIMILARITY_EPS  # (B, H, N)
+        cosine = dot / denom
+        weights = torch.softmax(cosine * strengths.unsqueeze(-1), dim=-1)  # (B, H, N)
+        return weights, key_norm, mem_norm, denom, cosine
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        weights, key_norm, mem_norm, denom, cosine = output
+        ctx.save_for_backward(*inputs, weights, key_norm, mem_norm, denom, cosine)
+        ctx.mark_non_differentiable(key_norm, mem_norm, denom, cosine)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, g_weights, *_unused):
+        memory, keys, strengths, weights, key_norm, mem_norm, denom, cosine = ctx.saved_tensors
+        if g_weights is None:
+            return None, None, None
+        if torch.is_grad_enabled():  # create_graph: rebuild the saved constants as functions of the inputs
+            weights, key_norm, mem_norm, denom, cosine = _ContentWeights.forward(memory, keys, strengths)
+        beta = strengths.unsqueeze(-1)  # (B, H, 1)
+        # softmax: g_s = w o (g_w - <g_w, w>)
+        g_scores = weights * (g_weights - (g_weights * weights).sum(-1, keepdim=True))  # (B, H, N)
+        g_strengths = (g_scores * cosine).sum(-1) if ctx.needs_input_grad[2] else None  # (B, H)
+        g_dot = g_scores * beta / denom  # d cos / d dot = 1 / denom
+        g_denom = -g_dot * cosine  # d cos / d denom = -cos / denom
+        g_memory = g_keys = None
+        if ctx.needs_input_grad[0]:
+            g_mem_norm = (g_denom * key_norm.unsqueeze(-1)).sum(-2)  # (B, N)
+            g_memory = torch.matmul(g_dot.transpose(-1, -2), keys) + (g_mem_norm / mem_norm).unsqueeze(-1) * memory
+        if ctx.needs_input_grad[1]:
+            g_key_norm = (g_denom * mem_norm.unsqueeze(-2)).sum(-1)  # (B, H)
+            g_keys = torch.matmul(g_dot, memory) + (g_key_norm / key_norm).unsqueeze(-1) * keys
+        return g_memory, g_keys, g_strengths
+
+
+def _content_weights_fused(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
+    """:func:`_content_weights` as one autograd node (see _ContentWeights)."""
+    return _ContentWeights.apply(memory, keys, strengths)[0]
+
+
 def content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
     """C(M, k, beta)[i] = softmax_i(beta * D(k, M[i])): content-based addressing.
 
@@ -651,13 +703,13 @@ def _memory_step(interface: Interface, prev_state: MemoryState) -> tuple[Tensor,
     (the controller checks its first step; later steps get their state from the previous one)."""
     s, x = prev_state, interface
     usage = _update_usage(s.usage, s.write_weights, x.free_gates, s.read_weights)  # (B, N)
-    write_content = _content_weights(s.memory, x.write_key.unsqueeze(1), x.write_strength.unsqueeze(1))
+    write_content = _content_weights_fused(s.memory, x.write_key.unsqueeze(1), x.write_strength.unsqueeze(1))
     w_w = _write_weights(_allocation_weights(usage), write_content.squeeze(1), x.allocation_gate, x.write_gate)
     memory = _erase_and_add(s.memory, w_w, x.erase_vector, x.write_vector)  # (B, N, W)
     # L_t = update_link(L_{t-1}, p_{t-1}, w^w_t); (f, b) = directional_weights(L_t, w^r_{t-1})
     link, forward, backward = _link_and_directions(s.link, s.precedence, w_w, s.read_weights)
     precedence = _update_precedence(s.precedence, w_w)  # (B, N)
-    content = _content_weights(memory, x.read_keys, x.read_strengths)  # (B, R, N)
+    content = _content_weights_fused(memory, x.read_keys, x.read_strengths)  # (B, R, N)
     w_r = _read_weights(content, forward, backward, x.read_modes)  # (B, R, N)
     read_vectors = torch.matmul(w_r, memory)  # (B, R, W)
     return read_vectors, MemoryState(memory, usage, link, precedence, w_r, w_w)

@@ -471,6 +471,34 @@ def test_fused_link_step_under_torch_func_grad_and_vmap():
         torch.testing.assert_close(a.squeeze(1), c)
 
 
+@pytest.mark.parametrize("b,n,w,h", [(1, 1, 2, 1), (3, 5, 3, 2), (2, 7, 4, 4)])
+def test_fused_content_weights_match_the_composed_function(b, n, w, h):
+    g = torch.Generator().manual_seed(20 + n)
+    memory = torch.randn(b, n, w, generator=g, dtype=DT).requires_grad_()
+    keys = torch.randn(b, h, w, generator=g, dtype=DT).requires_grad_()
+    beta = (1 + torch.rand(b, h, generator=g, dtype=DT) * 5).requires_grad_()
+    fused = mem._content_weights_fused(memory, keys, beta)
+    composed = mem.content_weights(memory, keys, beta)
+    torch.testing.assert_close(fused, composed)
+    upstream = torch.randn(fused.shape, generator=g, dtype=DT)
+    got = torch.autograd.grad((fused * upstream).sum(), (memory, keys, beta))
+    want = torch.autograd.grad((composed * upstream).sum(), (memory, keys, beta))
+    for a, c in zip(got, want):
+        torch.testing.assert_close(a, c)
+
+
+def test_gradcheck_fused_content_weights_first_and_second_order():
+    g = torch.Generator().manual_seed(21)
+    memory = torch.randn(2, 4, 3, generator=g, dtype=DT)
+    memory[0, 1] = 0.0  # a zero row: the norm's epsilon keeps everything finite
+    inputs = (memory.requires_grad_(), torch.randn(2, 2, 3, generator=g, dtype=DT).requires_grad_(),
+              (1 + torch.rand(2, 2, generator=g, dtype=DT)).requires_grad_())
+    assert torch.autograd.gradcheck(mem._content_weights_fused, inputs)
+    assert torch.autograd.gradgradcheck(mem._content_weights_fused, inputs)
+    out = torch.func.vmap(mem._content_weights_fused)(*(t.detach().unsqueeze(1) for t in inputs))
+    torch.testing.assert_close(out.squeeze(1), mem.content_weights(*(t.detach() for t in inputs)))
+
+
 def test_write_path_receives_gradient_through_a_later_read():
     """Regression for the seed tutorial: its writes were .detach()ed, so the write key, write
     vector and erase vector never got a gradient. Here a loss on a read after the write reaches
