@@ -69,7 +69,9 @@ def torchopt_step(model, opt, batch, state) -> None:
 def make_contenders(first_order: bool):
     def memtutor(vectorize):
         method = "fomaml" if first_order else "maml"
-        return lambda m, o, b: meta.meta_train_step(m, o, b, method=method, inner_lr=INNER_LR, steps=1, vectorize=vectorize)
+        return lambda m, o, b: meta.meta_train_step(
+            m, o, b, method=method, inner_lr=INNER_LR, steps=1, vectorize=vectorize
+        )
 
     out = {
         "memtutor vmap": (memtutor(True), None),

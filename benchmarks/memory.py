@@ -95,8 +95,10 @@ def main(argv=None) -> int:
 
     bank = mem.MemoryBank(num_slots=args.slots, word_size=args.word, num_reads=args.reads)
     default_threads = torch.get_num_threads()
-    print(f"DNC memory step, N={args.slots} W={args.word} R={args.reads}, batch {args.batch} vs "
-          f"{args.batch} calls at batch 1; torch {torch.__version__}, CPU")
+    print(
+        f"DNC memory step, N={args.slots} W={args.word} R={args.reads}, batch {args.batch} vs "
+        f"{args.batch} calls at batch 1; torch {torch.__version__}, CPU"
+    )
     print(f"{'threads':>8} {'pass':>18} {'batched us/sample':>18} {'batch-1 us/sample':>18} {'ratio':>7}")
     results = {}
     # --quick: single-threaded only (the test suite runs it; 2 threads can stall on 2 busy cores).

@@ -29,8 +29,9 @@ from memtutor.utils import seed_everything, set_threads
 def measure(lengths, batch, hidden, repeats, n_head=3):
     rows = []
     for T in lengths:
-        cfg = MemUPConfig(n_head=n_head, k=n_head, n_filler=T - 2 * n_head, batch=batch,
-                          hidden=hidden, rollout=min(20, T))
+        cfg = MemUPConfig(
+            n_head=n_head, k=n_head, n_filler=T - 2 * n_head, batch=batch, hidden=hidden, rollout=min(20, T)
+        )
         row = {"T": T}
         torch.set_flush_denormal(True)
         for method in ("memup", "bptt"):
@@ -56,19 +57,25 @@ def main(argv=None):
     if args.quick:
         lengths, batch, hidden, repeats = [40, 80], 4, 16, 1
     rows = measure(lengths, batch, hidden, repeats)
-    mib = 2.0 ** 20
-    print(f"{'T':>6} | {'MemUP s':>8} | {'MemUP MiB':>9} | {'full BPTT s':>11} | "
-          f"{'full BPTT MiB':>13} | {'BPTT s, denormals':>17}")
+    mib = 2.0**20
+    print(
+        f"{'T':>6} | {'MemUP s':>8} | {'MemUP MiB':>9} | {'full BPTT s':>11} | "
+        f"{'full BPTT MiB':>13} | {'BPTT s, denormals':>17}"
+    )
     for r in rows:
-        print(f"{r['T']:>6} | {r['memup']['seconds']:>8.3f} | {r['memup']['saved_bytes'] / mib:>9.2f}"
-              f" | {r['bptt']['seconds']:>11.3f} | {r['bptt']['saved_bytes'] / mib:>13.2f}"
-              f" | {r['bptt_denormal']['seconds']:>17.3f}")
+        print(
+            f"{r['T']:>6} | {r['memup']['seconds']:>8.3f} | {r['memup']['saved_bytes'] / mib:>9.2f}"
+            f" | {r['bptt']['seconds']:>11.3f} | {r['bptt']['saved_bytes'] / mib:>13.2f}"
+            f" | {r['bptt_denormal']['seconds']:>17.3f}"
+        )
     lo, hi = rows[0], rows[-1]
-    print(f"T x{hi['T'] / lo['T']:.0f}: MemUP saved bytes x"
-          f"{hi['memup']['saved_bytes'] / lo['memup']['saved_bytes']:.2f}, full BPTT x"
-          f"{hi['bptt']['saved_bytes'] / lo['bptt']['saved_bytes']:.2f}; time per pass MemUP x"
-          f"{hi['memup']['seconds'] / lo['memup']['seconds']:.1f}, full BPTT x"
-          f"{hi['bptt']['seconds'] / lo['bptt']['seconds']:.1f}")
+    print(
+        f"T x{hi['T'] / lo['T']:.0f}: MemUP saved bytes x"
+        f"{hi['memup']['saved_bytes'] / lo['memup']['saved_bytes']:.2f}, full BPTT x"
+        f"{hi['bptt']['saved_bytes'] / lo['bptt']['saved_bytes']:.2f}; time per pass MemUP x"
+        f"{hi['memup']['seconds'] / lo['memup']['seconds']:.1f}, full BPTT x"
+        f"{hi['bptt']['seconds'] / lo['bptt']['seconds']:.1f}"
+    )
 
 
 if __name__ == "__main__":

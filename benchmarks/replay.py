@@ -150,14 +150,18 @@ def main(argv=None) -> None:
         print("cpprb not installed (pip install -e .[bench]): its rows are skipped")
         makers.pop("cpprb")
 
-    print(f"capacity {capacity:,}, alpha {ALPHA}, beta {BETA}; median over {reps} interleaved blocks of "
-          f"{args.block} steps (seed O(N): a few single steps)")
+    print(
+        f"capacity {capacity:,}, alpha {ALPHA}, beta {BETA}; median over {reps} interleaved blocks of "
+        f"{args.block} steps (seed O(N): a few single steps)"
+    )
     torch.set_num_threads(1)
     print(f"\nadding {capacity:,} items in batches of {chunk:,} (torch threads 1):")
     for name, make in makers.items():
         wall, cpu = time_add(name, make, capacity, data, chunk)
-        print(f"  {name:10s} wall {wall:6.2f} s ({capacity / wall / 1e6:5.2f} M items/s)   "
-              f"cpu {cpu:6.2f} s ({capacity / cpu / 1e6:5.2f} M items/s)")
+        print(
+            f"  {name:10s} wall {wall:6.2f} s ({capacity / wall / 1e6:5.2f} M items/s)   "
+            f"cpu {cpu:6.2f} s ({capacity / cpu / 1e6:5.2f} M items/s)"
+        )
 
     steps = {name: make(capacity, data, chunk) for name, make in makers.items()}
     for threads in sorted({1, default_threads}):
@@ -186,7 +190,9 @@ def main(argv=None) -> None:
         for b in batches:
             wall = {n: statistics.median(t[0] for t in times[(n, b)]) for n in steps}
             cpu = {n: statistics.median(t[1] for t in times[(n, b)]) for n in steps}
-            row = f"  {b:6d}" + "".join(f" {wall[n] * 1e6:17.0f} {cpu[n] * 1e6:8.0f} {b / wall[n]:10.3g}" for n in steps)
+            row = f"  {b:6d}" + "".join(
+                f" {wall[n] * 1e6:17.0f} {cpu[n] * 1e6:8.0f} {b / wall[n]:10.3g}" for n in steps
+            )
             row += "".join(
                 f" {wall[n] / wall['memtutor']:17.2f} | {cpu[n] / max(cpu['memtutor'], 1e-9):6.2f}" for n in others
             )

@@ -53,7 +53,7 @@ def tensor_loop_steps_per_s(problem, programs, repeats: int) -> float:
             for t in range(T):
                 if bool(state.done):
                     break
-                state, _ = ta.env_step(one, state, programs[i:i + 1, t], shaping=0.1)
+                state, _ = ta.env_step(one, state, programs[i : i + 1, t], shaping=0.1)
             steps += int(state.steps)
     return steps / (time.perf_counter() - start)
 

@@ -36,8 +36,9 @@ Shapes: ``B`` batch, ``T`` number of tasks, ``D`` input size (64), ``H`` hidden 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -226,7 +227,15 @@ def make_task_stream(
     dev = torch.device(device) if device is not None else torch.device("cpu")
     parts = {}
     for name, m in (("train", ~test), ("test", test)):
-        parts.update({f"{name}_x": x[m], f"{name}_y": y[m], f"{name}_task": task[m], f"{name}_digit": digit[m], f"{name}_index": row[m]})
+        parts.update(
+            {
+                f"{name}_x": x[m],
+                f"{name}_y": y[m],
+                f"{name}_task": task[m],
+                f"{name}_digit": digit[m],
+                f"{name}_index": row[m],
+            }
+        )
     return TaskStream(
         scenario=scenario,
         **{k: v.to(dev) for k, v in parts.items()},
@@ -277,7 +286,9 @@ def forward_transfer(R: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
     R = check_accuracy_matrix(R, min_tasks=2)
     check_tensor(baseline, "baseline")
     if baseline.shape != R.shape[:-1]:
-        raise ValueError(f"baseline must have shape {tuple(R.shape[:-1])} (one entry per task), got {tuple(baseline.shape)}")
+        raise ValueError(
+            f"baseline must have shape {tuple(R.shape[:-1])} (one entry per task), got {tuple(baseline.shape)}"
+        )
     before = R.diagonal(offset=1, dim1=-2, dim2=-1)  # (..., T-1): R[j-1, j]
     return (before - baseline[..., 1:]).mean(-1)
 
@@ -375,7 +386,16 @@ class ContinualConfig:
     """Steps between two points of the per-task accuracy curves."""
 
     def __post_init__(self):
-        for name in ("hidden_size", "epochs", "batch_size", "buffer_size", "meta_every", "meta_steps", "meta_shots", "eval_every"):
+        for name in (
+            "hidden_size",
+            "epochs",
+            "batch_size",
+            "buffer_size",
+            "meta_every",
+            "meta_steps",
+            "meta_shots",
+            "eval_every",
+        ):
             check_positive_int(getattr(self, name), name)
         for name in ("lr", "prototype_strength"):
             if not getattr(self, name) > 0:
@@ -447,7 +467,9 @@ def write_prototypes(model: ContinualNet, stream: TaskStream, x: torch.Tensor, d
     return PrototypeMemory(memory[0], written, stream.digit_to_output)
 
 
-def prototype_scores(pm: PrototypeMemory, feats: torch.Tensor, strength: float, num_outputs: int, slot_mask: torch.Tensor):
+def prototype_scores(
+    pm: PrototypeMemory, feats: torch.Tensor, strength: float, num_outputs: int, slot_mask: torch.Tensor
+):
     """Read the memory by content with each feature vector as the key; sum slot weights per output.
 
     feats (B, H), slot_mask (B, N) which slots may answer -> scores (B, K) (rows sum to <= 1).
@@ -461,7 +483,14 @@ def prototype_scores(pm: PrototypeMemory, feats: torch.Tensor, strength: float, 
     return out.index_add_(1, pm.slot_output, w)  # (B, K)
 
 
-def predict(model: ContinualNet, stream: TaskStream, x: torch.Tensor, task: torch.Tensor, pm: PrototypeMemory | None = None, strength: float = 10.0) -> torch.Tensor:
+def predict(
+    model: ContinualNet,
+    stream: TaskStream,
+    x: torch.Tensor,
+    task: torch.Tensor,
+    pm: PrototypeMemory | None = None,
+    strength: float = 10.0,
+) -> torch.Tensor:
     """Predicted output (B,) for x (B, D) of tasks ``task`` (B,), without changing any state.
 
     With a prototype memory the prediction is the nearest class mean read by content; a sample
@@ -482,7 +511,9 @@ def predict(model: ContinualNet, stream: TaskStream, x: torch.Tensor, task: torc
 
 
 @torch.no_grad()
-def evaluate(model: ContinualNet, stream: TaskStream, pm: PrototypeMemory | None = None, strength: float = 10.0) -> torch.Tensor:
+def evaluate(
+    model: ContinualNet, stream: TaskStream, pm: PrototypeMemory | None = None, strength: float = 10.0
+) -> torch.Tensor:
     """Test accuracy on every task (T,), in one batched pass; nothing is written anywhere."""
     was_training = model.training
     model.eval()
@@ -780,7 +811,12 @@ def replay_grid(
                 acc[i, j, k], bwt[i, j, k] = average_accuracy(R), backward_transfer(R)
                 bar.update()
     bar.close()
-    return {"ACC": acc, "BWT": bwt, "buffer_sizes": torch.tensor(list(buffer_sizes)), "replay_ratios": torch.tensor(list(replay_ratios), dtype=torch.float32)}
+    return {
+        "ACC": acc,
+        "BWT": bwt,
+        "buffer_sizes": torch.tensor(list(buffer_sizes)),
+        "replay_ratios": torch.tensor(list(replay_ratios), dtype=torch.float32),
+    }
 
 
 class _NoBar:

@@ -58,7 +58,7 @@ __all__ = [
 
 # memory.py (notebook 01) names these ``split_interface``/``Interface``/``memory_step``; the agreed
 # contract said ``parse_interface``/``MemoryInterface``/``MemoryAccess``. Accept either spelling.
-_parse_interface = getattr(mem, "parse_interface", None) or getattr(mem, "split_interface")
+_parse_interface = getattr(mem, "parse_interface", None) or mem.split_interface
 
 
 def memory_access(interface, prev_state, *, allocation: bool = True, links: bool = True):
@@ -171,9 +171,7 @@ class MemoryController(nn.Module):
         c = self.config
         zeros = torch.zeros(batch_size, c.hidden_size, device=device, dtype=dtype)
         reads = torch.zeros(batch_size, c.num_reads, c.word_size, device=device, dtype=dtype)
-        memory = mem.initial_state(
-            batch_size, c.num_slots, c.word_size, c.num_reads, device=device, dtype=dtype
-        )
+        memory = mem.initial_state(batch_size, c.num_slots, c.word_size, c.num_reads, device=device, dtype=dtype)
         return ControllerState(zeros, zeros.clone(), reads, memory)
 
     def step(self, x: torch.Tensor, prev_state: ControllerState, *, check: bool = True):
@@ -206,9 +204,7 @@ class MemoryController(nn.Module):
         """
         check_tensor(inputs, "inputs", ndim=3)
         if inputs.shape[-1] != self.config.input_size:
-            raise ValueError(
-                f"inputs must have {self.config.input_size} features, got shape {tuple(inputs.shape)}"
-            )
+            raise ValueError(f"inputs must have {self.config.input_size} features, got shape {tuple(inputs.shape)}")
         batch, steps = inputs.shape[:2]
         if batch == 0 or steps == 0:
             raise ValueError(f"inputs must have at least one sequence and one step, got {tuple(inputs.shape)}")
@@ -248,8 +244,12 @@ class LSTMBaseline(nn.Module):
 
     def __init__(self, input_size: int, output_size: int, hidden_size: int, num_layers: int = 1):
         super().__init__()
-        for name, v in (("input_size", input_size), ("output_size", output_size),
-                        ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        for name, v in (
+            ("input_size", input_size),
+            ("output_size", output_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
             check_positive_int(v, name)
         self.input_size = input_size
         self.lstm = nn.LSTM(input_size, hidden_size, num_layers=num_layers, batch_first=True)

@@ -49,8 +49,9 @@ def _tags(cell) -> set[str]:
 
 def stub_source(solution: str) -> str:
     """The student's stub for a solution cell: its ``# Hint:`` lines and a raise."""
-    hints = [line.strip()[len("# Hint:"):].strip() for line in solution.splitlines()
-             if line.strip().startswith("# Hint:")]
+    hints = [
+        line.strip()[len("# Hint:") :].strip() for line in solution.splitlines() if line.strip().startswith("# Hint:")
+    ]
     hint = " ".join(hints) if hints else DEFAULT_HINT
     lines = [f"{STUB_MARKER}: replace this cell with your answer, then run the check cell below."]
     lines += [f"# Hint: {h}" for h in hints]
@@ -131,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memtutor.course", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="write the student edition")
-    build.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1],
-                       help="root of the collection (default: this repository)")
+    build.add_argument(
+        "--src",
+        type=Path,
+        default=Path(__file__).resolve().parents[1],
+        help="root of the collection (default: this repository)",
+    )
     build.add_argument("--out", type=Path, default=Path("student_edition"), help="output folder")
     lst = sub.add_parser("list", help="number of exercises per notebook")
     lst.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1])

@@ -415,9 +415,7 @@ def _write_weights(allocation, write_content, allocation_gate, write_gate) -> Te
     return write_gate.unsqueeze(-1) * (ga * allocation + (1 - ga) * write_content)  # (B, N)
 
 
-def write_weights(
-    allocation: Tensor, write_content: Tensor, allocation_gate: Tensor, write_gate: Tensor
-) -> Tensor:
+def write_weights(allocation: Tensor, write_content: Tensor, allocation_gate: Tensor, write_gate: Tensor) -> Tensor:
     """w^w_t = g^w_t [g^a_t a_t + (1 - g^a_t) c^w_t].
 
     Args:
@@ -443,9 +441,7 @@ def _erase_and_add(memory, write_weights, erase_vector, write_vector) -> Tensor:
     return erased + w * write_vector.unsqueeze(1)  # (B, N, W)
 
 
-def erase_and_add(
-    memory: Tensor, write_weights: Tensor, erase_vector: Tensor, write_vector: Tensor
-) -> Tensor:
+def erase_and_add(memory: Tensor, write_weights: Tensor, erase_vector: Tensor, write_vector: Tensor) -> Tensor:
     """M_t = M_{t-1} o (1 - w^w e^T) + w^w v^T. Differentiable in every argument (no detach).
 
     Args:
@@ -751,9 +747,7 @@ class MemoryBank(nn.Module):
         self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> MemoryState:
         """All-zero :class:`MemoryState` for ``batch_size`` independent sequences."""
-        return initial_state(
-            batch_size, self.num_slots, self.word_size, self.num_reads, device=device, dtype=dtype
-        )
+        return initial_state(batch_size, self.num_slots, self.word_size, self.num_reads, device=device, dtype=dtype)
 
     def forward(self, interface: Interface | Tensor, prev_state: MemoryState) -> tuple[Tensor, MemoryState]:
         """Returns read vectors (B, R, W) and the next :class:`MemoryState`."""

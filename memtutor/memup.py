@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -137,22 +138,35 @@ class MemUPConfig:
     """'topk' (MemUP) or 'random' (the ablation: K random future steps)."""
 
     def __post_init__(self):
-        for name in ("n_head", "n_filler", "rollout", "k", "pred_every", "window", "hidden",
-                     "embed", "batch", "batches"):
+        for name in (
+            "n_head",
+            "n_filler",
+            "rollout",
+            "k",
+            "pred_every",
+            "window",
+            "hidden",
+            "embed",
+            "batch",
+            "batches",
+        ):
             check_positive_int(getattr(self, name), name)
         if self.window <= self.n_head:
-            raise ValueError(f"window must exceed n_head to locate a recall step, got "
-                             f"window={self.window}, n_head={self.n_head}")
+            raise ValueError(
+                f"window must exceed n_head to locate a recall step, got window={self.window}, n_head={self.n_head}"
+            )
         if self.rollout > self.length:
-            raise ValueError(f"sequence length {self.length} is shorter than one rollout "
-                             f"(rollout={self.rollout})")
+            raise ValueError(f"sequence length {self.length} is shorter than one rollout (rollout={self.rollout})")
         check_positive_int(self.warmup_filler, "warmup_filler")
         if not (isinstance(self.warmup_batches, int) and 0 <= self.warmup_batches <= self.batches):
-            raise ValueError(f"warmup_batches must be an int in [0, batches={self.batches}], "
-                             f"got {self.warmup_batches!r}")
+            raise ValueError(
+                f"warmup_batches must be an int in [0, batches={self.batches}], got {self.warmup_batches!r}"
+            )
         if self.warmup_batches and self.warmup_filler + 2 * self.n_head < self.rollout:
-            raise ValueError(f"warm-up sequences ({self.warmup_filler + 2 * self.n_head} steps) are "
-                             f"shorter than one rollout (rollout={self.rollout})")
+            raise ValueError(
+                f"warm-up sequences ({self.warmup_filler + 2 * self.n_head} steps) are "
+                f"shorter than one rollout (rollout={self.rollout})"
+            )
         if self.selection not in ("topk", "random"):
             raise ValueError(f"selection must be 'topk' or 'random', got {self.selection!r}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -169,8 +183,9 @@ class MemUPConfig:
 # ----------------------------------------------------------------------------- the copy task
 
 
-def copy_task(batch: int, n_head: int, n_filler: int, generator: torch.Generator,
-              device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def copy_task(
+    batch: int, n_head: int, n_filler: int, generator: torch.Generator, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample copy-task sequences.
 
     Returns ``x`` (B, T) inputs: H symbols in 0..7, L fillers (8), H recall cues (9); and ``y``
@@ -271,15 +286,13 @@ def _check_steps(uncertainty, steps, k) -> tuple[torch.Tensor, int]:
     check_tensor(steps, "steps", ndim=1)
     k = check_positive_int(k, "k")
     if steps.numel() and (int(steps.min()) < 0 or int(steps.max()) >= uncertainty.shape[1]):
-        raise ValueError(f"steps must lie in [0, {uncertainty.shape[1]}), got "
-                         f"{int(steps.min())}..{int(steps.max())}")
+        raise ValueError(f"steps must lie in [0, {uncertainty.shape[1]}), got {int(steps.min())}..{int(steps.max())}")
     if k > uncertainty.shape[1]:
         raise ValueError(f"k={k} exceeds the sequence length {uncertainty.shape[1]}")
     return steps.long(), k
 
 
-def select_targets(uncertainty: torch.Tensor, steps: torch.Tensor, k: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def select_targets(uncertainty: torch.Tensor, steps: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """MemUP's target selection: for each prediction step t, the K most uncertain steps k >= t.
 
     Args:
@@ -306,8 +319,7 @@ class RolloutTargets(NamedTuple):
     pos: torch.Tensor
 
 
-def rollout_targets(uncertainty: torch.Tensor, rollout: int, k: int, pred_every: int = 1
-                    ) -> Iterator[RolloutTargets]:
+def rollout_targets(uncertainty: torch.Tensor, rollout: int, k: int, pred_every: int = 1) -> Iterator[RolloutTargets]:
     """:func:`select_targets` for the prediction steps of every rollout, in O(B T (r + K)).
 
     The K best steps at or after t are among the steps of t's own rollout from t on, and the K best
@@ -328,7 +340,7 @@ def rollout_targets(uncertainty: torch.Tensor, rollout: int, k: int, pred_every:
     for s in reversed(starts):  # backward scan: tail of rollout j = top-K of everything after it
         tails.append((tail_v, tail_i))
         steps = torch.arange(s, min(s + rollout, T), device=dev).expand(B, -1)
-        v, i = torch.cat([uncertainty[:, s:s + rollout], tail_v], 1), torch.cat([steps, tail_i], 1)
+        v, i = torch.cat([uncertainty[:, s : s + rollout], tail_v], 1), torch.cat([steps, tail_i], 1)
         tail_v, pos = v.topk(min(k, v.shape[1]), dim=1)
         tail_i = i.gather(1, pos)
     for s, (tv, ti) in zip(starts, reversed(tails)):
@@ -336,10 +348,14 @@ def rollout_targets(uncertainty: torch.Tensor, rollout: int, k: int, pred_every:
         local = torch.arange(0, n, pred_every, device=dev)  # (P,)
         own = torch.arange(n, device=dev)
         past = own.unsqueeze(0) < local.unsqueeze(1)  # (P, n): before t, not a candidate
-        cand_v = torch.cat([uncertainty[:, s:s + n].unsqueeze(1).masked_fill(past, -math.inf),
-                            tv.unsqueeze(1).expand(-1, local.numel(), -1)], 2)  # (B, P, n + K')
-        cand_i = torch.cat([(own + s).expand(B, local.numel(), -1),
-                            ti.unsqueeze(1).expand(-1, local.numel(), -1)], 2)
+        cand_v = torch.cat(
+            [
+                uncertainty[:, s : s + n].unsqueeze(1).masked_fill(past, -math.inf),
+                tv.unsqueeze(1).expand(-1, local.numel(), -1),
+            ],
+            2,
+        )  # (B, P, n + K')
+        cand_i = torch.cat([(own + s).expand(B, local.numel(), -1), ti.unsqueeze(1).expand(-1, local.numel(), -1)], 2)
         if cand_v.shape[2] < k:  # fewer than K steps left in the whole sequence
             pad = k - cand_v.shape[2]
             cand_v = F.pad(cand_v, (0, pad), value=-math.inf)
@@ -348,9 +364,9 @@ def rollout_targets(uncertainty: torch.Tensor, rollout: int, k: int, pred_every:
         yield RolloutTargets(s, local, cand_i.gather(2, pos), top > -math.inf, cand_i[:, 0], pos)
 
 
-def select_random_targets(uncertainty: torch.Tensor, steps: torch.Tensor, k: int,
-                          generator: torch.Generator | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+def select_random_targets(
+    uncertainty: torch.Tensor, steps: torch.Tensor, k: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The ablation: K future steps drawn uniformly (without replacement), same shapes as
     :func:`select_targets`; ``uncertainty`` only supplies the shape."""
     steps, k = _check_steps(uncertainty, steps, k)
@@ -395,9 +411,9 @@ def init_forget_bias(lstm: nn.LSTM, value: float) -> None:
     with torch.no_grad():
         for name, p in lstm.named_parameters():
             if name.startswith("bias_ih"):
-                p[H:2 * H].fill_(value)
+                p[H : 2 * H].fill_(value)
             elif name.startswith("bias_hh"):
-                p[H:2 * H].zero_()
+                p[H : 2 * H].zero_()
 
 
 class Predictor(nn.Module):
@@ -417,8 +433,7 @@ class Predictor(nn.Module):
         c = self.ctx_in(self.context(win))  # (B, P, K, 2D)
         return self.out(torch.relu(self.mem_in(m).unsqueeze(2) + c))  # (B, P, K, C)
 
-    def forward_candidates(self, m: torch.Tensor, cand_win: torch.Tensor, pos: torch.Tensor
-                           ) -> torch.Tensor:
+    def forward_candidates(self, m: torch.Tensor, cand_win: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """The same logits when the targets are ``pos`` (B, P, K) into M candidate windows
         ``cand_win`` (B, M, w): each candidate is encoded once. -> (B, P, K, C)."""
         c = self.ctx_in(self.context(cand_win))  # (B, M, 2D)
@@ -466,8 +481,7 @@ def detach_state(state):
     return None if state is None else tuple(s.detach() for s in state)
 
 
-def rollouts(step_fn: Callable, inputs: torch.Tensor, rollout: int, state=None
-             ) -> Iterator[Rollout]:
+def rollouts(step_fn: Callable, inputs: torch.Tensor, rollout: int, state=None) -> Iterator[Rollout]:
     """Run ``step_fn(chunk, state) -> (outputs, state)`` over ``inputs`` (B, T, ...) in chunks of
     ``rollout`` steps, detaching the state carried into each chunk (truncated BPTT).
 
@@ -481,7 +495,7 @@ def rollouts(step_fn: Callable, inputs: torch.Tensor, rollout: int, state=None
         raise ValueError(f"sequence length {T} is shorter than one rollout ({rollout})")
     for start in range(0, T, rollout):
         # The carried state is a value from the previous chunk, not a path for gradients.
-        out, state = step_fn(inputs[:, start:start + rollout], detach_state(state))
+        out, state = step_fn(inputs[:, start : start + rollout], detach_state(state))
         yield Rollout(start, out, state)
 
 
@@ -492,9 +506,14 @@ def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
         pt.lerp_(ps, 1.0 - decay)
 
 
-def memup_rollout_loss(predictor: Predictor, h: torch.Tensor, windows: torch.Tensor,
-                       y: torch.Tensor, idx_valid: tuple[torch.Tensor, torch.Tensor],
-                       local_steps: torch.Tensor) -> torch.Tensor:
+def memup_rollout_loss(
+    predictor: Predictor,
+    h: torch.Tensor,
+    windows: torch.Tensor,
+    y: torch.Tensor,
+    idx_valid: tuple[torch.Tensor, torch.Tensor],
+    local_steps: torch.Tensor,
+) -> torch.Tensor:
     """The predictor's NLL on the selected targets of one rollout.
 
     Args:
@@ -532,9 +551,16 @@ class _Peak:
         return out
 
 
-def memup_update(nets: dict, det_ema: nn.Module, opts: dict, x: torch.Tensor, y: torch.Tensor,
-                 cfg: MemUPConfig, generator: torch.Generator | None = None,
-                 count_bytes: bool = False) -> dict:
+def memup_update(
+    nets: dict,
+    det_ema: nn.Module,
+    opts: dict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: MemUPConfig,
+    generator: torch.Generator | None = None,
+    count_bytes: bool = False,
+) -> dict:
     """One MemUP pass over a batch of sequences (B, T), with an optimiser step per rollout.
 
     1. The EMA detector scores every step (no graph: it only ranks steps).
@@ -554,8 +580,8 @@ def memup_update(nets: dict, det_ema: nn.Module, opts: dict, x: torch.Tensor, y:
     for tg in rollout_targets(u, cfg.rollout, cfg.k, cfg.pred_every):
         start, local = tg.start, tg.local
         # Copies, not views: a saved view would keep the whole (B, T) storage alive.
-        xs = x[:, start:start + cfg.rollout].contiguous()  # (B, n)
-        ys = y[:, start:start + cfg.rollout].contiguous()
+        xs = x[:, start : start + cfg.rollout].contiguous()  # (B, n)
+        ys = y[:, start : start + cfg.rollout].contiguous()
         carried = detach_state(state)  # values go on, gradients stop at the rollout boundary
         if cfg.selection == "random":  # the ablation: same steps t, random future targets
             sel = select_random_targets(u, local + start, cfg.k, generator)
@@ -579,23 +605,25 @@ def memup_update(nets: dict, det_ema: nn.Module, opts: dict, x: torch.Tensor, y:
 
         # The detector learns on the same r steps, each with its real window (it scores the whole
         # sequence that way above; windows of the chunk alone would pad its first w - 1 steps).
-        det_win = windows[:, start:start + cfg.rollout].contiguous()  # (B, n, w)
+        det_win = windows[:, start : start + cfg.rollout].contiguous()  # (B, n, w)
         det_loss = peak.forward(lambda: surprise_from_windows(nets["detector"], det_win, ys).mean())
         opts["detector"].zero_grad()
         det_loss.backward()
         _clip_step(opts["detector"], nets["detector"].parameters(), cfg.clip)
         det_losses.append(det_loss.item())
     ema_update(det_ema, nets["detector"], cfg.ema_decay)
-    return {"loss": sum(mem_losses) / len(mem_losses),
-            "detector_loss": sum(det_losses) / len(det_losses), "saved_bytes": peak.bytes}
+    return {
+        "loss": sum(mem_losses) / len(mem_losses),
+        "detector_loss": sum(det_losses) / len(det_losses),
+        "saved_bytes": peak.bytes,
+    }
 
 
 def filler_schedule(cfg: MemUPConfig) -> list[int]:
     """Fillers L of each of the ``cfg.batches`` training batches: ``warmup_filler`` for the first
     ``warmup_batches`` when that is shorter than ``n_filler`` (the curriculum), then ``n_filler``."""
     warm = cfg.warmup_filler < cfg.n_filler
-    return [cfg.warmup_filler if warm and i < cfg.warmup_batches else cfg.n_filler
-            for i in range(cfg.batches)]
+    return [cfg.warmup_filler if warm and i < cfg.warmup_batches else cfg.n_filler for i in range(cfg.batches)]
 
 
 def _batches(cfg, desc, progress):
@@ -604,6 +632,7 @@ def _batches(cfg, desc, progress):
     if not progress:
         return schedule
     from tqdm.auto import tqdm
+
     return tqdm(schedule, desc=desc)
 
 
@@ -612,13 +641,16 @@ def make_memup(cfg: MemUPConfig, device: torch.device | str = "cpu"):
     nets = {k: v.to(device) for k, v in build_memup(cfg).items()}
     det_ema = copy.deepcopy(nets["detector"]).requires_grad_(False)
     mem_params = list(nets["memory"].parameters()) + list(nets["predictor"].parameters())
-    opts = {"memory": torch.optim.Adam(mem_params, lr=cfg.lr),
-            "detector": torch.optim.Adam(nets["detector"].parameters(), lr=cfg.lr)}
+    opts = {
+        "memory": torch.optim.Adam(mem_params, lr=cfg.lr),
+        "detector": torch.optim.Adam(nets["detector"].parameters(), lr=cfg.lr),
+    }
     return nets, det_ema, opts
 
 
-def train_memup(cfg: MemUPConfig, generator: torch.Generator, *, progress: bool = False,
-                device: torch.device | str = "cpu") -> dict:
+def train_memup(
+    cfg: MemUPConfig, generator: torch.Generator, *, progress: bool = False, device: torch.device | str = "cpu"
+) -> dict:
     """Train detector, memory and predictor with MemUP on ``cfg.batches`` fresh batches.
 
     Returns the state dicts and the loss histories (tensors), ready for ``load_or_train``.
@@ -640,8 +672,15 @@ def train_memup(cfg: MemUPConfig, generator: torch.Generator, *, progress: bool 
     return result
 
 
-def tbptt_update(model: RecurrentClassifier, opt: torch.optim.Optimizer, x: torch.Tensor,
-                 y: torch.Tensor, rollout: int, clip: float, count_bytes: bool = False) -> dict:
+def tbptt_update(
+    model: RecurrentClassifier,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rollout: int,
+    clip: float,
+    count_bytes: bool = False,
+) -> dict:
     """One pass of the baseline over a batch (B, T): cross-entropy of y_t from h_t on every step,
     back-propagated within rollouts of ``rollout`` steps (T gives full BPTT), a step per rollout."""
     rollout = check_positive_int(rollout, "rollout")
@@ -650,8 +689,8 @@ def tbptt_update(model: RecurrentClassifier, opt: torch.optim.Optimizer, x: torc
     peak = _Peak(count_bytes)
     losses, state = [], None
     for start in range(0, x.shape[1], rollout):
-        xs = x[:, start:start + rollout].contiguous()  # (B, n); a copy, see memup_update
-        ys = y[:, start:start + rollout].contiguous()
+        xs = x[:, start : start + rollout].contiguous()  # (B, n); a copy, see memup_update
+        ys = y[:, start : start + rollout].contiguous()
         carried = detach_state(state)  # truncation: the value goes on, the gradient stops
 
         def rollout_loss():
@@ -667,8 +706,14 @@ def tbptt_update(model: RecurrentClassifier, opt: torch.optim.Optimizer, x: torc
     return {"loss": sum(losses) / len(losses), "saved_bytes": peak.bytes}
 
 
-def train_tbptt(cfg: MemUPConfig, generator: torch.Generator, *, rollout: int | None = None,
-                progress: bool = False, device: torch.device | str = "cpu") -> dict:
+def train_tbptt(
+    cfg: MemUPConfig,
+    generator: torch.Generator,
+    *,
+    rollout: int | None = None,
+    progress: bool = False,
+    device: torch.device | str = "cpu",
+) -> dict:
     """Baseline: the LSTM predicts y_t from h_t, cross-entropy on every step, truncated BPTT of
     ``rollout`` steps (``cfg.rollout`` by default; the sequence length gives full BPTT).
     One optimiser step per rollout, the same batches as :func:`train_memup`."""
@@ -689,8 +734,7 @@ def train_tbptt(cfg: MemUPConfig, generator: torch.Generator, *, rollout: int | 
 
 
 @torch.no_grad()
-def memup_logits(memory: MemoryLSTM, predictor: Predictor, x: torch.Tensor,
-                 steps: torch.Tensor) -> torch.Tensor:
+def memup_logits(memory: MemoryLSTM, predictor: Predictor, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """Online prediction at ``steps`` (S,): the predictor reads m_k (the memory after step k)
     and c_k. (B, T) inputs -> (B, S, C) logits."""
     h, _ = memory(x)  # (B, T, D)
@@ -699,8 +743,7 @@ def memup_logits(memory: MemoryLSTM, predictor: Predictor, x: torch.Tensor,
 
 
 @torch.no_grad()
-def recurrent_logits(model: RecurrentClassifier, x: torch.Tensor, steps: torch.Tensor
-                     ) -> torch.Tensor:
+def recurrent_logits(model: RecurrentClassifier, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """The baseline's read-out at ``steps``: (B, T) -> (B, S, C)."""
     logits, _ = model(x)
     return logits[:, steps]
@@ -744,8 +787,7 @@ def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, in
     return loss, counter.total
 
 
-def update_cost(cfg: MemUPConfig, method: str, generator: torch.Generator, repeats: int = 1
-                ) -> dict:
+def update_cost(cfg: MemUPConfig, method: str, generator: torch.Generator, repeats: int = 1) -> dict:
     """Time and peak saved-tensor bytes of one update pass over a batch of ``cfg.length`` steps.
 
     ``method``: 'memup' (every rollout of :func:`memup_update`) or 'bptt' (one full-BPTT step).
@@ -792,8 +834,9 @@ def train_method(method: str, cfg: MemUPConfig, seed: int, progress: bool = Fals
 
 
 @torch.no_grad()
-def evaluate_method(method: str, state: dict, cfg: MemUPConfig, n_filler: int, n_seqs: int,
-                    generator: torch.Generator) -> float:
+def evaluate_method(
+    method: str, state: dict, cfg: MemUPConfig, n_filler: int, n_seqs: int, generator: torch.Generator
+) -> float:
     """Held-out recall accuracy of a trained ``state`` on ``n_seqs`` fresh sequences with
     ``n_filler`` fillers (may differ from the training length)."""
     x, y = copy_task(n_seqs, cfg.n_head, n_filler, generator)

@@ -29,8 +29,9 @@ Evaluation always runs the model with the *adapted* parameters (:func:`adaptatio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -278,7 +279,9 @@ def mse_loss(prediction: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(prediction, target)
 
 
-def task_loss(model: nn.Module, params: Mapping[str, Tensor], x: Tensor, y: Tensor, loss_fn: LossFn = mse_loss) -> Tensor:
+def task_loss(
+    model: nn.Module, params: Mapping[str, Tensor], x: Tensor, y: Tensor, loss_fn: LossFn = mse_loss
+) -> Tensor:
     """loss_fn(f_params(x), y): the model run with ``params`` instead of its own parameters."""
     return loss_fn(functional_call(model, dict(params), (x,)), y)
 
@@ -745,7 +748,12 @@ def split_xor_masks(width: int, n_heldout: int, seed: int) -> tuple[Tensor, Tens
 
 
 def xor_copy_tasks(
-    masks: Tensor, n_support: int, n_query: int, *, min_length: int = 1, max_length: int = 10,
+    masks: Tensor,
+    n_support: int,
+    n_query: int,
+    *,
+    min_length: int = 1,
+    max_length: int = 10,
     generator: torch.Generator | None = None,
 ) -> TaskBatch:
     """A meta-batch of XOR-copy tasks, one per mask: copy sequences whose answer is x XOR m.
@@ -804,8 +812,17 @@ class ControllerMetaConfig:
     """Seed of the split into meta-training and held-out masks."""
 
     def __post_init__(self) -> None:
-        for name in ("meta_steps", "meta_batch", "n_support", "n_query", "inner_steps", "min_length",
-                     "max_length", "width", "n_heldout"):
+        for name in (
+            "meta_steps",
+            "meta_batch",
+            "n_support",
+            "n_query",
+            "inner_steps",
+            "min_length",
+            "max_length",
+            "width",
+            "n_heldout",
+        ):
             check_positive_int(getattr(self, name), name)
         for name in ("inner_lr", "meta_lr", "grad_clip"):
             _check_lr(getattr(self, name), name)
@@ -840,8 +857,14 @@ def train_controller_init(
     losses = torch.empty(c.meta_steps)
     for i in _progress(range(c.meta_steps), progress, f"controller ({method})"):
         pick = torch.randint(0, len(train_masks), (c.meta_batch,), generator=generator)
-        batch = xor_copy_tasks(train_masks[pick], c.n_support, c.n_query, min_length=c.min_length,
-                               max_length=c.max_length, generator=generator)
+        batch = xor_copy_tasks(
+            train_masks[pick],
+            c.n_support,
+            c.n_query,
+            min_length=c.min_length,
+            max_length=c.max_length,
+            generator=generator,
+        )
         optimizer.zero_grad(set_to_none=True)
         if method == "joint":
             x = torch.cat([batch.x_support, batch.x_query], dim=1).flatten(0, 1)  # (T*(K+Q), S, I)
@@ -861,9 +884,7 @@ def train_controller_init(
     return {"controller": controller.state_dict(), "losses": losses}
 
 
-def controller_adaptation_curves(
-    controller: nn.Module, tasks, *, inner_lr: float, max_steps: int
-) -> dict[str, Tensor]:
+def controller_adaptation_curves(controller: nn.Module, tasks, *, inner_lr: float, max_steps: int) -> dict[str, Tensor]:
     """Adapt ``controller``'s output layer to each task of ``tasks`` (from :func:`xor_copy_tasks`) by
     0..``max_steps`` SGD steps on the support sequences; score the query sequences.
 
@@ -874,6 +895,14 @@ def controller_adaptation_curves(
     model = ControllerLogits(controller)
     head = select_params(model, CONTROLLER_HEAD)
     both = lambda logits, y: torch.stack([packed_bce_loss(logits, y), packed_bits_error(logits, y)])  # noqa: E731
-    curves = adaptation_curve(model, head, tasks, inner_lr=inner_lr, max_steps=max_steps,
-                              loss_fn=packed_bce_loss, metric_fn=both, vectorize=False)  # (T, S + 1, 2)
+    curves = adaptation_curve(
+        model,
+        head,
+        tasks,
+        inner_lr=inner_lr,
+        max_steps=max_steps,
+        loss_fn=packed_bce_loss,
+        metric_fn=both,
+        vectorize=False,
+    )  # (T, S + 1, 2)
     return {"loss": curves[..., 0], "bits": curves[..., 1]}

@@ -40,8 +40,8 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 
@@ -242,8 +242,7 @@ class SumTree:
             raise ValueError(f"{name} must be an integer tensor, got {indices.dtype}")
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.capacity):
             raise ValueError(
-                f"{name} must lie in [0, {self.capacity}), got values in "
-                f"[{int(indices.min())}, {int(indices.max())}]"
+                f"{name} must lie in [0, {self.capacity}), got values in [{int(indices.min())}, {int(indices.max())}]"
             )
         return indices.to(device=self.device, dtype=torch.int64)
 
@@ -450,7 +449,9 @@ class PrioritizedReplay:
         (batch,) = sizes
         if self.storage:
             if set(transitions) != set(self.storage):
-                raise ValueError(f"transitions keys {sorted(transitions)} differ from the stored {sorted(self.storage)}")
+                raise ValueError(
+                    f"transitions keys {sorted(transitions)} differ from the stored {sorted(self.storage)}"
+                )
             for key, value in transitions.items():
                 want = self.storage[key]
                 if value.shape[1:] != want.shape[1:]:
@@ -557,7 +558,9 @@ class PrioritizedReplay:
                 f"state has capacity={cap}, alpha={alpha}, eps={eps}; this buffer has "
                 f"capacity={self.capacity}, alpha={self.alpha}, eps={self.eps}"
             )
-        self.storage = {k[len("storage."):]: v.to(self.device).clone() for k, v in state.items() if k.startswith("storage.")}
+        self.storage = {
+            k[len("storage.") :]: v.to(self.device).clone() for k, v in state.items() if k.startswith("storage.")
+        }
         self.tree.update(torch.arange(cap, device=self.device), state["priorities"].to(self.device))
         self._written = state["written"].to(self.device).clone()
         self._size, self._next, self._num_added, self._sampled_at = size, nxt, added, sampled
@@ -585,9 +588,7 @@ class PrioritizedReplay:
         lo, hi = torch.aminmax(indices)
         lo, hi = int(lo), int(hi)
         if lo < 0 or hi >= self._size:
-            raise ValueError(
-                f"indices must lie in the filled part [0, {self._size}), got values in [{lo}, {hi}]"
-            )
+            raise ValueError(f"indices must lie in the filled part [0, {self._size}), got values in [{lo}, {hi}]")
         idx = indices.to(device=self.device, dtype=torch.int64)
         if self._num_added > self._sampled_at:  # something was added since the last sample
             # Validate *every* error before dropping the stale ones: a NaN must raise even when
@@ -600,6 +601,7 @@ class PrioritizedReplay:
             fresh = torch.ones(idx.shape, dtype=torch.bool, device=self.device)
         self.tree._update(idx, self._priorities(errors))
         return fresh
+
 
 def _ring_write(dst: torch.Tensor, src: torch.Tensor, start: int) -> None:
     """``dst[(start + i) % C] = src[i]`` with at most two slice copies (no index tensor)."""
@@ -800,6 +802,7 @@ def cliffwalk_sweep(
 
         cells = tqdm(cells, desc="Blind Cliffwalk runs")
     for i, n, r in cells:
+
         def gen():
             return torch.Generator().manual_seed(seed + 1000 * n + r)
 

@@ -59,14 +59,51 @@ import torch.nn.functional as F
 from memtutor.utils import check_positive_int, check_tensor
 
 __all__ = [
-    "ACTION_NAMES", "NUM_ACTIONS", "POINTERS", "ADD", "SUB", "MUL", "RSUB", "STO", "RCL", "ANS",
-    "OP_SYMBOLS", "CONTEXT_LEN", "NUM_STAGES", "NUM_OPERANDS", "Problem", "EnvState",
-    "ToolAgentConfig", "ToolPolicy", "apply_op", "sample_problems", "cat_problems", "is_held_out",
-    "memory_free_solvable", "canonical_programs", "initial_state", "valid_actions", "env_step",
-    "run_programs", "reference_run_program", "rollout", "a2c_loss", "evaluate", "train_agent",
-    "program_to_text", "context_to_text", "parse_program", "trace_program", "held_out_set",
-    "held_out_accuracy", "ABLATIONS", "run_ablations", "HELD_OUT_SEED", "index_problems",
-    "draw_raw_problems", "Rollout",
+    "ACTION_NAMES",
+    "NUM_ACTIONS",
+    "POINTERS",
+    "ADD",
+    "SUB",
+    "MUL",
+    "RSUB",
+    "STO",
+    "RCL",
+    "ANS",
+    "OP_SYMBOLS",
+    "CONTEXT_LEN",
+    "NUM_STAGES",
+    "NUM_OPERANDS",
+    "Problem",
+    "EnvState",
+    "ToolAgentConfig",
+    "ToolPolicy",
+    "apply_op",
+    "sample_problems",
+    "cat_problems",
+    "is_held_out",
+    "memory_free_solvable",
+    "canonical_programs",
+    "initial_state",
+    "valid_actions",
+    "env_step",
+    "run_programs",
+    "reference_run_program",
+    "rollout",
+    "a2c_loss",
+    "evaluate",
+    "train_agent",
+    "program_to_text",
+    "context_to_text",
+    "parse_program",
+    "trace_program",
+    "held_out_set",
+    "held_out_accuracy",
+    "ABLATIONS",
+    "run_ablations",
+    "HELD_OUT_SEED",
+    "index_problems",
+    "draw_raw_problems",
+    "Rollout",
 ]
 
 # ----------------------------------------------------------------------------- vocabulary
@@ -170,8 +207,9 @@ def is_held_out(numbers: torch.Tensor) -> torch.Tensor:
     the same combination is always in the same split, whatever the operators.
     """
     check_tensor(numbers, "numbers", ndim=2)
-    primes = torch.tensor([1000003, 998244353, 1000000007, 19260817, 2654435761],
-                          dtype=torch.int64, device=numbers.device)
+    primes = torch.tensor(
+        [1000003, 998244353, 1000000007, 19260817, 2654435761], dtype=torch.int64, device=numbers.device
+    )
     h = (numbers.long() * primes).sum(-1)  # (B,)
     h = (h ^ (h >> 13)) * 0x5BD1E995 % (2**31 - 1)
     h = (h ^ (h >> 15)) % _HASH_BUCKETS
@@ -199,12 +237,14 @@ def _folds(n: int) -> tuple:
     # stable sort: shorter folds first, then folds over m operands grouped by operand set
     rows.sort(key=lambda r: (len(r[0]) == m, tuple(sorted(r[0])) if len(r[0]) == m else ()))
     perm = torch.tensor([list(p) + [0] * (m - len(p)) for p, _ in rows])
-    ops = torch.tensor([list(o) + [ADD] * (m - 1 - len(o)) for _, o in rows],
-                       dtype=torch.int64).reshape(len(rows), m - 1)
+    ops = torch.tensor([list(o) + [ADD] * (m - 1 - len(o)) for _, o in rows], dtype=torch.int64).reshape(
+        len(rows), m - 1
+    )
     length = torch.tensor([len(p) for p, _ in rows])
     sets = [c for c in combinations(range(n), m)] if n >= 3 else []
-    groups = torch.tensor([[j for j in range(n) if j not in c] for c in sets],
-                          dtype=torch.int64).reshape(len(sets), n - m)
+    groups = torch.tensor([[j for j in range(n) if j not in c] for c in sets], dtype=torch.int64).reshape(
+        len(sets), n - m
+    )
     _FOLD_CACHE[n] = ((perm, ops, length), groups, m)
     return _FOLD_CACHE[n]
 
@@ -258,7 +298,7 @@ def memory_free_solvable(numbers: torch.Tensor, n_operands: int, target: torch.T
     if n < 3:
         return hit
     G = groups.shape[0]
-    full = vals[:, (length < m).sum():].reshape(B, G, -1).sort(-1).values  # (B, G, Q) sorted
+    full = vals[:, (length < m).sum() :].reshape(B, G, -1).sort(-1).values  # (B, G, Q) sorted
     cands, oks = [], []
     for g in range(2):  # one more step with either remaining operand
         xj = x[:, groups[:, g]]  # (B, G)
@@ -307,9 +347,9 @@ def _context_tokens(stage: int, x: torch.Tensor, ops: torch.Tensor) -> torch.Ten
     B = x.shape[0]
     ctx = torch.full((B, CONTEXT_LEN), TOK_PAD, dtype=torch.int64, device=x.device)
     n = NUM_OPERANDS[stage]
-    ctx[:, 0:2 * n - 1:2] = x[:, :n]
+    ctx[:, 0 : 2 * n - 1 : 2] = x[:, :n]
     if stage < 2:
-        ctx[:, 1:2 * n - 2:2] = TOK_OP0 + ops[:, :n - 1]
+        ctx[:, 1 : 2 * n - 2 : 2] = TOK_OP0 + ops[:, : n - 1]
     else:
         ctx[:, 1:4:2] = TOK_OP0 + ops[:, :2]
         ctx[:, 5] = TOK_OP0 + OP_SYMBOLS.index("-")
@@ -350,8 +390,9 @@ def cat_problems(problems) -> Problem:
     return Problem(*(torch.cat(ts) for ts in zip(*problems)))
 
 
-def sample_problems(stage: int, batch_size: int, generator: torch.Generator, *,
-                    split: str = "train", device=None) -> Problem:
+def sample_problems(
+    stage: int, batch_size: int, generator: torch.Generator, *, split: str = "train", device=None
+) -> Problem:
     """Draw ``batch_size`` problems of one stage from the ``"train"`` or ``"test"`` split.
 
     Numbers are uniform in NUM_LOW..NUM_HIGH and operators uniform over + - *; a combination of
@@ -394,11 +435,22 @@ def canonical_programs(problem: Problem, max_steps: int = 14) -> torch.Tensor:
         if stage == 0:
             cols = [POINTERS[0], tool[:, 0], POINTERS[1], tool[:, 1], POINTERS[2], ANS]
         elif stage == 1:
-            cols = [POINTERS[0], tool[:, 0], POINTERS[1], tool[:, 1], POINTERS[2], tool[:, 2],
-                    POINTERS[3], ANS]
+            cols = [POINTERS[0], tool[:, 0], POINTERS[1], tool[:, 1], POINTERS[2], tool[:, 2], POINTERS[3], ANS]
         else:
-            cols = [POINTERS[0], tool[:, 0], POINTERS[1], tool[:, 1], POINTERS[2], STO, POINTERS[3],
-                    MUL, POINTERS[4], RSUB, RCL, ANS]
+            cols = [
+                POINTERS[0],
+                tool[:, 0],
+                POINTERS[1],
+                tool[:, 1],
+                POINTERS[2],
+                STO,
+                POINTERS[3],
+                MUL,
+                POINTERS[4],
+                RSUB,
+                RCL,
+                ANS,
+            ]
         if len(cols) > max_steps:
             raise ValueError(f"max_steps={max_steps} is shorter than stage {stage}'s program ({len(cols)})")
         for t, c in enumerate(cols):
@@ -424,21 +476,30 @@ def valid_actions(problem: Problem, state: EnvState, memory_tools: bool = True) 
     n_ops = torch.tensor(NUM_OPERANDS, device=state.acc.device)[problem.stage]  # (B,)
     operand_ok = ~state.acc_full | (state.pending >= 0)  # an operand may come next
     ready = state.acc_full & (state.pending < 0)  # an operator / STO / ANS may come next
-    ptr = (~state.used & (torch.arange(MAX_OPERANDS, device=n_ops.device) < n_ops[:, None])
-           & operand_ok[:, None])  # (B, 5)
+    ptr = (
+        ~state.used & (torch.arange(MAX_OPERANDS, device=n_ops.device) < n_ops[:, None]) & operand_ok[:, None]
+    )  # (B, 5)
     rcl = state.mem_full & operand_ok
     if not memory_tools:
         rcl = torch.zeros_like(rcl)
     sto = ready if memory_tools else torch.zeros_like(ready)
     # an operator needs an operand to follow: an unused pointer or a full memory (no dead ends)
-    op_ok = ready & ((~state.used & (torch.arange(MAX_OPERANDS, device=n_ops.device) < n_ops[:, None])
-                      ).any(1) | state.mem_full)
+    op_ok = ready & (
+        (~state.used & (torch.arange(MAX_OPERANDS, device=n_ops.device) < n_ops[:, None])).any(1) | state.mem_full
+    )
     cols = [ptr] + [op_ok[:, None]] * 4 + [sto[:, None], rcl[:, None], ready[:, None]]
     return torch.cat(cols, 1) & ~state.done[:, None]
 
 
-def env_step(problem: Problem, state: EnvState, action: torch.Tensor, *, max_steps: int = 14,
-             shaping: float = 0.0, ordered_shaping: bool = True):
+def env_step(
+    problem: Problem,
+    state: EnvState,
+    action: torch.Tensor,
+    *,
+    max_steps: int = 14,
+    shaping: float = 0.0,
+    ordered_shaping: bool = True,
+):
     """One vectorised step. action (B,) int64 in 0..A-1 -> (next_state, reward (B,) float).
 
     Reward: 1 for an exact answer, plus ``shaping`` each time the next canonical subgoal is reached
@@ -472,11 +533,24 @@ def env_step(problem: Problem, state: EnvState, action: torch.Tensor, *, max_ste
     reward = (ans & (state.acc == problem.target)).float()
     progress = state.progress
     if shaping:
-        progress, bonus = _shaping(problem, progress, acc, acc_full & (pending < 0), mem,
-                                   state.mem_full | sto, ok, ordered_shaping)
+        progress, bonus = _shaping(
+            problem, progress, acc, acc_full & (pending < 0), mem, state.mem_full | sto, ok, ordered_shaping
+        )
         reward = reward + shaping * bonus
-    nxt = EnvState(acc, acc_full, pending, mem, state.mem_full | sto, used, done,
-                   state.answered | ans, error, answer, steps, progress)
+    nxt = EnvState(
+        acc,
+        acc_full,
+        pending,
+        mem,
+        state.mem_full | sto,
+        used,
+        done,
+        state.answered | ans,
+        error,
+        answer,
+        steps,
+        progress,
+    )
     return nxt, reward
 
 
@@ -494,27 +568,33 @@ def _shaping(problem, progress, acc, acc_ready, mem, mem_full, ok, ordered):
     bits = 2 ** torch.arange(K, device=acc.device)
     credited = (progress[:, None] & bits) > 0
     exists = torch.arange(K, device=acc.device) < problem.n_subgoals[:, None]
-    reached = torch.where(problem.subgoal_mem, mem_full[:, None] & (mem[:, None] == problem.subgoal),
-                          acc_ready[:, None] & (acc[:, None] == problem.subgoal))
+    reached = torch.where(
+        problem.subgoal_mem,
+        mem_full[:, None] & (mem[:, None] == problem.subgoal),
+        acc_ready[:, None] & (acc[:, None] == problem.subgoal),
+    )
     new = reached & exists & ~credited & ok[:, None]
     first = new & (new.long().cumsum(1) == 1)
     return progress | (first.long() * bits).sum(1), first.any(1).float()
 
 
-def run_programs(problem: Problem, programs: torch.Tensor, *, max_steps: int = 14,
-                 shaping: float = 0.0, ordered_shaping: bool = True):
+def run_programs(
+    problem: Problem, programs: torch.Tensor, *, max_steps: int = 14, shaping: float = 0.0, ordered_shaping: bool = True
+):
     """Run (B, T) action programs; returns (final EnvState, rewards (B, T))."""
     check_tensor(programs, "programs", ndim=2)
     state, rewards = initial_state(problem), []
     for t in range(programs.shape[1]):  # a loop over time steps
-        state, r = env_step(problem, state, programs[:, t], max_steps=max_steps, shaping=shaping,
-                            ordered_shaping=ordered_shaping)
+        state, r = env_step(
+            problem, state, programs[:, t], max_steps=max_steps, shaping=shaping, ordered_shaping=ordered_shaping
+        )
         rewards.append(r)
     return state, torch.stack(rewards, 1)
 
 
-def reference_run_program(numbers, stage: int, target: int, program, max_steps: int = 14,
-                          memory_tools: bool = True) -> dict:
+def reference_run_program(
+    numbers, stage: int, target: int, program, max_steps: int = 14, memory_tools: bool = True
+) -> dict:
     """The same semantics for ONE episode in plain Python (for tests and the benchmark).
 
     numbers: list of ints (length >= the stage's operand count); program: list of action ints.
@@ -557,13 +637,19 @@ def reference_run_program(numbers, stage: int, target: int, program, max_steps: 
             if acc is None:
                 acc = operand
             else:
-                acc = {ADD: acc + operand, SUB: acc - operand, MUL: acc * operand,
-                       RSUB: operand - acc}[pending]
+                acc = {ADD: acc + operand, SUB: acc - operand, MUL: acc * operand, RSUB: operand - acc}[pending]
                 pending = None
         if steps >= max_steps:
             break
-    return dict(correct=answered and answer == target, answered=answered, error=error,
-                answer=answer, steps=steps, acc=acc, mem=mem)
+    return dict(
+        correct=answered and answer == target,
+        answered=answered,
+        error=error,
+        answer=answer,
+        steps=steps,
+        acc=acc,
+        mem=mem,
+    )
 
 
 # ----------------------------------------------------------------------------- policy
@@ -694,8 +780,9 @@ class Rollout(NamedTuple):
     state: EnvState
 
 
-def rollout(policy: ToolPolicy, problem: Problem, *, greedy: bool = False,
-            generator: torch.Generator | None = None) -> Rollout:
+def rollout(
+    policy: ToolPolicy, problem: Problem, *, greedy: bool = False, generator: torch.Generator | None = None
+) -> Rollout:
     """Decode one program per problem and run it, step by step (a loop over time only)."""
     cfg = policy.cfg
     B = problem.stage.shape[0]
@@ -729,11 +816,17 @@ def rollout(policy: ToolPolicy, problem: Problem, *, greedy: bool = False,
             else:
                 a = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         alive = ~state.done
-        state, r = env_step(problem, state, a, max_steps=cfg.max_steps, shaping=cfg.shaping,
-                            ordered_shaping=cfg.ordered_shaping)
-        for k, v in (("actions", a), ("logp", logp_all.gather(1, a[:, None]).squeeze(1)),
-                     ("entropy", -(probs * logp_all).sum(-1)), ("value", value),
-                     ("reward", r), ("alive", alive)):
+        state, r = env_step(
+            problem, state, a, max_steps=cfg.max_steps, shaping=cfg.shaping, ordered_shaping=cfg.ordered_shaping
+        )
+        for k, v in (
+            ("actions", a),
+            ("logp", logp_all.gather(1, a[:, None]).squeeze(1)),
+            ("entropy", -(probs * logp_all).sum(-1)),
+            ("value", value),
+            ("reward", r),
+            ("alive", alive),
+        ):
             out[k].append(v)
         prev = a
     return Rollout(*(torch.stack(out[k], 1) for k in out), state)
@@ -787,8 +880,7 @@ def _stage_mix(unlocked: int, cfg: ToolAgentConfig, last_acc=None) -> list:
     return w + [0.0] * (NUM_STAGES - 1 - unlocked)
 
 
-def train_agent(cfg: ToolAgentConfig = ToolAgentConfig(), *, device=None, progress=None,
-                log=None) -> dict:
+def train_agent(cfg: ToolAgentConfig = ToolAgentConfig(), *, device=None, progress=None, log=None) -> dict:
     """Train a ToolPolicy with A2C and the curriculum; returns a dict of tensors.
 
     Returns {"state_dict", "curve" (E, 1 + NUM_STAGES): update index then greedy accuracy per
@@ -810,10 +902,10 @@ def train_agent(cfg: ToolAgentConfig = ToolAgentConfig(), *, device=None, progre
     u = 0
     for u in range(1, cfg.max_updates + 1):
         w = torch.tensor(_stage_mix(unlocked, cfg, last_acc))
-        counts = torch.bincount(torch.multinomial(w, cfg.batch_size, True, generator=gen),
-                                minlength=NUM_STAGES)
-        prob = cat_problems(sample_problems(s, int(c), gen, device=device)
-                            for s, c in enumerate(counts.tolist()) if c > 0)
+        counts = torch.bincount(torch.multinomial(w, cfg.batch_size, True, generator=gen), minlength=NUM_STAGES)
+        prob = cat_problems(
+            sample_problems(s, int(c), gen, device=device) for s, c in enumerate(counts.tolist()) if c > 0
+        )
         ro = rollout(policy, prob, generator=gen)
         loss, _ = a2c_loss(ro, cfg)
         opt.zero_grad()
@@ -823,23 +915,33 @@ def train_agent(cfg: ToolAgentConfig = ToolAgentConfig(), *, device=None, progre
         if bar is not None:
             bar.update(1)
         if u % cfg.eval_every == 0 or u == cfg.max_updates:
-            accs = [evaluate(policy, sample_problems(s, cfg.eval_size, eval_gen, device=device))
-                    .float().mean().item() for s in range(NUM_STAGES)]
+            accs = [
+                evaluate(policy, sample_problems(s, cfg.eval_size, eval_gen, device=device)).float().mean().item()
+                for s in range(NUM_STAGES)
+            ]
             curve.append([u] + accs)
             last_acc = accs
             unl.append(unlocked)
             if log is not None:
-                log(f"update {u}: unlocked {unlocked} acc " + " ".join(f"{a:.3f}" for a in accs)
-                    + f" ({time.perf_counter() - start:.0f}s)")
+                log(
+                    f"update {u}: unlocked {unlocked} acc "
+                    + " ".join(f"{a:.3f}" for a in accs)
+                    + f" ({time.perf_counter() - start:.0f}s)"
+                )
             if cfg.curriculum and unlocked < NUM_STAGES - 1 and accs[unlocked] >= cfg.promote_at:
                 unlocked += 1
             if min(accs) >= cfg.stop_at:
                 break
     if bar is not None:
         bar.close()
-    return {"state_dict": policy.state_dict(), "curve": torch.tensor(curve),
-            "unlocked": torch.tensor(unl), "updates": u,
-            "seconds": time.perf_counter() - start, "config": asdict(cfg)}
+    return {
+        "state_dict": policy.state_dict(),
+        "curve": torch.tensor(curve),
+        "unlocked": torch.tensor(unl),
+        "updates": u,
+        "seconds": time.perf_counter() - start,
+        "config": asdict(cfg),
+    }
 
 
 #: Seed of the held-out evaluation sets (never used for training: the split is disjoint anyway).
@@ -848,15 +950,13 @@ HELD_OUT_SEED = 2024
 
 def held_out_set(stage: int, n: int = 1000, device=None) -> Problem:
     """The fixed held-out evaluation set of a stage: ``n`` test-split problems."""
-    return sample_problems(stage, n, torch.Generator().manual_seed(HELD_OUT_SEED + stage),
-                           split="test", device=device)
+    return sample_problems(stage, n, torch.Generator().manual_seed(HELD_OUT_SEED + stage), split="test", device=device)
 
 
 def held_out_accuracy(policy: ToolPolicy, n: int = 1000) -> torch.Tensor:
     """(NUM_STAGES,) greedy exact-answer accuracy on each stage's held-out set."""
     dev = next(policy.parameters()).device
-    return torch.stack([evaluate(policy, held_out_set(s, n, dev)).float().mean()
-                        for s in range(NUM_STAGES)])
+    return torch.stack([evaluate(policy, held_out_set(s, n, dev)).float().mean() for s in range(NUM_STAGES)])
 
 
 #: The ablations of notebook 06: name -> changes to the headline configuration.
@@ -894,10 +994,19 @@ def run_ablations(base: ToolAgentConfig, names=None, *, n_eval: int = 1000, log=
         acc.append(held_out_accuracy(policy, n_eval))
         upd.append(out["updates"]), sec.append(out["seconds"]), curves.append(out["curve"])
         if log is not None:
-            log(f"{name}: held-out " + " ".join(f"{a:.3f}" for a in acc[-1].tolist())
-                + f" after {out['updates']} updates ({out['seconds']:.0f}s)")
-    return {"names": names, "accuracy": torch.stack(acc), "updates": torch.tensor(upd),
-            "seconds": torch.tensor(sec), "curves": curves, "max_updates": base.max_updates}
+            log(
+                f"{name}: held-out "
+                + " ".join(f"{a:.3f}" for a in acc[-1].tolist())
+                + f" after {out['updates']} updates ({out['seconds']:.0f}s)"
+            )
+    return {
+        "names": names,
+        "accuracy": torch.stack(acc),
+        "updates": torch.tensor(upd),
+        "seconds": torch.tensor(sec),
+        "curves": curves,
+        "max_updates": base.max_updates,
+    }
 
 
 # ----------------------------------------------------------------------------- display helpers

@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -159,4 +159,3 @@ def check_tensor(
     if finite and x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
-

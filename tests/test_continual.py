@@ -133,7 +133,9 @@ def test_metrics_batched_over_seeds_equal_loop():
     b = torch.rand(5, 4, generator=g)
     for fn in (cl.average_accuracy, cl.backward_transfer, cl.average_forgetting):
         torch.testing.assert_close(fn(R), torch.stack([fn(r) for r in R]))
-    torch.testing.assert_close(cl.forward_transfer(R, b), torch.stack([cl.forward_transfer(r, bb) for r, bb in zip(R, b)]))
+    torch.testing.assert_close(
+        cl.forward_transfer(R, b), torch.stack([cl.forward_transfer(r, bb) for r, bb in zip(R, b)])
+    )
     table = cl.summarize(R, b)
     assert table["ACC"][0] == pytest.approx(cl.average_accuracy(R).mean().item())
     assert table["BWT"][1] == pytest.approx(cl.backward_transfer(R).std().item())
@@ -222,7 +224,9 @@ def test_batched_loss_equals_one_sample_loop(streams):
     g_batch = torch.autograd.grad(loss, list(net.parameters()))
     g_loop = [torch.zeros_like(p) for p in net.parameters()]
     for i in range(12):
-        li = torch.nn.functional.cross_entropy(cl.masked_logits(net(x[i : i + 1]), s.output_mask[t[i : i + 1]]), y[i : i + 1])
+        li = torch.nn.functional.cross_entropy(
+            cl.masked_logits(net(x[i : i + 1]), s.output_mask[t[i : i + 1]]), y[i : i + 1]
+        )
         for acc, g in zip(g_loop, torch.autograd.grad(li, list(net.parameters()))):
             acc += g / 12
     for a, b in zip(g_batch, g_loop):
@@ -341,7 +345,9 @@ def test_meta_update_is_a_reptile_step_towards_the_adapted_weights(streams):
     torch.manual_seed(0)
     net = cl.ContinualNet(64, 16, 10)
     x = torch.stack([s.train_x[s.train_task == t][:6] for t in range(3)])  # (3 episodes, 6, D)
-    tgt = torch.stack([torch.stack([s.train_y[s.train_task == t][:6], s.train_task[s.train_task == t][:6]], -1) for t in range(3)])
+    tgt = torch.stack(
+        [torch.stack([s.train_y[s.train_task == t][:6], s.train_task[s.train_task == t][:6]], -1) for t in range(3)]
+    )
     episodes = cl.Episodes(x, tgt)
     cfg = cl.ContinualConfig(lr=0.2, meta_steps=3, meta_stepsize=0.5)
     theta = {k: v.detach().clone() for k, v in net.named_parameters()}
@@ -351,7 +357,9 @@ def test_meta_update_is_a_reptile_step_towards_the_adapted_weights(streams):
         p = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
         for _ in range(cfg.meta_steps):
             logits = torch.func.functional_call(net, p, (x[i],))
-            loss = torch.nn.functional.cross_entropy(cl.masked_logits(logits, s.output_mask[tgt[i, :, 1]]), tgt[i, :, 0])
+            loss = torch.nn.functional.cross_entropy(
+                cl.masked_logits(logits, s.output_mask[tgt[i, :, 1]]), tgt[i, :, 0]
+            )
             grads = torch.autograd.grad(loss, list(p.values()))
             p = {k: (v - cfg.lr * gk).detach().requires_grad_(True) for (k, v), gk in zip(p.items(), grads)}
         phis.append({k: v.detach() for k, v in p.items()})

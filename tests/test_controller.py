@@ -334,8 +334,10 @@ def test_forward_checks_the_first_step_and_matches_checked_steps():
             ablated(x, bad)
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile's CPU backend needs a C++ compiler",
+)
 def test_compile_step_gives_the_eager_outputs_and_gradients():
     eager = _model()
     fast = compile_step(_model())

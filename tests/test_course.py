@@ -32,8 +32,12 @@ def _toy():
         nbformat.v4.new_markdown_cell("# Toy"),
         _cell("x = 41 + 1\nprint(x)", outputs=out, count=1),
         nbformat.v4.new_markdown_cell("## Exercise: double it"),
-        _cell("# Hint: multiply by two.\ndef double(v):\n    return v * 2 + 0  # secret_solution_line",
-              tags=["solution"], outputs=out, count=2),
+        _cell(
+            "# Hint: multiply by two.\ndef double(v):\n    return v * 2 + 0  # secret_solution_line",
+            tags=["solution"],
+            outputs=out,
+            count=2,
+        ),
         _cell("result = check_double(double)\nassert result", tags=["check"], outputs=out, count=3),
     ]
     return nb
@@ -85,8 +89,11 @@ def test_check_result_reads_clearly():
 @pytest.fixture(scope="module")
 def edition(tmp_path_factory):
     out = tmp_path_factory.mktemp("course") / "student_edition"
-    proc = subprocess.run([sys.executable, "-m", "memtutor.course", "build", "--src", str(ROOT), "--out", str(out)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "memtutor.course", "build", "--src", str(ROOT), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -118,8 +125,9 @@ def test_every_exercise_has_a_solution_and_a_check(path):
     assert n_chk >= n_sol, f"{path.name}: {n_sol} solution cells but only {n_chk} check cells"
     for cell in nb.cells:
         if cell.cell_type == "code" and course.CHECK_TAG in cell.metadata.get("tags", []):
-            assert "memtutor.exercises" in cell.source or re.search(r"\bex\d\d\b|check_", cell.source), \
+            assert "memtutor.exercises" in cell.source or re.search(r"\bex\d\d\b|check_", cell.source), (
                 f"{path.name}: a check cell does not call a check from memtutor.exercises"
+            )
             assert re.search(r"^assert ", cell.source, re.M), f"{path.name}: a check cell does not assert"
 
 
@@ -131,10 +139,13 @@ def test_teacher_edition_passes_every_check_cell(path):
         if cell.cell_type == "code" and course.CHECK_TAG in cell.metadata.get("tags", []):
             assert cell.execution_count is not None, f"{path.name} cell {i}: check cell not executed"
             assert not any(o.output_type == "error" for o in cell.outputs), f"{path.name} cell {i} failed"
-            shown = "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
-                            + o.get("data", {}).get("text/markdown", "") for o in cell.outputs)
-            assert "Correct" in shown and "Not yet" not in shown, \
+            shown = "".join(
+                o.get("text", "") + o.get("data", {}).get("text/plain", "") + o.get("data", {}).get("text/markdown", "")
+                for o in cell.outputs
+            )
+            assert "Correct" in shown and "Not yet" not in shown, (
                 f"{path.name} cell {i}: the check cell does not show 'Correct': {shown[:200]!r}"
+            )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

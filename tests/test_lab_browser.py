@@ -126,9 +126,16 @@ def lab(tmp_path_factory, chromium_path):
         MEMTUTOR_THREADS=env.get("MEMTUTOR_THREADS", "1"),
     )
     cmd = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={served}",
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={served}",
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
     ]
@@ -209,7 +216,9 @@ class LabPage:
         url = f"{self.lab['base']}/lab/workspaces/{workspace}/tree/{self.name}?reset&token={self.lab['token']}"
         self.page.goto(url)
         try:
-            self.page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=OPEN_S * 1000)
+            self.page.wait_for_selector(
+                ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=OPEN_S * 1000
+            )
         except Exception:
             self.fail(f"the notebook did not render within {OPEN_S} s")
 

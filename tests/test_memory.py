@@ -159,7 +159,11 @@ SIZES = [(1, 1, 1, 1), (3, 5, 4, 2), (2, 8, 3, 4)]  # (B, N, W, R)
 @pytest.mark.parametrize("b,n,w,r", SIZES)
 def test_content_weights_match_loop(b, n, w, r):
     g = torch.Generator().manual_seed(1)
-    M, k, beta = torch.randn(b, n, w, generator=g, dtype=DT), torch.randn(b, r, w, generator=g, dtype=DT), rand(b, r, gen=g, low=1, high=10)
+    M, k, beta = (
+        torch.randn(b, n, w, generator=g, dtype=DT),
+        torch.randn(b, r, w, generator=g, dtype=DT),
+        rand(b, r, gen=g, low=1, high=10),
+    )
     want = T([[naive_content(M[i].tolist(), k[i, h].tolist(), float(beta[i, h])) for h in range(r)] for i in range(b)])
     close(mem.content_weights(M, k, beta), want)
 
@@ -196,16 +200,28 @@ def test_link_precedence_directional_read_match_loop(b, n, w, r):
     ww = simplex(b, n, gen=g)
     link = mem.update_link(s.link, s.precedence, ww)
     close(link, T([naive_link(s.link[i].tolist(), s.precedence[i].tolist(), ww[i].tolist()) for i in range(b)]))
-    close(mem.update_precedence(s.precedence, ww), T([naive_precedence(s.precedence[i].tolist(), ww[i].tolist()) for i in range(b)]))
+    close(
+        mem.update_precedence(s.precedence, ww),
+        T([naive_precedence(s.precedence[i].tolist(), ww[i].tolist()) for i in range(b)]),
+    )
     fwd, bwd = mem.directional_weights(link, s.read_weights)
     loops = [[naive_directional(link[i].tolist(), s.read_weights[i, h].tolist()) for h in range(r)] for i in range(b)]
     close(fwd, T([[fb[0] for fb in row] for row in loops]))
     close(bwd, T([[fb[1] for fb in row] for row in loops]))
     content, modes = simplex(b, r, n, gen=g, total=1.0), torch.softmax(torch.randn(b, r, 3, generator=g, dtype=DT), -1)
     wr = mem.read_weights(content, fwd, bwd, modes)
-    want = [[naive_read_weights(content[i, h].tolist(), fwd[i, h].tolist(), bwd[i, h].tolist(), modes[i, h].tolist()) for h in range(r)] for i in range(b)]
+    want = [
+        [
+            naive_read_weights(content[i, h].tolist(), fwd[i, h].tolist(), bwd[i, h].tolist(), modes[i, h].tolist())
+            for h in range(r)
+        ]
+        for i in range(b)
+    ]
     close(wr, T(want))
-    close(mem.read_memory(s.memory, wr), T([[naive_read(s.memory[i].tolist(), wr[i, h].tolist()) for h in range(r)] for i in range(b)]))
+    close(
+        mem.read_memory(s.memory, wr),
+        T([[naive_read(s.memory[i].tolist(), wr[i, h].tolist()) for h in range(r)] for i in range(b)]),
+    )
 
 
 @pytest.mark.parametrize("b,n,w,r", SIZES)
@@ -274,8 +290,19 @@ def test_interface_layout_follows_the_paper():
     raw = torch.arange(mem.interface_size(w, r), dtype=DT).reshape(1, -1)
     x = mem.split_interface(raw, w, r)
     seg, start = {}, 0
-    for name, size in [("rk", r * w), ("rs", r), ("wk", w), ("ws", 1), ("e", w), ("v", w), ("f", r), ("ga", 1), ("gw", 1), ("pi", 3 * r)]:
-        seg[name], start = raw[0, start:start + size], start + size
+    for name, size in [
+        ("rk", r * w),
+        ("rs", r),
+        ("wk", w),
+        ("ws", 1),
+        ("e", w),
+        ("v", w),
+        ("f", r),
+        ("ga", 1),
+        ("gw", 1),
+        ("pi", 3 * r),
+    ]:
+        seg[name], start = raw[0, start : start + size], start + size
     assert start == raw.shape[1]
     close(x.read_keys[0], seg["rk"].reshape(r, w))
     close(x.read_strengths[0], mem.oneplus(seg["rs"]))
@@ -325,7 +352,8 @@ def test_allocation_picks_least_used_and_fills_fresh_slots():
     state = bank.initial_state(1, dtype=DT)
     raw = torch.zeros(1, bank.interface_size, dtype=DT)
     x = mem.split_interface(raw, w, 1)._replace(
-        allocation_gate=T([1.0]), write_gate=T([1.0]), free_gates=T([[0.0]]), erase_vector=torch.ones(1, w, dtype=DT))
+        allocation_gate=T([1.0]), write_gate=T([1.0]), free_gates=T([[0.0]]), erase_vector=torch.ones(1, w, dtype=DT)
+    )
     slots = []
     for _ in range(n):
         _, state = bank(x, state)
@@ -376,7 +404,11 @@ def test_gradcheck_allocation_and_usage():
     # distinct usages (sorting is only piecewise differentiable: ties are measure zero)
     u = (torch.randperm(6, generator=g).to(DT) / 6 + 0.05).reshape(1, 6).repeat(2, 1).requires_grad_()
     assert torch.autograd.gradcheck(mem.allocation_weights, (u,))
-    ww, f, wr = simplex(2, 6, gen=g).requires_grad_(), rand(2, 3, gen=g).requires_grad_(), simplex(2, 3, 6, gen=g).requires_grad_()
+    ww, f, wr = (
+        simplex(2, 6, gen=g).requires_grad_(),
+        rand(2, 3, gen=g).requires_grad_(),
+        simplex(2, 3, 6, gen=g).requires_grad_(),
+    )
     assert torch.autograd.gradcheck(mem.update_usage, (u, ww, f, wr))
 
 
@@ -491,8 +523,11 @@ def test_gradcheck_fused_content_weights_first_and_second_order():
     g = torch.Generator().manual_seed(21)
     memory = torch.randn(2, 4, 3, generator=g, dtype=DT)
     memory[0, 1] = 0.0  # a zero row: the norm's epsilon keeps everything finite
-    inputs = (memory.requires_grad_(), torch.randn(2, 2, 3, generator=g, dtype=DT).requires_grad_(),
-              (1 + torch.rand(2, 2, generator=g, dtype=DT)).requires_grad_())
+    inputs = (
+        memory.requires_grad_(),
+        torch.randn(2, 2, 3, generator=g, dtype=DT).requires_grad_(),
+        (1 + torch.rand(2, 2, generator=g, dtype=DT)).requires_grad_(),
+    )
     assert torch.autograd.gradcheck(mem._content_weights_fused, inputs)
     assert torch.autograd.gradgradcheck(mem._content_weights_fused, inputs)
     out = torch.func.vmap(mem._content_weights_fused)(*(t.detach().unsqueeze(1) for t in inputs))
@@ -554,7 +589,11 @@ def test_prop_allocation_and_write_weights_are_subprobabilities(shape, seed, ext
     u = rand(b, n, gen=g) if extreme is None else torch.full((b, n), extreme, dtype=DT)
     a = mem.allocation_weights(u)
     assert bool((a >= 0).all()) and bool((a.sum(-1) <= 1 + 1e-12).all())
-    c = mem.content_weights(torch.randn(b, n, w, generator=g, dtype=DT), torch.randn(b, 1, w, generator=g, dtype=DT), rand(b, 1, gen=g, low=1, high=20))[:, 0]
+    c = mem.content_weights(
+        torch.randn(b, n, w, generator=g, dtype=DT),
+        torch.randn(b, 1, w, generator=g, dtype=DT),
+        rand(b, 1, gen=g, low=1, high=20),
+    )[:, 0]
     ww = mem.write_weights(a, c, rand(b, gen=g), rand(b, gen=g))
     assert bool((ww >= 0).all()) and bool((ww.sum(-1) <= 1 + 1e-12).all())
 
@@ -728,8 +767,12 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers():
 
     right = lambda c, s, n: math.log(c * (n - 1) / (1 - c)) / (1 - s)  # noqa: E731
     assert ex01.check_strength(right)
-    for wrong in (lambda c, s, n: 2 * right(c, s, n), lambda c, s, n: 0.5 * right(c, s, n),
-                  lambda c, s, n: math.log(c / (1 - c)) / (1 - s), lambda c, s, n: -1.0):
+    for wrong in (
+        lambda c, s, n: 2 * right(c, s, n),
+        lambda c, s, n: 0.5 * right(c, s, n),
+        lambda c, s, n: math.log(c / (1 - c)) / (1 - s),
+        lambda c, s, n: -1.0,
+    ):
         result = ex01.check_strength(wrong)
         assert not result and result.message
 
@@ -746,7 +789,8 @@ def test_benchmark_quick_runs():
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "memory.py"
-    res = subprocess.run([sys.executable, str(script), "--quick", "--batch", "8"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(script), "--quick", "--batch", "8"], capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr
     assert "faster per sample" in res.stdout

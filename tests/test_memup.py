@@ -73,8 +73,8 @@ def _naive_topk(u, steps, k):
     for b in range(B):
         for p, t in enumerate(steps.tolist()):
             order = sorted(range(t, T), key=lambda j: -u[b, j].item())[:k]
-            idx[b, p, :len(order)] = torch.tensor(order, dtype=torch.long)
-            valid[b, p, :len(order)] = True
+            idx[b, p, : len(order)] = torch.tensor(order, dtype=torch.long)
+            valid[b, p, : len(order)] = True
     return idx, valid
 
 
@@ -121,8 +121,7 @@ def test_predictor_candidates_path_matches_direct_path():
     tg = next(mu.rollout_targets(torch.rand(2, 13), 5, 3))
     m = torch.randn(2, len(tg.local), 4)
     cand_win = mu.gather_steps(win, tg.candidates.unsqueeze(1)).squeeze(1)
-    torch.testing.assert_close(pred.forward_candidates(m, cand_win, tg.pos),
-                               pred(m, mu.gather_steps(win, tg.idx)))
+    torch.testing.assert_close(pred.forward_candidates(m, cand_win, tg.pos), pred(m, mu.gather_steps(win, tg.idx)))
 
 
 def test_select_targets_finds_the_spikes():
@@ -205,14 +204,17 @@ def test_rollouts_reject_short_sequences():
         list(mu.rollouts(torch.nn.LSTM(1, 1), torch.zeros(1, 5, 1), 6))
 
 
-@pytest.mark.parametrize("changes, match", [
-    (dict(k=0), "k must be"),
-    (dict(rollout=0), "rollout must be"),
-    (dict(n_filler=10, n_head=2, rollout=20), "shorter than one rollout"),
-    (dict(window=3, n_head=3), "window must exceed"),
-    (dict(selection="best"), "selection must be"),
-    (dict(ema_decay=1.0), "ema_decay"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(k=0), "k must be"),
+        (dict(rollout=0), "rollout must be"),
+        (dict(n_filler=10, n_head=2, rollout=20), "shorter than one rollout"),
+        (dict(window=3, n_head=3), "window must exceed"),
+        (dict(selection="best"), "selection must be"),
+        (dict(ema_decay=1.0), "ema_decay"),
+    ],
+)
 def test_config_rejects_bad_values(changes, match):
     with pytest.raises(ValueError, match=match):
         mu.MemUPConfig(**changes)
@@ -265,9 +267,13 @@ def test_memup_update_trains_the_detector_on_whole_sequence_windows():
     torch.manual_seed(0)
     cfg = mu.MemUPConfig(n_head=2, k=2, n_filler=16, rollout=5, window=4, hidden=8, embed=4, batch=4)
     nets, det_ema, _ = mu.make_memup(cfg)
-    opts = {name: torch.optim.SGD(params, lr=0.0) for name, params in (
-        ("memory", list(nets["memory"].parameters()) + list(nets["predictor"].parameters())),
-        ("detector", nets["detector"].parameters()))}
+    opts = {
+        name: torch.optim.SGD(params, lr=0.0)
+        for name, params in (
+            ("memory", list(nets["memory"].parameters()) + list(nets["predictor"].parameters())),
+            ("detector", nets["detector"].parameters()),
+        )
+    }
     x, y = mu.copy_task(4, 2, 16, torch.Generator().manual_seed(0))  # T = 20: four rollouts of 5
     out = mu.memup_update(nets, det_ema, opts, x, y, cfg)
     expected = mu.surprise(nets["detector"], x, y).mean().item()
@@ -323,8 +329,9 @@ def test_recall_accuracy_counts():
 # ----------------------------------------------------------------------------- training paths
 
 
-TINY = dict(n_head=1, k=1, n_filler=8, rollout=5, window=3, hidden=16, embed=4, batch=32,
-            batches=60, pred_every=1, lr=1e-2)
+TINY = dict(
+    n_head=1, k=1, n_filler=8, rollout=5, window=3, hidden=16, embed=4, batch=32, batches=60, pred_every=1, lr=1e-2
+)
 
 
 def test_train_memup_loss_falls():
@@ -378,6 +385,7 @@ def test_saved_bytes_grow_with_bptt_length_not_with_rollouts():
 
 def test_ex07_checks():
     from memtutor.exercises.ex07 import check_random_drop, check_topk_selector
+
     assert check_topk_selector(mu.select_targets)
     wrong = lambda u, steps, k: mu.select_targets(u, torch.zeros_like(steps), k)  # noqa: E731
     r = check_topk_selector(wrong)
@@ -390,14 +398,20 @@ def test_ex07_checks():
 
 def test_ex07_rollout_check():
     from memtutor.exercises.ex07 import check_saved_bytes
+
     assert check_saved_bytes({300: 1000, 1000: 1000, 3000: 1010}, {300: 10, 1000: 33, 3000: 100})
     r = check_saved_bytes({300: 1000, 1000: 3000, 3000: 9000}, {300: 10, 1000: 33, 3000: 100})
     assert not r and "MemUP" in r.message
 
 
 def test_benchmark_quick_runs():
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memup.py"), "--quick"],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "memup.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr
     assert "full BPTT" in res.stdout and "MemUP" in res.stdout
 

@@ -383,7 +383,9 @@ def test_value_error_on_empty_support_set():
         meta.maml_adapt(model, params, torch.zeros(0, 1), torch.zeros(0, 1), inner_lr=0.1, steps=1)
     with pytest.raises(ValueError, match="empty"):
         meta.adapt_tasks(model, params, torch.zeros(2, 0, 1), torch.zeros(2, 0, 1), inner_lr=0.1, steps=1)
-    b = meta.SineTasks(torch.zeros(2, 0, 1), torch.zeros(2, 0, 1), torch.zeros(2, 3, 1), torch.zeros(2, 3, 1), None, None)
+    b = meta.SineTasks(
+        torch.zeros(2, 0, 1), torch.zeros(2, 0, 1), torch.zeros(2, 3, 1), torch.zeros(2, 3, 1), None, None
+    )
     with pytest.raises(ValueError, match="empty"):
         meta.maml_meta_loss(model, params, b, inner_lr=0.1, steps=1)
 
@@ -605,8 +607,16 @@ def test_head_only_maml_meta_gradient_reaches_every_controller_parameter():
     tasks = meta.xor_copy_tasks(meta.xor_masks(4)[:2], 3, 3, max_length=3, generator=torch.Generator().manual_seed(0))
     for first_order in (False, True):
         model.zero_grad()
-        loss = meta.maml_meta_loss(model, meta.select_params(model, meta.CONTROLLER_HEAD), tasks, inner_lr=0.1,
-                                   steps=1, first_order=first_order, loss_fn=meta.packed_bce_loss, vectorize=False)
+        loss = meta.maml_meta_loss(
+            model,
+            meta.select_params(model, meta.CONTROLLER_HEAD),
+            tasks,
+            inner_lr=0.1,
+            steps=1,
+            first_order=first_order,
+            loss_fn=meta.packed_bce_loss,
+            vectorize=False,
+        )
         loss.backward()
         for name, p in model.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, (first_order, name)
@@ -614,8 +624,9 @@ def test_head_only_maml_meta_gradient_reaches_every_controller_parameter():
 
 @pytest.mark.parametrize("method", meta.CONTROLLER_TRAINERS)
 def test_train_controller_init_runs_and_changes_the_controller(method):
-    cfg = meta.ControllerMetaConfig(meta_steps=3, meta_batch=2, n_support=3, n_query=3, width=4, n_heldout=4,
-                                    max_length=3)
+    cfg = meta.ControllerMetaConfig(
+        meta_steps=3, meta_batch=2, n_support=3, n_query=3, width=4, n_heldout=4, max_length=3
+    )
     ctrl = _tiny_controller()
     before = {k: v.clone() for k, v in ctrl.state_dict().items()}
     out = meta.train_controller_init(method, ctrl, cfg, seed=0)

@@ -48,8 +48,11 @@ def test_package_dependencies_are_ranges_and_torch_is_pinned_in_constraints():
         reqs += extra
     exact = [r for r in reqs if "==" in r]
     assert not exact, f"pyproject must declare ranges, not exact pins: {exact}"
-    pins = [line.strip() for line in (ROOT / "constraints.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    pins = [
+        line.strip()
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert "torch==2.13.0" in pins
 
 
@@ -68,6 +71,10 @@ def test_every_notebook_is_in_the_readme_table():
 
 
 def test_package_imports_and_has_a_version():
-    out = subprocess.run([sys.executable, "-c", "import memtutor; print(memtutor.__version__)"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import memtutor; print(memtutor.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == _pyproject()["project"]["version"]

@@ -45,7 +45,7 @@ def check_invariants(tree: SumTree, leaves: torch.Tensor) -> None:
     for lower, upper in zip(levels[:-1], levels[1:]):
         sums = lower.view(-1, k).sum(1)  # one per parent; the rest of `upper` is zero padding
         torch.testing.assert_close(upper[: sums.numel()], sums, rtol=0, atol=0)
-        assert not bool(upper[sums.numel():].any())
+        assert not bool(upper[sums.numel() :].any())
     assert math.isclose(float(tree.total), math.fsum(leaves.tolist()), rel_tol=1e-12, abs_tol=1e-300)
     pos = leaves[leaves > 0]
     want_min = float(pos.min()) if pos.numel() else math.inf
@@ -143,8 +143,14 @@ def test_find_matches_naive_and_never_returns_a_zero_leaf(capacity, branching, f
     total = float(tree.total)
     csum = torch.cumsum(values, 0)
     # random prefixes plus the adversarial ones: 0, every boundary, just below it, the total
-    v = torch.cat([torch.rand(300, dtype=F64, generator=g) * total, torch.tensor([0.0, total], dtype=F64),
-                   csum.clamp(max=total), torch.nextafter(csum, torch.zeros(())).clamp(0, total)])
+    v = torch.cat(
+        [
+            torch.rand(300, dtype=F64, generator=g) * total,
+            torch.tensor([0.0, total], dtype=F64),
+            csum.clamp(max=total),
+            torch.nextafter(csum, torch.zeros(())).clamp(0, total),
+        ]
+    )
     got = tree.find(v)
     assert got.dtype == torch.int64 and got.shape == v.shape
     assert bool(((got >= 0) & (got < capacity)).all())
@@ -501,7 +507,9 @@ def test_cliffwalk_true_q_satisfies_bellman():
 
 @pytest.mark.parametrize("method", ["uniform", "prioritized", "oracle"])
 def test_cliffwalk_training_path_learns_tiny_chain(method):
-    counts = [cliffwalk_updates(3, method, generator=torch.Generator().manual_seed(s), max_updates=20_000) for s in range(3)]
+    counts = [
+        cliffwalk_updates(3, method, generator=torch.Generator().manual_seed(s), max_updates=20_000) for s in range(3)
+    ]
     assert all(0 < c < 20_000 for c in counts), counts  # the loss fell below tol * initial
 
 
@@ -537,7 +545,11 @@ def test_cliffwalk_bad_inputs():
 def test_benchmark_quick_runs():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "replay.py"), "--quick"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=True,
     )
     assert "sample + update_priorities" in out.stdout and "memtutor" in out.stdout
 

@@ -24,8 +24,13 @@ CELL_TIMEOUT_S = 600
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_student_edition_executes_up_to_its_exercises(path, tmp_path):
     nb = course.student_notebook(nbformat.read(path, as_version=4))
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     client.execute()
     stubs = checks = 0
     for i, cell in enumerate(nb.cells):
@@ -35,14 +40,16 @@ def test_student_edition_executes_up_to_its_exercises(path, tmp_path):
         errors = [o for o in cell.outputs if o.output_type == "error"]
         if course.SOLUTION_TAG in tags:
             stubs += 1
-            assert errors and errors[0].ename == "NotImplementedError", \
+            assert errors and errors[0].ename == "NotImplementedError", (
                 f"{path.name} cell {i}: a solution stub must raise NotImplementedError, got {errors}"
+            )
         elif course.CHECK_TAG in tags:
             checks += 1
             assert errors, f"{path.name} cell {i}: a check cell passed although its exercise is unanswered"
             # unanswered: the stub left a name undefined, or the check reported "Not yet" and its assert fired
-            assert errors[0].ename in ("NameError", "AssertionError"), \
+            assert errors[0].ename in ("NameError", "AssertionError"), (
                 f"{path.name} cell {i}: a check cell failed with {errors[0].ename}: {errors[0].evalue}"
+            )
         else:
             assert not errors, (
                 f"{path.name} cell {i} fails in the student edition: {errors[0].ename}: {errors[0].evalue}"

@@ -12,8 +12,7 @@ import torch
 
 from memtutor import tool_agent as ta
 from memtutor.exercises import ex06
-from memtutor.tool_agent import (ADD, MUL, NUM_ACTIONS, RCL, RSUB, STO, SUB, ToolAgentConfig,
-                                 ToolPolicy)
+from memtutor.tool_agent import ADD, MUL, NUM_ACTIONS, RCL, RSUB, STO, SUB, ToolAgentConfig, ToolPolicy
 from memtutor.utils import set_threads
 
 set_threads()  # torch's default of 2 threads stalls these small ops on a 2-core machine
@@ -28,9 +27,9 @@ def gen(seed=0):
 def one_problem(stage, numbers, ops):
     """A batch-of-one Problem with chosen numbers and operator symbols."""
     x = torch.zeros(1, ta.MAX_OPERANDS, dtype=torch.int64)
-    x[0, :len(numbers)] = torch.tensor(numbers)
+    x[0, : len(numbers)] = torch.tensor(numbers)
     o = torch.zeros(1, 3, dtype=torch.int64)
-    o[0, :len(ops)] = torch.tensor([ta.OP_SYMBOLS.index(s) for s in ops])
+    o[0, : len(ops)] = torch.tensor([ta.OP_SYMBOLS.index(s) for s in ops])
     target, sub, mem, n_sub = ta._targets_and_subgoals(stage, x, o)
     st = torch.full((1,), stage, dtype=torch.int64)
     return ta.Problem(st, x, o, target, ta._context_tokens(stage, x, o), sub, mem, n_sub)
@@ -62,18 +61,21 @@ def test_sto_stores_and_empties_rcl_loads_or_applies():
     assert s.acc.item() == 2 and s.mem.item() == 7
 
 
-@pytest.mark.parametrize("text", [
-    "RCL",                # recall before store
-    "ANS",                # answer with an empty accumulator
-    "P0 ADD P0",          # a pointer used twice
-    "P3",                 # a pointer past the stage's operands
-    "P0 P1",              # an operand with nothing pending
-    "P0 ADD MUL",         # an operator after an operator
-    "ADD",                # an operator with an empty accumulator
-    "STO",                # store with an empty accumulator
-    "P0 ADD ANS",         # answer with an operator pending
-    "P0 ADD P1 ADD P2 ADD",  # an operator that no operand could follow
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "RCL",  # recall before store
+        "ANS",  # answer with an empty accumulator
+        "P0 ADD P0",  # a pointer used twice
+        "P3",  # a pointer past the stage's operands
+        "P0 P1",  # an operand with nothing pending
+        "P0 ADD MUL",  # an operator after an operator
+        "ADD",  # an operator with an empty accumulator
+        "STO",  # store with an empty accumulator
+        "P0 ADD ANS",  # answer with an operator pending
+        "P0 ADD P1 ADD P2 ADD",  # an operator that no operand could follow
+    ],
+)
 def test_invalid_tool_use_is_an_error_with_reward_zero(text):
     p = one_problem(0, [7, 5, 3], "++")
     s, r = run_text(p, text)
@@ -125,8 +127,9 @@ def test_vectorised_env_matches_per_episode_loop_on_random_programs():
     final, _ = ta.run_programs(probs, prog)
     assert bool((final.answered & ~final.error).any()) and bool(final.error.any())
     for i in range(B):
-        ref = ta.reference_run_program(probs.numbers[i].tolist(), int(probs.stage[i]),
-                                       int(probs.target[i]), prog[i].tolist())
+        ref = ta.reference_run_program(
+            probs.numbers[i].tolist(), int(probs.stage[i]), int(probs.target[i]), prog[i].tolist()
+        )
         assert ref["answered"] == bool(final.answered[i])
         assert ref["error"] == bool(final.error[i])
         assert ref["steps"] == int(final.steps[i])
@@ -326,8 +329,7 @@ def test_a2c_returns_match_a_loop_and_gradients_flow():
 
 def test_training_path_learns_stage0():
     """A tiny run: greedy stage-0 accuracy on fresh problems rises well above guessing (1/9)."""
-    cfg = ToolAgentConfig(d_model=32, batch_size=128, max_updates=160, eval_every=80, eval_size=128,
-                          lr=5e-3, seed=0)
+    cfg = ToolAgentConfig(d_model=32, batch_size=128, max_updates=160, eval_every=80, eval_size=128, lr=5e-3, seed=0)
     out = ta.train_agent(cfg)
     curve = out["curve"]
     assert curve.shape == (2, 4) and out["updates"] == 160
@@ -374,8 +376,13 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers():
 
 
 def test_benchmark_quick_runs():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tool_agent.py"), "--quick"],
-                         check=True, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tool_agent.py"), "--quick"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "ratio" in out.stdout
 
 

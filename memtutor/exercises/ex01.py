@@ -7,7 +7,7 @@ Each check takes the reader's function, runs it on cases the reader has not seen
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -88,16 +88,23 @@ def check_strength(fn: Callable[[float, float, int], float]) -> CheckResult:
         try:
             beta = float(fn(conf, sim, n))
         except Exception as exc:
-            return failed(f"calling it with confidence={conf}, similarity={sim}, num_slots={n} raised "
-                          f"{type(exc).__name__}: {exc}")
+            return failed(
+                f"calling it with confidence={conf}, similarity={sim}, num_slots={n} raised {type(exc).__name__}: {exc}"
+            )
         if not math.isfinite(beta) or beta <= 0:
-            return failed(f"for confidence={conf}, similarity={sim}, num_slots={n} it returned {beta}; "
-                          "a strength is a positive number")
+            return failed(
+                f"for confidence={conf}, similarity={sim}, num_slots={n} it returned {beta}; "
+                "a strength is a positive number"
+            )
         weight = _lookup_weight(beta, sim, n)
         if weight < conf - 1e-3:
-            return failed(f"for confidence={conf}, similarity={sim}, num_slots={n}, beta={beta:.4g} puts only "
-                          f"{weight:.4f} on the matching row: too weak")
+            return failed(
+                f"for confidence={conf}, similarity={sim}, num_slots={n}, beta={beta:.4g} puts only "
+                f"{weight:.4f} on the matching row: too weak"
+            )
         if _lookup_weight(0.98 * beta, sim, n) >= conf:
-            return failed(f"for confidence={conf}, similarity={sim}, num_slots={n}, beta={beta:.4g} is more "
-                          "than needed: 2% less already reaches the confidence; find the smallest one")
+            return failed(
+                f"for confidence={conf}, similarity={sim}, num_slots={n}, beta={beta:.4g} is more "
+                "than needed: 2% less already reaches the confidence; find the smallest one"
+            )
     return passed("your strengths are just enough on every case, including many slots and close rows.")

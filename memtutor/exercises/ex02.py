@@ -33,9 +33,7 @@ def check_bits_error(fn) -> CheckResult:
         if not isinstance(got, torch.Tensor):
             return failed(f"return a tensor, got {type(got).__name__}")
         if tuple(got.shape) != (batch.targets.shape[0],):
-            return failed(
-                f"return one number per sequence, shape {(batch.targets.shape[0],)}; got {tuple(got.shape)}"
-            )
+            return failed(f"return one number per sequence, shape {(batch.targets.shape[0],)}; got {tuple(got.shape)}")
         want = bits_error(logits, batch.targets, batch.mask)
         if not torch.allclose(got.float(), want):
             return failed(f"wrong counts for {name}: check which steps count and where the threshold lies")
@@ -70,5 +68,7 @@ def check_ablation(
             f"{reported:.3f} is not the mean bits error of the model without {what} on this batch; "
             "check that you switched off only that mechanism, kept the trained weights, and averaged over sequences"
         )
-    return passed(f"without {'the links' if not links else 'allocation'} the model makes {measured:.2f} bits "
-                  f"per sequence, against {full:.2f} with the full memory.")
+    return passed(
+        f"without {'the links' if not links else 'allocation'} the model makes {measured:.2f} bits "
+        f"per sequence, against {full:.2f} with the full memory."
+    )

@@ -11,7 +11,7 @@ right numbers are.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -96,7 +96,9 @@ def check_lr_sweep(
         v = sweep[lr]
         if isinstance(v, torch.Tensor):
             if v.numel() != 1:
-                return failed(f"sweep[{lr}] must be one number (the mean over tasks), got a tensor of shape {tuple(v.shape)}.")
+                return failed(
+                    f"sweep[{lr}] must be one number (the mean over tasks), got a tensor of shape {tuple(v.shape)}."
+                )
             v = v.item()
         want = meta.adaptation_curve(model, params, tasks, inner_lr=lr, max_steps=1).mean(0)
         if math.isclose(float(v), want[1].item(), rel_tol=MSE_RTOL):

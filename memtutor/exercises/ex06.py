@@ -47,32 +47,41 @@ def _check(fn, op_sets, n_numbers, stage, target_fn, forbid=(), trials=20, seed=
             target = target_fn(nums, ops)
             r = reference_run_program(nums, stage, target, ids)
             if r["error"]:
-                return failed(f"for operators {ops} the program makes an invalid tool call "
-                              f"(after {r['steps']} actions): check the tool rules.")
+                return failed(
+                    f"for operators {ops} the program makes an invalid tool call "
+                    f"(after {r['steps']} actions): check the tool rules."
+                )
             if not r["answered"]:
                 return failed(f"for operators {ops} the program never reaches ANS within the step limit.")
             if not r["correct"]:
-                return failed(f"for operators {ops} and numbers {nums} the program answers {r['answer']}, "
-                              f"expected {target}.")
+                return failed(
+                    f"for operators {ops} and numbers {nums} the program answers {r['answer']}, expected {target}."
+                )
     return passed(f"correct on {len(op_sets)} operator combinations x {trials} random problems.")
 
 
 def check_stage1_program(fn) -> CheckResult:
     """``fn(ops)`` with ops = (o1, o2, o3) symbols must solve ``((a o1 b) o2 c) o3 d``."""
+
     def target(n, o):
         return _OPS[o[2]](_OPS[o[1]](_OPS[o[0]](n[0], n[1]), n[2]), n[3])
+
     return _check(fn, list(product(OP_SYMBOLS, repeat=3)), 4, 1, target)
 
 
 def check_memory_free_program(fn) -> CheckResult:
     """``fn(ops)`` with ops = (o1, o2) in {+, -} must solve stage 2 without STO or RCL."""
+
     def target(n, o):
         return _OPS[o[1]](_OPS[o[0]](n[0], n[1]), n[2]) - n[3] * n[4]
+
     return _check(fn, list(product("+-", repeat=2)), 5, 2, target, forbid=("STO", "RCL"))
 
 
 def check_product_stage_program(fn) -> CheckResult:
     """``fn(ops)`` with ops = (o1, o2) must solve the new stage ``(a o1 b) * (c o2 d)``."""
+
     def target(n, o):
         return _OPS[o[0]](n[0], n[1]) * _OPS[o[1]](n[2], n[3])
+
     return _check(fn, list(product(OP_SYMBOLS, repeat=2)), 4, 1, target)

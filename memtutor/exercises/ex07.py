@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -32,16 +32,19 @@ def check_topk_selector(fn: Callable) -> CheckResult:
         return failed("return a pair (idx, valid).")
     idx, valid = out
     if tuple(idx.shape) != (3, 5, 4) or tuple(valid.shape) != (3, 5, 4):
-        return failed(f"idx and valid must have shape (B, P, K) = (3, 5, 4), got "
-                      f"{tuple(idx.shape)} and {tuple(valid.shape)}.")
+        return failed(
+            f"idx and valid must have shape (B, P, K) = (3, 5, 4), got {tuple(idx.shape)} and {tuple(valid.shape)}."
+        )
     want_idx, want_valid = _reference_topk(u, steps, 4)
     t = steps.view(1, -1, 1).expand_as(idx)
     if bool((idx[valid.bool()] < t[valid.bool()]).any()):
-        return failed("some selected targets lie before their prediction step t: targets must "
-                      "be in the future (k >= t).")
+        return failed(
+            "some selected targets lie before their prediction step t: targets must be in the future (k >= t)."
+        )
     if not torch.equal(valid.bool(), want_valid):
-        return failed("valid is wrong: it must be False exactly where fewer than K future steps "
-                      "exist (look at t = 38 of T = 40).")
+        return failed(
+            "valid is wrong: it must be False exactly where fewer than K future steps exist (look at t = 38 of T = 40)."
+        )
     got = torch.sort(idx.masked_fill(~want_valid, -1), dim=-1).values
     ref = torch.sort(want_idx.masked_fill(~want_valid, -1), dim=-1).values
     if not torch.equal(got, ref):
@@ -55,9 +58,11 @@ def check_random_drop(acc_topk: float, acc_random: float) -> CheckResult:
         if not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
             return failed(f"{name} must be an accuracy in [0, 1], got {v!r}.")
     if acc_topk - acc_random < 0.2:
-        return failed(f"the drop is only {acc_topk - acc_random:.2f}: evaluate the trained (or "
-                      "cached) top-K MemUP model and the random-target one on the same held-out "
-                      "sequences; did the random variant really draw its targets at random?")
+        return failed(
+            f"the drop is only {acc_topk - acc_random:.2f}: evaluate the trained (or "
+            "cached) top-K MemUP model and the random-target one on the same held-out "
+            "sequences; did the random variant really draw its targets at random?"
+        )
     return passed(f"random targets lose {acc_topk - acc_random:.2f} of accuracy.")
 
 
@@ -71,10 +76,14 @@ def check_saved_bytes(memup: Mapping[int, int], bptt: Mapping[int, int]) -> Chec
     if min(memup.values()) <= 0 or min(bptt.values()) <= 0:
         return failed("every measurement must be a positive byte count.")
     if max(memup.values()) > 1.2 * min(memup.values()):
-        return failed("MemUP's saved bytes change with T: measure one rollout's backward pass, "
-                      "whose graph holds r memory steps and K targets whatever T is.")
+        return failed(
+            "MemUP's saved bytes change with T: measure one rollout's backward pass, "
+            "whose graph holds r memory steps and K targets whatever T is."
+        )
     growth, want = bptt[hi] / bptt[lo], hi / lo
     if not 0.7 * want <= growth <= 1.3 * want:
-        return failed(f"full BPTT's bytes grew {growth:.1f}x when T grew {want:.1f}x: the graph "
-                      "of one backward pass over the whole sequence should grow in proportion.")
+        return failed(
+            f"full BPTT's bytes grew {growth:.1f}x when T grew {want:.1f}x: the graph "
+            "of one backward pass over the whole sequence should grow in proportion."
+        )
     return passed(f"MemUP flat, full BPTT x{growth:.1f} for T x{want:.1f}.")
