@@ -2,8 +2,10 @@
 # memtutor's two entry points. Both set up a virtual environment in .venv when needed
 # (idempotent: a second run skips what is already installed) and then:
 #   ./run.sh lab    open JupyterLab on notebooks/
-#   ./run.sh test   run every test: unit tests, benchmark smoke tests, every notebook under nbval,
-#                   and the JupyterLab browser test
+#   ./run.sh test   lint and format check (ruff), type check (mypy on memtutor/), then every test:
+#                   unit tests, benchmark smoke tests, every notebook under nbval, the notebooks run
+#                   from the installed wheel outside the clone, and the JupyterLab browser test.
+#                   Extra arguments go to pytest: ./run.sh test -m "not slow" is the quick loop.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -54,6 +56,10 @@ case "${1:-}" in
         ;;
     test)
         setup test,bench
+        echo "[memtutor] ruff check, ruff format --check, mypy memtutor"
+        "$VENV/bin/ruff" check --quiet .
+        "$VENV/bin/ruff" format --check --quiet .
+        "$VENV/bin/mypy" memtutor
         ensure_browser
         # One thread per worker: 2 xdist workers on 2 cores; --dist loadfile keeps every cell of a
         # notebook on one worker and one kernel.

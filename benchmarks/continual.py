@@ -20,6 +20,7 @@ from dataclasses import replace
 import torch
 
 from memtutor.continual import ContinualConfig, make_task_stream, train_stream
+from memtutor.experiments.nb05_continual import CONTINUAL_METHODS
 from memtutor.utils import set_threads
 
 #: The seed tutorial's one-sample-at-a-time throughput without replay (seeds README).
@@ -34,7 +35,7 @@ def throughput(stream, method: str, cfg: ContinualConfig, num_tasks: int, repeat
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        train_stream(stream, method, cfg, seed=0, num_tasks=num_tasks)
+        train_stream(stream, CONTINUAL_METHODS[method], cfg, seed=0, num_tasks=num_tasks)
         best = min(best, time.perf_counter() - start)
     return n / best
 
@@ -53,7 +54,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {threads} thread(s), {num_tasks} task(s) of the class-incremental stream")
     print(f"{'method':20s} {'batch':>6s} {'samples/s':>11s} {'vs one-sample':>14s} {'vs seed 310/s':>14s}")
     # warm-up: the first call pays for lazy initialisation (allocator, kernels), not for training
-    train_stream(stream, "prioritized replay", replace(base, epochs=1), seed=0, num_tasks=1)
+    train_stream(stream, CONTINUAL_METHODS["prioritized replay"], replace(base, epochs=1), seed=0, num_tasks=1)
     rates = {}
     for method in ("naive", "prioritized replay"):
         one_cfg = replace(base, batch_size=1, epochs=1)  # one sample (and one replayed item) per step
@@ -69,8 +70,8 @@ def main() -> None:
     print(
         f"notebook setting (batch {bs}): naive {rates[('naive', bs)] / SEED_SAMPLES_PER_S:.0f}x the seed's "
         f"{SEED_SAMPLES_PER_S:.0f} samples/s; with prioritized replay "
-        f"{rates[('prioritized replay', bs)] / SEED_REPLAY_SAMPLES_PER_S:.0f}x the seed's {SEED_REPLAY_SAMPLES_PER_S:.0f} "
-        f"samples/s with replay"
+        f"{rates[('prioritized replay', bs)] / SEED_REPLAY_SAMPLES_PER_S:.0f}x the seed's "
+        f"{SEED_REPLAY_SAMPLES_PER_S:.0f} samples/s with replay"
     )
 
 

@@ -12,12 +12,15 @@ and prints the ratio, single-threaded and with torch's default thread count, for
 (:func:`memtutor.controller.compile_step`), each ratio with the same model on both sides.
 The seed-shaped side is timed twice: calling ``model(x_t, state)`` per step as the seed calls its
 model (each call is a one-step sequence and pays a first step's input checks), and calling the
-unchecked step directly (no validation at all: the strictest baseline).
+unchecked step directly (no validation at all: the strictest baseline). The model uses the default
+memory step (composed from notebook 01's equation functions); ``--fused link`` (the implementation
+that trained notebook 02's cached runs) or ``--fused all`` times it with hand-written autograd nodes.
 
     .venv/bin/python benchmarks/controller.py              # full run (a minute or two; compiling
                                                            # takes tens of seconds the first time)
     .venv/bin/python benchmarks/controller.py --no-compile # eager rows only
     .venv/bin/python benchmarks/controller.py --quick      # tiny sizes, eager, a few seconds
+    .venv/bin/python benchmarks/controller.py --fused link # the memory step of the cached runs
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from memtutor.controller import ControllerConfig, MemoryController, compile_step
 from memtutor.tasks import copy_task, masked_bce_loss
 
 WARMUP = 3  # updates (or calls) before the clock starts: allocator and, when compiled, compilation
+#: ``--fused`` choices: the ``fused`` argument of MemoryController each one stands for.
+FUSED_CHOICES = {"none": False, "link": ("link",), "content": ("content",), "all": True}
 
 
 def _batched(model, opt, batch_size: int, max_length: int, repeats: int, gen) -> float:
@@ -77,8 +82,9 @@ def _seed_shaped(model, opt, calls: int, gen, *, checked: bool) -> float:
     return calls / (time.perf_counter() - start)
 
 
-def run(quick: bool, compiled: bool = True) -> list[tuple]:
-    """Rows ``(step, threads, batched, seed-shaped via forward, seed-shaped unchecked)`` in steps/s."""
+def run(quick: bool, compiled: bool = True, fused: str = "none") -> list[tuple]:
+    """Rows ``(step, threads, batched, seed-shaped via forward, seed-shaped unchecked)`` in steps/s;
+    ``fused`` is a key of :data:`FUSED_CHOICES`."""
     cfg = ControllerConfig()
     batch_size, max_length, repeats, calls = (4, 1, 1, 5) if quick else (256, 10, 10, 400)
     default_threads = torch.get_num_threads()
@@ -90,7 +96,7 @@ def run(quick: bool, compiled: bool = True) -> list[tuple]:
             torch.set_num_threads(threads)
             gen = torch.Generator().manual_seed(0)
             torch.manual_seed(0)
-            model = MemoryController(cfg)
+            model = MemoryController(cfg, fused=FUSED_CHOICES[fused])
             if mode == "compiled":
                 compile_step(model)
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -99,7 +105,8 @@ def run(quick: bool, compiled: bool = True) -> list[tuple]:
             unchecked = _seed_shaped(model, opt, calls, gen, checked=False)
             rows.append((mode, threads, batched, via_forward, unchecked))
     torch.set_num_threads(default_threads)
-    print(f"memory controller (H={cfg.hidden_size}, N={cfg.num_slots}, W={cfg.word_size}, R={cfg.num_reads}), "
+    print(f"memory controller (H={cfg.hidden_size}, N={cfg.num_slots}, W={cfg.word_size}, R={cfg.num_reads}, "
+          f"fused: {fused}), "
           f"batched: B={batch_size}, T={2 * max_length + 1}; time steps per second of training")  # fmt: skip
     print("seed-shaped = one sample, one step, one optimiser step per call: via model(x_t, state) as the seed "
           "calls its model, or via the unchecked step (strictest baseline)")  # fmt: skip
@@ -114,5 +121,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, eager only, a few seconds")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--fused", choices=FUSED_CHOICES, default="none", help="fused autograd nodes of the step")
     args = parser.parse_args()
-    run(args.quick, compiled=not args.no_compile)
+    run(args.quick, compiled=not args.no_compile, fused=args.fused)

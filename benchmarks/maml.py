@@ -44,10 +44,10 @@ def classic_step(model, opt, batch, first_order: bool) -> None:
     opt.zero_grad(set_to_none=True)
     params = dict(model.named_parameters())
     total = 0.0
-    for xs, ys, xq, yq in zip(batch.x_support, batch.y_support, batch.x_query, batch.y_query):
+    for xs, ys, xq, yq in zip(batch.x_support, batch.y_support, batch.x_query, batch.y_query, strict=True):
         loss = nn.functional.mse_loss(functional_call(model, params, (xs,)), ys)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
-        phi = {k: v - INNER_LR * g for (k, v), g in zip(params.items(), grads)}
+        phi = {k: v - INNER_LR * g for (k, v), g in zip(params.items(), grads, strict=True)}
         total = total + nn.functional.mse_loss(functional_call(model, phi, (xq,)), yq)
     (total / batch.x_support.shape[0]).backward()
     opt.step()
@@ -58,7 +58,7 @@ def torchopt_step(model, opt, batch, state) -> None:
     net_state, inner_opt, inner_state = state
     opt.zero_grad(set_to_none=True)
     n = batch.x_support.shape[0]
-    for xs, ys, xq, yq in zip(batch.x_support, batch.y_support, batch.x_query, batch.y_query):
+    for xs, ys, xq, yq in zip(batch.x_support, batch.y_support, batch.x_query, batch.y_query, strict=True):
         inner_opt.step(nn.functional.mse_loss(model(xs), ys))
         (nn.functional.mse_loss(model(xq), yq) / n).backward()
         torchopt.recover_state_dict(model, net_state)

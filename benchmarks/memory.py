@@ -9,7 +9,11 @@ one run; the default thread count is reported too.
     .venv/bin/python benchmarks/memory.py --quick    # smoke test (few repeats, no verdict)
 
 Both sides run ``MemoryBank.forward`` on a squashed :class:`~memtutor.memory.Interface`,
-input checks included, on the CPU.
+input checks included, on the CPU, with the default step (composed from notebook 01's equation
+functions); ``--fused link`` / ``--fused content`` / ``--fused all`` time the step with those
+hand-written autograd nodes instead (``MemoryBank(..., fused=...)``).
+
+    .venv/bin/python benchmarks/memory.py --fused all   # the same claim for the fused step
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import torch
 from memtutor import memory as mem
 
 CLAIM = 20.0  # batched must be at least this many times faster per sample
+#: ``--fused`` choices: the ``fused`` argument of MemoryBank each one stands for.
+FUSED_CHOICES = {"none": False, "link": ("link",), "content": ("content",), "all": True}
 
 
 def make_inputs(batch: int, bank: mem.MemoryBank, seed: int):
@@ -90,13 +96,16 @@ def main(argv=None) -> int:
     parser.add_argument("--slots", type=int, default=16, help="N (deepmind/dnc repeat-copy: 16)")
     parser.add_argument("--word", type=int, default=16, help="W (deepmind/dnc repeat-copy: 16)")
     parser.add_argument("--reads", type=int, default=4, help="R (deepmind/dnc repeat-copy: 4)")
+    parser.add_argument("--fused", choices=FUSED_CHOICES, default="none", help="fused autograd nodes of the step")
     args = parser.parse_args(argv)
     min_round_s, rounds = (0.02, 2) if args.quick else (0.25, 7)
 
-    bank = mem.MemoryBank(num_slots=args.slots, word_size=args.word, num_reads=args.reads)
+    bank = mem.MemoryBank(
+        num_slots=args.slots, word_size=args.word, num_reads=args.reads, fused=FUSED_CHOICES[args.fused]
+    )
     default_threads = torch.get_num_threads()
     print(
-        f"DNC memory step, N={args.slots} W={args.word} R={args.reads}, batch {args.batch} vs "
+        f"DNC memory step (fused: {args.fused}), N={args.slots} W={args.word} R={args.reads}, batch {args.batch} vs "
         f"{args.batch} calls at batch 1; torch {torch.__version__}, CPU"
     )
     print(f"{'threads':>8} {'pass':>18} {'batched us/sample':>18} {'batch-1 us/sample':>18} {'ratio':>7}")

@@ -11,6 +11,7 @@ Memory is the peak number of bytes autograd saves for one backward pass, counted
 keeps, on any device, where ``tracemalloc`` sees none of torch's CPU allocations. Time is the
 median wall time of a pass, with denormal floats flushed to zero (and, for full BPTT, also
 without flushing, because the vanishing gradients of a long backward pass are denormal-prone).
+The measurement is notebook 07's, ``memtutor.experiments.nb07_memup.measure_cost``.
 
     .venv/bin/python benchmarks/memup.py            # T = 300, 1000, 3000
     .venv/bin/python benchmarks/memup.py --quick    # tiny sizes, a few seconds
@@ -20,32 +21,19 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from memtutor.memup import MemUPConfig, update_cost
-from memtutor.utils import seed_everything, set_threads
-
-
-def measure(lengths, batch, hidden, repeats, n_head=3):
-    rows = []
-    for T in lengths:
-        cfg = MemUPConfig(
-            n_head=n_head, k=n_head, n_filler=T - 2 * n_head, batch=batch, hidden=hidden, rollout=min(20, T)
-        )
-        row = {"T": T}
-        torch.set_flush_denormal(True)
-        for method in ("memup", "bptt"):
-            seed_everything(0)
-            row[method] = update_cost(cfg, method, torch.Generator().manual_seed(0), repeats)
-        torch.set_flush_denormal(False)
-        seed_everything(0)
-        row["bptt_denormal"] = update_cost(cfg, "bptt", torch.Generator().manual_seed(0), repeats)
-        torch.set_flush_denormal(True)
-        rows.append(row)
-    return rows
+from memtutor.experiments.nb07_memup import measure_cost
+from memtutor.memup import MemUPConfig
+from memtutor.utils import set_threads
 
 
-def main(argv=None):
+def measure(lengths: list[int], batch: int, hidden: int, repeats: int, n_head: int = 3) -> list[dict]:
+    """One row per T: ``{"T", "memup", "bptt", "bptt_denormal"}``, each an ``update_cost`` result."""
+    base = MemUPConfig(n_head=n_head, k=n_head, hidden=hidden, rollout=20)
+    cost = measure_cost(base, lengths, batch=batch, repeats=repeats)
+    return [{"T": T, **{m: cost[m, T] for m in ("memup", "bptt", "bptt_denormal")}} for T in lengths]
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--lengths", type=int, nargs="+", default=[300, 1000, 3000])

@@ -167,7 +167,7 @@ def main(argv=None) -> None:
     for threads in sorted({1, default_threads}):
         torch.set_num_threads(threads)
         times: dict[tuple[str, int], list[float]] = {}
-        for name, step in steps.items():  # warm-up
+        for step in steps.values():  # warm-up
             for b in batches:
                 step(b, errors)
         for r in range(reps):

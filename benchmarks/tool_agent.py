@@ -36,7 +36,7 @@ def vectorised_steps_per_s(problem, programs, repeats: int) -> float:
     ta.run_programs(problem, programs[:, :2])  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
-        state = ta.initial_state(problem)
+        state = ta.initial_env_state(problem)
         for t in range(T):
             state, _ = ta.env_step(problem, state, programs[:, t], shaping=0.1)
     seconds = time.perf_counter() - start
@@ -49,7 +49,7 @@ def tensor_loop_steps_per_s(problem, programs, repeats: int) -> float:
     start = time.perf_counter()
     for _ in range(repeats):
         for i, one in enumerate(singles):  # the per-episode loop being measured
-            state = ta.initial_state(one)
+            state = ta.initial_env_state(one)
             for t in range(T):
                 if bool(state.done):
                     break

@@ -29,6 +29,8 @@ classifier, as in iCaRL), and Reptile meta-updates (``memtutor.meta.reptile_dire
 episodes of every task seen so far, interleaved with the ordinary steps, so that the weights stay
 an initialisation from which each task is a few steps away (in the spirit of Riemer et al. 2019).
 Training is batched: one forward pass per step over the current minibatch and the replayed one.
+Notebook 05's comparisons (the named learners, the seed loops, the replay grid, the tables) are
+in ``memtutor.experiments.nb05_continual``.
 
 Shapes: ``B`` batch, ``T`` number of tasks, ``D`` input size (64), ``H`` hidden size, ``K`` outputs
 (10 for task/class, 2 for domain), ``N`` memory slots (one per digit), ``E`` evaluation points.
@@ -36,9 +38,9 @@ Shapes: ``B`` batch, ``T`` number of tasks, ``D`` input size (64), ``H`` hidden 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -47,11 +49,14 @@ from torch import nn
 from memtutor.memory import content_weights, erase_and_add
 from memtutor.meta import reptile_direction
 from memtutor.replay import PrioritizedReplay
-from memtutor.utils import check_positive_int, check_tensor, seed_everything
+from memtutor.utils import check_positive_int, check_tensor, register_seed_offset
+from memtutor.utils import generator as make_generator
 
 __all__ = [
+    "CONTINUAL_SPLIT",
+    "CONTINUAL_DRAWS",
     "SCENARIOS",
-    "METHODS",
+    "METHOD_SWITCHES",
     "TaskStream",
     "make_task_stream",
     "check_accuracy_matrix",
@@ -60,7 +65,6 @@ __all__ = [
     "forward_transfer",
     "average_forgetting",
     "early_accuracy",
-    "summarize",
     "ContinualConfig",
     "ContinualNet",
     "masked_logits",
@@ -68,11 +72,12 @@ __all__ = [
     "write_prototypes",
     "prototype_scores",
     "predict",
+    "evaluate_stream",
+    "make_replay_buffer",
     "Episodes",
-    "evaluate",
+    "make_episodes",
+    "reptile_update",
     "train_stream",
-    "run_methods",
-    "replay_grid",
 ]
 
 #: The three scenarios of van de Ven & Tolias (2019).
@@ -87,16 +92,14 @@ PIXEL_MAX = 16.0
 #: Added to the replay priorities |loss| so that a perfectly fitted item can still be drawn.
 PRIORITY_EPS = 1e-3
 
-#: The learners compared in notebook 05: name -> switches.
-METHODS: dict[str, dict] = {
-    "naive": dict(replay=None, memory=False, meta=False, joint=False),
-    "uniform replay": dict(replay="uniform", memory=False, meta=False, joint=False),
-    "prioritized replay": dict(replay="prioritized", memory=False, meta=False, joint=False),
-    "replay + memory": dict(replay="prioritized", memory=True, meta=False, joint=False),
-    "full agent": dict(replay="prioritized", memory=True, meta=True, joint=False),
-    "joint": dict(replay=None, memory=False, meta=False, joint=True),
-}
+#: The switches that make up a learner (see :func:`train_stream`).
+METHOD_SWITCHES = ("replay", "memory", "meta", "joint")
 
+# Seed purposes (memtutor.utils.derive_seed): one experiment seed gives these independent streams.
+#: The stratified train/test split of the digits (the seed itself, so a seed names its split).
+CONTINUAL_SPLIT = register_seed_offset("continual/test-split", 0)
+#: Everything a training run draws: minibatch order, exemplars, replay and episode draws.
+CONTINUAL_DRAWS = register_seed_offset("continual/train-draws", 1)
 
 # ---------------------------------------------------------------------------------------------
 # The task stream
@@ -142,7 +145,7 @@ class TaskStream:
     def input_size(self) -> int:
         return self.train_x.shape[1]
 
-    def train_task_data(self, tasks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def train_task_data(self, tasks: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x (n, D), y (n,), task (n,)) of the training items of task index or list ``tasks``."""
         keep = torch.isin(self.train_task, torch.as_tensor(tasks, device=self.train_task.device))
         if not bool(keep.any()):
@@ -223,7 +226,7 @@ def make_task_stream(
             output_mask[torch.arange(num_tasks).unsqueeze(1), task_classes] = True
     y = digit_to_output[digit]
 
-    test = _stratified_split(digit, float(test_fraction), torch.Generator().manual_seed(int(seed)))
+    test = _stratified_split(digit, float(test_fraction), make_generator(seed, CONTINUAL_SPLIT))
     dev = torch.device(device) if device is not None else torch.device("cpu")
     parts = {}
     for name, m in (("train", ~test), ("test", test)):
@@ -250,7 +253,7 @@ def make_task_stream(
 # ---------------------------------------------------------------------------------------------
 
 
-def check_accuracy_matrix(R, name: str = "R", *, min_tasks: int = 1) -> torch.Tensor:
+def check_accuracy_matrix(R: torch.Tensor, name: str = "R", *, min_tasks: int = 1) -> torch.Tensor:
     """Validate an accuracy matrix (..., T, T) with entries in [0, 1] and T >= ``min_tasks``."""
     check_tensor(R, name)
     if R.dim() < 2 or R.shape[-1] != R.shape[-2]:
@@ -324,27 +327,6 @@ def early_accuracy(curve: torch.Tensor, curve_step: torch.Tensor, task_end: torc
         raise ValueError(f"k={k}: some task has fewer than k evaluations after its start")
     tasks = torch.arange(1, T, device=curve.device).expand(S, -1)  # (S, T-1)
     return curve[torch.arange(S, device=curve.device)[:, None], idx, tasks]
-
-
-def summarize(R: torch.Tensor, baseline: torch.Tensor) -> dict[str, tuple[float, float]]:
-    """Mean and standard deviation over the leading (seed) dimension of ACC, BWT, FWT, forgetting.
-
-    R (S, T, T), baseline (S, T) -> {"ACC": (mean, std), ...}; std is 0 for one seed.
-    """
-    R = check_accuracy_matrix(R, min_tasks=2)
-    if R.dim() != 3:
-        raise ValueError(f"R must have shape (S, T, T) with a seed dimension, got {tuple(R.shape)}")
-    values = {
-        "ACC": average_accuracy(R),
-        "BWT": backward_transfer(R),
-        "FWT": forward_transfer(R, baseline),
-        "forgetting": average_forgetting(R),
-    }
-    out = {}
-    for k, v in values.items():
-        std = v.std().item() if v.numel() > 1 else 0.0
-        out[k] = (v.mean().item(), std)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,7 +493,7 @@ def predict(
 
 
 @torch.no_grad()
-def evaluate(
+def evaluate_stream(
     model: ContinualNet, stream: TaskStream, pm: PrototypeMemory | None = None, strength: float = 10.0
 ) -> torch.Tensor:
     """Test accuracy on every task (T,), in one batched pass; nothing is written anywhere."""
@@ -525,7 +507,12 @@ def evaluate(
     return hits / counts
 
 
-def _make_buffer(capacity: int, replay: str, cfg: ContinualConfig, device) -> PrioritizedReplay:
+def make_replay_buffer(
+    capacity: int, replay: str, cfg: ContinualConfig, device: torch.device | str | None = None
+) -> PrioritizedReplay:
+    """The replay buffer of a learner: prioritized (exponent ``cfg.alpha``) or uniform (alpha = 0)."""
+    if replay not in ("uniform", "prioritized"):
+        raise ValueError(f"replay must be 'uniform' or 'prioritized', got {replay!r}")
     alpha = 0.0 if replay == "uniform" else cfg.alpha  # uniform replay = prioritized with alpha = 0
     return PrioritizedReplay(capacity, alpha=alpha, eps=PRIORITY_EPS, device=device)
 
@@ -539,7 +526,7 @@ def _exemplars(stream: TaskStream, t: int, per_task: int, generator: torch.Gener
     picks = []
     for c in classes:  # two classes per task
         idx = (stream.train_digit == c).nonzero().squeeze(1)
-        if idx.numel() < per_class:  # fewer picks than asked would unbalance the buffer (and _episodes)
+        if idx.numel() < per_class:  # fewer picks than asked would unbalance the buffer (and make_episodes)
             raise ValueError(
                 f"buffer_size too large: {per_class} replayed items per class, but digit {c} has only "
                 f"{idx.numel()} training items"
@@ -559,7 +546,7 @@ class Episodes(NamedTuple):
     y_support: torch.Tensor
 
 
-def _masked_ce(output_mask: torch.Tensor):
+def _masked_ce(output_mask: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Cross-entropy on logits (K, K_out) against a packed target (K, 2) = (output, task)."""
 
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -568,8 +555,15 @@ def _masked_ce(output_mask: torch.Tensor):
     return loss
 
 
-def _episodes(x, y, task, buf, shots: int, generator: torch.Generator) -> Episodes:
-    """``shots`` random items of the current task (x, y, task) and of every task in the buffer.
+def make_episodes(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    task: torch.Tensor,
+    buf: PrioritizedReplay | None,
+    shots: int,
+    generator: torch.Generator,
+) -> Episodes:
+    """``shots`` random items of the current task (x (n, D), y (n,), task (n,)) and of every task in the buffer.
 
     The buffer holds the same number of items for each past task, so sorting its items by task
     and reshaping gives (T_past, per_task, ...) without a loop over tasks.
@@ -591,7 +585,7 @@ def _episodes(x, y, task, buf, shots: int, generator: torch.Generator) -> Episod
     return Episodes(torch.cat(xs), torch.cat(ys))
 
 
-def _meta_update(model: ContinualNet, stream: TaskStream, episodes: Episodes, cfg: ContinualConfig) -> None:
+def reptile_update(model: ContinualNet, stream: TaskStream, episodes: Episodes, cfg: ContinualConfig) -> None:
     """One Reptile step over the episodes: theta <- theta - epsilon (theta - mean_i phi_i)."""
     params = dict(model.named_parameters())
     direction, _ = reptile_direction(
@@ -604,7 +598,7 @@ def _meta_update(model: ContinualNet, stream: TaskStream, episodes: Episodes, cf
 
 def train_stream(
     stream: TaskStream,
-    method: str | Mapping,
+    method: Mapping[str, Any],
     cfg: ContinualConfig = ContinualConfig(),
     *,
     seed: int = 0,
@@ -613,8 +607,14 @@ def train_stream(
 ) -> dict:
     """Train one learner on the stream and measure it.
 
-    ``method`` is a name of :data:`METHODS` or a dict of its switches (``replay`` None/"uniform"/
-    "prioritized", ``memory``, ``meta``, ``joint``). ``num_tasks`` shortens the stream (tests).
+    ``method`` is a dict of the learner's switches (:data:`METHOD_SWITCHES`): ``replay`` None,
+    "uniform" or "prioritized"; ``memory`` (predict with the prototype memory); ``meta`` (Reptile
+    updates); ``joint`` (train on every task seen so far). Notebook 05's named learners are in
+    ``memtutor.experiments.nb05_continual.CONTINUAL_METHODS``. ``num_tasks`` shortens the stream (tests).
+
+    Seeding: ``torch.manual_seed(seed)`` before the model is built fixes its initialisation, and
+    every draw of the run (minibatch order, exemplars, replay, episodes) comes from
+    ``generator(seed, "continual/train-draws")``; the split is the stream's own (its seed).
     Returns tensors: ``R`` (T, T) accuracy matrix, ``baseline`` (T,) accuracy at initialisation,
     ``curve`` (E, T) test accuracy every ``cfg.eval_every`` steps, ``curve_step`` (E,),
     ``task_end`` (T,) the step at which each task ended, ``loss`` (steps,) training loss per step,
@@ -623,33 +623,31 @@ def train_stream(
     also ``model`` (the trained :class:`ContinualNet`) and ``memory`` (its
     :class:`PrototypeMemory`, or None), which are not tensors and so not for caching.
     """
-    if isinstance(method, str):
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; expected one of {tuple(METHODS)}")
-        method = METHODS[method]
-    unknown = set(method) - {"replay", "memory", "meta", "joint"}
+    if not isinstance(method, Mapping):
+        raise ValueError(f"method must be a dict of the switches {METHOD_SWITCHES}, got {method!r}")
+    unknown = set(method) - set(METHOD_SWITCHES)
     if unknown or method.get("replay") not in (None, "uniform", "prioritized"):
-        raise ValueError(f"bad method switches {dict(method)}")
-    replay, use_memory, meta, joint = (method.get(k) for k in ("replay", "memory", "meta", "joint"))
+        raise ValueError(f"bad method switches {dict(method)}; expected keys {METHOD_SWITCHES}")
+    replay, use_memory, meta, joint = (method.get(k) for k in METHOD_SWITCHES)
     if use_memory and replay is None:
         raise ValueError("memory=True needs replay: the prototypes are computed from the replay buffer")
     T = stream.num_tasks if num_tasks is None else check_positive_int(num_tasks, "num_tasks")
     if T > stream.num_tasks:
         raise ValueError(f"num_tasks={T} exceeds the stream's {stream.num_tasks} tasks")
     device = stream.train_x.device
-    seed_everything(seed)  # the model's initialisation
-    gen = torch.Generator(device="cpu").manual_seed(seed + 1)  # shuffling, exemplars, replay draws
+    torch.manual_seed(seed)  # the model's initialisation
+    gen = make_generator(seed, CONTINUAL_DRAWS)  # shuffling, exemplars, replay draws, episodes
     model = ContinualNet(stream.input_size, cfg.hidden_size, stream.num_outputs).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     sub = replace(stream, task_classes=stream.task_classes[:T], output_mask=stream.output_mask[:T])
     sub = _restrict(sub, T)
     use_replay = replay is not None and cfg.replay_batch > 0
     per_task = cfg.buffer_size // T
-    buf = _make_buffer(per_task * T, replay, cfg, device) if use_replay else None
+    buf = make_replay_buffer(per_task * T, replay, cfg, device) if replay is not None and use_replay else None
     pm = None
 
     R = torch.zeros(T, T, device=device)
-    baseline = evaluate(model, sub)
+    baseline = evaluate_stream(model, sub)
     curve, curve_step, losses, task_end = [], [], [], []
     changed = 0
     step = 0
@@ -657,14 +655,14 @@ def train_stream(
         x, y, task = sub.train_task_data(list(range(t + 1)) if joint else t)
         n = x.shape[0]
         new_idx = _exemplars(sub, t, per_task, gen) if use_replay else None
-        before = _priorities_of(buf) if use_replay else None
+        before = _priorities_of(buf) if buf is not None else None
         for _ in range(cfg.epochs):
             order = torch.randperm(n, generator=gen).to(device)
             for b in range(0, n, cfg.batch_size):
                 bi = order[b : b + cfg.batch_size]
                 bx, by, btask = x[bi], y[bi], task[bi]
                 nb = bx.shape[0]
-                if use_replay and len(buf) > 0:
+                if buf is not None and len(buf) > 0:
                     rb, ridx, rw = buf.sample(cfg.replay_batch, cfg.beta, generator=gen)
                     bx = torch.cat([bx, rb["x"]])
                     by = torch.cat([by, rb["y"]])
@@ -672,7 +670,7 @@ def train_stream(
                 logits = masked_logits(model(bx), sub.output_mask[btask])  # one pass: current + replay
                 per_item = F.cross_entropy(logits, by, reduction="none")  # (B + Br,)
                 loss = per_item[:nb].mean()
-                if per_item.shape[0] > nb:
+                if buf is not None and per_item.shape[0] > nb:  # replayed items were appended
                     loss = loss + (rw.to(per_item) * per_item[nb:]).mean()
                     buf.update_priorities(ridx, per_item[nb:].detach())  # re-score the replayed items
                 opt.zero_grad(set_to_none=True)
@@ -681,18 +679,18 @@ def train_stream(
                 losses.append(loss.detach())
                 step += 1
                 if meta and step % cfg.meta_every == 0:
-                    _meta_update(model, sub, _episodes(x, y, task, buf, cfg.meta_shots, gen), cfg)
+                    reptile_update(model, sub, make_episodes(x, y, task, buf, cfg.meta_shots, gen), cfg)
                 if step % cfg.eval_every == 0:
                     if use_memory:
                         pm = _refresh(model, sub, buf, new_idx)
-                    curve.append(evaluate(model, sub, pm, cfg.prototype_strength))
+                    curve.append(evaluate_stream(model, sub, pm, cfg.prototype_strength))
                     curve_step.append(step)
-        if use_replay:
+        if buf is not None and before is not None:
             changed += int((_priorities_of(buf) != before).sum())  # stored items re-scored this task
             buf.add({"x": sub.train_x[new_idx], "y": sub.train_y[new_idx], "task": sub.train_task[new_idx]})
         if use_memory:
             pm = _refresh(model, sub, buf, None)
-        R[t] = evaluate(model, sub, pm, cfg.prototype_strength)
+        R[t] = evaluate_stream(model, sub, pm, cfg.prototype_strength)
         task_end.append(step)
     return {
         "R": R.cpu(),
@@ -745,91 +743,3 @@ def _restrict(stream: TaskStream, T: int) -> TaskStream:
         **{f"train_{k}": getattr(stream, f"train_{k}")[tr] for k in ("x", "y", "task", "digit", "index")},
         **{f"test_{k}": getattr(stream, f"test_{k}")[te] for k in ("x", "y", "task", "digit", "index")},
     )
-
-
-def run_methods(
-    scenario: str,
-    methods: Sequence[str],
-    seeds: Sequence[int],
-    cfg: ContinualConfig = ContinualConfig(),
-    *,
-    num_tasks: int | None = None,
-    progress: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Every method x seed on one scenario. Returns ``{f"{method}/{key}": (S, ...) stacked tensors}``.
-
-    The seed fixes both the train/test split and the learner, so all methods of one seed see the
-    same split; keys are those of :func:`train_stream`.
-    """
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; expected one of {SCENARIOS}")
-    out: dict[str, list] = {}
-    bar = _bar(len(methods) * len(seeds), progress, f"{scenario}-incremental")
-    for s in seeds:
-        stream = make_task_stream(scenario, seed=s)
-        for m in methods:
-            res = train_stream(stream, m, cfg, seed=s, num_tasks=num_tasks)
-            for k in ("R", "baseline", "curve", "curve_step", "task_end", "priority_changes"):
-                out.setdefault(f"{m}/{k}", []).append(res[k])
-            bar.update()
-    bar.close()
-    return {k: _stack_padded(v) for k, v in out.items()}
-
-
-def _stack_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Stack along a new first dim; curves of different lengths (joint vs the rest) are NaN-padded."""
-    if tensors[0].dim() == 0 or all(t.shape == tensors[0].shape for t in tensors):
-        return torch.stack(tensors)
-    n = max(t.shape[0] for t in tensors)
-    padded = [torch.cat([t.float(), torch.full((n - t.shape[0], *t.shape[1:]), float("nan"))]) for t in tensors]
-    return torch.stack(padded)
-
-
-def replay_grid(
-    scenario: str,
-    buffer_sizes: Sequence[int],
-    replay_ratios: Sequence[float],
-    seeds: Sequence[int],
-    cfg: ContinualConfig = ContinualConfig(),
-    *,
-    method: str = "prioritized replay",
-    progress: bool = False,
-) -> dict[str, torch.Tensor]:
-    """ACC and BWT of ``method`` over a grid of buffer sizes x replay ratios, per seed.
-
-    Returns ``ACC`` and ``BWT`` (len(buffer_sizes), len(replay_ratios), S) and the two axes.
-    """
-    acc = torch.zeros(len(buffer_sizes), len(replay_ratios), len(seeds))
-    bwt = torch.zeros_like(acc)
-    bar = _bar(acc.numel(), progress, "grid")
-    for k, s in enumerate(seeds):
-        stream = make_task_stream(scenario, seed=s)
-        for i, size in enumerate(buffer_sizes):
-            for j, ratio in enumerate(replay_ratios):
-                c = replace(cfg, buffer_size=int(size), replay_ratio=float(ratio))
-                R = train_stream(stream, method, c, seed=s)["R"]
-                acc[i, j, k], bwt[i, j, k] = average_accuracy(R), backward_transfer(R)
-                bar.update()
-    bar.close()
-    return {
-        "ACC": acc,
-        "BWT": bwt,
-        "buffer_sizes": torch.tensor(list(buffer_sizes)),
-        "replay_ratios": torch.tensor(list(replay_ratios), dtype=torch.float32),
-    }
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total: int, progress: bool, desc: str):
-    if not progress:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc)

@@ -12,16 +12,23 @@ At each time step ``t`` the controller
 1. feeds ``[x_t, r_{t-1}]`` (input and the previous step's read vectors) to an LSTM cell -> h_t;
 2. maps h_t through ONE linear layer to the interface vector ``xi_t`` and splits/squashes it with
    :func:`memtutor.memory.split_interface` (keys, strengths, gates, erase and write vectors, modes);
-3. lets the memory (:func:`memtutor.memory.memory_step`, via :func:`memory_access`, which adds the
-   ablation switches) write and then read, giving r_t and the new memory;
+3. lets the memory (:func:`memtutor.memory.memory_step`, with the ablation switches of
+   :class:`ControllerConfig`) write and then read, giving r_t and the new memory;
 4. outputs ``y_t = W_y [h_t, r_t]``.
 
 The memory state belongs to each sequence and is passed in and returned explicitly
-(:class:`ControllerState`); nothing is kept in the module. The seed tutorial instead keeps one
-memory buffer for every sample it ever sees, and reads *before* it writes (so each step reads the
-previous step's memory); here the DNC order holds: write first, then read the new memory.
+(:class:`ControllerState`); nothing is kept in the module. Keeping one memory buffer for every
+sample a model ever sees, or reading *before* writing (so each step reads the previous step's
+memory), are the two mistakes notebook 02 shows; here the DNC order holds: write first, then read
+the new memory.
 
 The only Python loop is over time steps; everything else is batched.
+
+Seeding: a run with seed ``s`` seeds torch with ``s`` before building its model, draws its
+training batches from ``generator(s, "controller/train-data")`` (``s + 1000``) and measures its
+training curves on fixed validation batches drawn from :data:`VALIDATION_SEED`, the same for every
+seed. The seed loops and the LSTM comparison of notebook 02 are in
+:mod:`memtutor.experiments.nb02_controller`.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import copy
 import functools
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -37,7 +45,8 @@ import torch.nn as nn
 
 from memtutor import memory as mem
 from memtutor.tasks import bits_error, copy_task, masked_bce_loss
-from memtutor.utils import check_positive_int, check_tensor
+from memtutor.utils import check_positive_int, check_tensor, generator, register_seed_offset
+from memtutor.utils import progress as progress_bar
 
 __all__ = [
     "ControllerConfig",
@@ -48,62 +57,19 @@ __all__ = [
     "baseline_hidden_size",
     "with_access",
     "compile_step",
-    "memory_access",
     "CopyTrainConfig",
     "train_copy",
-    "train_copy_comparison",
     "evaluate_copy",
+    "validation_batches",
     "VALIDATION_SEED",
+    "TRAIN_DATA",
 ]
 
-# memory.py (notebook 01) names these ``split_interface``/``Interface``/``memory_step``; the agreed
-# contract said ``parse_interface``/``MemoryInterface``/``MemoryAccess``. Accept either spelling.
-_parse_interface = getattr(mem, "parse_interface", None) or mem.split_interface
-
-
-def memory_access(interface, prev_state, *, allocation: bool = True, links: bool = True):
-    """One memory step, ``(reads (B, R, W), next MemoryState)``, optionally ablated.
-
-    With both switches on this is exactly :func:`memtutor.memory.memory_step`. ``allocation=False``
-    writes by content only (w^w = g^w c^w); ``links=False`` reads by content only (w^r = c^r), the
-    two ablations of the notebook's exercise. Same order of operations as the full step.
-    """
-    mem._check_step(interface, prev_state, None)
-    return _memory_access(interface, prev_state, allocation=allocation, links=links)
-
-
-def _memory_access(interface, prev_state, *, allocation: bool, links: bool):
-    """:func:`memory_access` without the input checks (the time loop checks its first step only)."""
-    if allocation and links:
-        return mem._memory_step(interface, prev_state)
-    s, x = prev_state, interface
-    usage = mem._update_usage(s.usage, s.write_weights, x.free_gates, s.read_weights)  # (B, N)
-    write_content = mem._content_weights(s.memory, x.write_key.unsqueeze(1), x.write_strength.unsqueeze(1))
-    write_content = write_content.squeeze(1)  # (B, N)
-    if allocation:
-        alloc = mem._allocation_weights(usage)
-        w_w = mem._write_weights(alloc, write_content, x.allocation_gate, x.write_gate)
-    else:
-        # allocation gate forced to 0: w^w = g^w c^w (the allocation term is multiplied away)
-        no_gate = torch.zeros_like(x.allocation_gate)
-        w_w = mem._write_weights(torch.zeros_like(usage), write_content, no_gate, x.write_gate)
-    memory = mem._erase_and_add(s.memory, w_w, x.erase_vector, x.write_vector)  # (B, N, W)
-    link = mem._update_link(s.link, s.precedence, w_w)  # (B, N, N)
-    precedence = mem._update_precedence(s.precedence, w_w)  # (B, N)
-    content = mem._content_weights(memory, x.read_keys, x.read_strengths)  # (B, R, N)
-    if links:
-        forward, backward = mem._directional_weights(link, s.read_weights)
-        w_r = mem._read_weights(content, forward, backward, x.read_modes)  # (B, R, N)
-    else:
-        w_r = content
-    reads = torch.matmul(w_r, memory)  # (B, R, W)
-    return reads, mem.MemoryState(memory, usage, link, precedence, w_r, w_w)
-
-
-#: Seed of the fixed validation batches used for the training curves. The notebook's held-out
-#: test sets use other seeds; training data come from ``seed + TRAIN_DATA_OFFSET``.
+#: Seed of the fixed validation batches used for the training curves (the same for every run).
+#: Notebook 02's held-out test sets use other seeds.
 VALIDATION_SEED = 10_000
-TRAIN_DATA_OFFSET = 1_000
+#: Seed purpose of the training batches: ``generator(seed, TRAIN_DATA)`` is seeded with ``seed + 1000``.
+TRAIN_DATA = register_seed_offset("controller/train-data", 1_000)
 
 
 @dataclass(frozen=True)
@@ -149,18 +115,25 @@ class ControllerState(NamedTuple):
 
 
 class MemoryController(nn.Module):
-    """LSTM controller + DNC memory. ``forward(inputs (B,T,I), state) -> (outputs (B,T,O), state)``."""
+    """LSTM controller + DNC memory. ``forward(inputs (B,T,I), state) -> (outputs (B,T,O), state)``.
 
-    def __init__(self, config: ControllerConfig = ControllerConfig()):
+    ``fused`` selects the memory step's implementation (see :func:`memtutor.memory.memory_step`):
+    ``False``, the default, composes notebook 01's equation functions; ``True`` or a subset of
+    :data:`memtutor.memory.FUSED_NODES` uses hand-written autograd nodes, faster, with the same
+    values and gradients up to float rounding. It is not part of the state dict.
+    """
+
+    def __init__(self, config: ControllerConfig = ControllerConfig(), *, fused: bool | Collection[str] = False):
         super().__init__()
         c = config
         self.config = c
+        self.fused = mem.fused_nodes(fused)
         read_size = c.num_reads * c.word_size
         self.core = nn.LSTMCell(c.input_size + read_size, c.hidden_size)
         # xi_t = W_xi h_t: one projection for the whole interface vector.
         self.interface = nn.Linear(c.hidden_size, mem.interface_size(c.word_size, c.num_reads))
         self.output = nn.Linear(c.hidden_size + read_size, c.output_size)
-        # The memory itself has no parameters: it is the function memory_access (below).
+        # The memory itself has no parameters: it is the function memtutor.memory.memory_step.
 
     def initial_state(self, batch_size: int, *, device=None, dtype=None) -> ControllerState:
         """Zero LSTM state and reads, and a fresh memory per sequence: (B, ...) tensors."""
@@ -187,10 +160,10 @@ class MemoryController(nn.Module):
         hidden, cell = self.core(controller_in, (prev_state.hidden, prev_state.cell))  # (B, H)
         # Clip as the DNC reference code does: keeps the interface finite early in training.
         h = hidden.clamp(-c.clip_value, c.clip_value)
-        split = _parse_interface if check else mem._split_interface
-        interface = split(self.interface(h), c.word_size, c.num_reads)
-        access = memory_access if check else _memory_access
-        reads, memory = access(interface, prev_state.memory, allocation=c.allocation, links=c.links)
+        interface = mem.split_interface(self.interface(h), c.word_size, c.num_reads, check=check)
+        reads, memory = mem.memory_step(
+            interface, prev_state.memory, allocation=c.allocation, links=c.links, fused=self.fused, check=check
+        )
         y = self.output(torch.cat([h, reads.reshape(batch, -1)], dim=-1))  # (B, O)
         y = y.clamp(-c.clip_value, c.clip_value)
         return y, ControllerState(hidden, cell, reads, memory), interface
@@ -215,7 +188,8 @@ class MemoryController(nn.Module):
         sizes["memory"] = state.memory.memory.shape[0]
         if any(size != batch for size in sizes.values()):
             raise ValueError(f"state batch sizes {sizes} do not match the inputs' batch size {batch}")
-        outputs, trace = [], {k: [] for k in _TRACE_KEYS}
+        outputs: list[torch.Tensor] = []
+        trace: dict[str, list[torch.Tensor]] = {k: [] for k in _TRACE_KEYS}
         for t in range(steps):  # the only Python loop: over time
             y, state, interface = self.step(inputs[:, t], state, check=t == 0)
             outputs.append(y)
@@ -284,8 +258,8 @@ def baseline_hidden_size(config: ControllerConfig, num_layers: int = 1) -> int:
 
 
 def with_access(model: MemoryController, *, allocation: bool = True, links: bool = True) -> MemoryController:
-    """A copy of ``model`` (same weights) whose memory has allocation and/or links switched off."""
-    clone = MemoryController(replace(model.config, allocation=allocation, links=links))
+    """A copy of ``model`` (same weights and ``fused``) whose memory has allocation and/or links switched off."""
+    clone = MemoryController(replace(model.config, allocation=allocation, links=links), fused=model.fused)
     clone.load_state_dict(model.state_dict())
     return clone.to(model.output.weight.device)
 
@@ -294,7 +268,8 @@ def compile_step(model: MemoryController) -> MemoryController:
     """Compile ``model``'s time step with ``torch.compile`` (in place; returns ``model``).
 
     Optional speed: inductor fuses the step's small element-wise ops, forward and backward, into a
-    few C++ loops (about 2x faster training on one CPU core, see ``benchmarks/controller.py``).
+    few C++ loops (about 2x faster training on one CPU core, measured by ``benchmarks/controller.py``
+    on a model with ``fused=("link",)``).
     Same weights, state dict and results up to float rounding; the first calls compile (tens of
     seconds, cached on disk afterwards) and need a C++ compiler. The eager step stays the default.
     """
@@ -308,7 +283,7 @@ def compile_step(model: MemoryController) -> MemoryController:
     def step(x, prev_state, *, check: bool = True):
         return eager_step(x, prev_state, check=True) if check else fast_step(x, prev_state)
 
-    model.step = step
+    model.step = step  # type: ignore[method-assign]  # an instance attribute shadows the method
     return model
 
 
@@ -367,8 +342,11 @@ def evaluate_copy(model: nn.Module, batch, *, chunk: int = 256) -> torch.Tensor:
     return torch.cat(errors)
 
 
-def _validation_batches(cfg: CopyTrainConfig, device):
-    gen = torch.Generator().manual_seed(VALIDATION_SEED)
+def validation_batches(cfg: CopyTrainConfig, device: torch.device | str | None = None):
+    """The fixed validation batches of :func:`train_copy`: ``(short, long)``, ``cfg.eval_size``
+    sequences each, lengths in the training range and in ``(max_length, 2 max_length]``, drawn from
+    :data:`VALIDATION_SEED` (the same for every run)."""
+    gen = generator(VALIDATION_SEED)
     short = copy_task(cfg.eval_size, cfg.min_length, cfg.max_length, cfg.width, generator=gen, device=device)
     long = copy_task(cfg.eval_size, cfg.max_length + 1, 2 * cfg.max_length, cfg.width, generator=gen, device=device)
     return short, long
@@ -379,33 +357,29 @@ def train_copy(
 ) -> dict:
     """Train ``model`` on the copy task with Adam; return its weights and measured curves.
 
-    Training data come from a generator seeded with ``seed + TRAIN_DATA_OFFSET``. Every
-    ``eval_every`` updates the mean bit error on fixed validation batches (lengths in the
-    training range and in ``(max_length, 2 max_length]``) is recorded; that evaluation is not timed.
+    Seeding: the caller seeds torch with ``seed`` before building ``model``; training batches come
+    from ``generator(seed, TRAIN_DATA)`` (seeded ``seed + 1000``). Every ``eval_every`` updates the
+    mean bit error on the fixed :func:`validation_batches` is recorded; that evaluation is not timed.
     Returns a dict of tensors: ``state_dict``, ``loss`` (U,) bits per sequence, ``update_seconds``
     (U,) wall time of each update (data, forward, backward, step), ``eval_updates`` (E,),
     ``eval_seconds`` (E,) training time spent so far, ``val_bits_train`` (E,), ``val_bits_long`` (E,),
     and ``snapshots`` {str(update): state_dict}.
     """
     device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed + TRAIN_DATA_OFFSET)
-    val_short, val_long = _validation_batches(cfg, device)
+    gen = generator(seed, TRAIN_DATA)
+    val_short, val_long = validation_batches(cfg, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     losses, seconds, ev_u, ev_s, ev_a, ev_b, snaps = [], [], [], [], [], [], {}
     spent = 0.0
 
-    def record(update):
+    def record(update: int) -> None:
         ev_u.append(update)
         ev_s.append(spent)
         ev_a.append(evaluate_copy(model, val_short).mean().item())
         ev_b.append(evaluate_copy(model, val_long).mean().item())
 
     record(0)
-    bar = range(1, cfg.num_updates + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(bar, desc=type(model).__name__)
+    bar = progress_bar(range(1, cfg.num_updates + 1), enabled=progress, desc=type(model).__name__)
     for update in bar:
         start = time.perf_counter()
         batch = copy_task(cfg.batch_size, cfg.min_length, cfg.max_length, cfg.width, generator=gen, device=device)
@@ -427,7 +401,10 @@ def train_copy(
             bar.set_postfix(bits_train=f"{ev_a[-1]:.2f}", bits_long=f"{ev_b[-1]:.2f}", refresh=False)
         if out_of_time:
             break
-    as_tensor = lambda v, dt=torch.float64: torch.tensor(v, dtype=dt)
+
+    def as_tensor(values: list, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype)
+
     return {
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
         # per-update records in float32 keep a 100k-update run's file small
@@ -439,44 +416,3 @@ def train_copy(
         "val_bits_long": as_tensor(ev_b),
         "snapshots": snaps,
     }
-
-
-def train_copy_comparison(
-    seed: int,
-    config: ControllerConfig = ControllerConfig(),
-    train: CopyTrainConfig = CopyTrainConfig(),
-    *,
-    lstm_update_cap: int = 300_000,
-    progress: bool = False,
-    controller_result: dict | None = None,
-) -> dict:
-    """Train the memory controller, then an LSTM baseline with at least as many parameters.
-
-    The controller trains for ``train.num_updates`` updates. The LSTM starts from the same seed,
-    keeps a snapshot at the same number of updates, and goes on until it has spent the same
-    *training wall time* as the controller (or ``lstm_update_cap`` updates): the two comparisons
-    of the notebook. Returns ``{"controller": ..., "lstm": ..., "lstm_hidden": ...}`` with the
-    dicts of :func:`train_copy` (tensors and plain values only, loadable with ``weights_only``).
-    ``controller_result`` (the ``"controller"`` entry of an earlier call with the same seed and
-    configs) skips training the controller again and only trains the LSTM against its time.
-    """
-    from memtutor.utils import seed_everything
-
-    if controller_result is None:
-        seed_everything(seed)
-        controller = MemoryController(config)
-        res_c = train_copy(controller, train, seed=seed, progress=progress)
-    else:
-        res_c = controller_result
-    budget = float(res_c["update_seconds"].sum())
-    hidden = baseline_hidden_size(config)
-    seed_everything(seed)
-    lstm = LSTMBaseline(config.input_size, config.output_size, hidden)
-    lstm_cfg = replace(
-        train,
-        num_updates=max(lstm_update_cap, train.num_updates),
-        max_seconds=budget,
-        snapshot_at=(train.num_updates,),
-    )
-    res_l = train_copy(lstm, lstm_cfg, seed=seed, progress=progress)
-    return {"controller": res_c, "lstm": res_l, "lstm_hidden": hidden}

@@ -24,8 +24,13 @@ import shutil
 import sys
 from pathlib import Path
 
-import nbformat
-from nbconvert.preprocessors import Preprocessor, TagRemovePreprocessor
+try:
+    import nbformat
+    from nbconvert.preprocessors import Preprocessor, TagRemovePreprocessor
+except ImportError as exc:  # the course kit is an extra: the lessons themselves do not need nbconvert
+    raise ImportError(
+        "memtutor.course needs nbconvert and nbformat; install them with: pip install 'memtutor[course]'"
+    ) from exc
 
 __all__ = [
     "SOLUTION_TAG",

@@ -14,17 +14,30 @@ chains them in the order of the reference code and :class:`MemoryBank` wraps tha
 ``nn.Module``. State is a :class:`MemoryState` passed in and returned, never a buffer mutated in
 place, so one bank serves a whole batch of independent sequences.
 
-Two deliberate differences from ``deepmind/dnc``:
+Where this package differs from ``deepmind/dnc``, and why:
 
 * strengths are squashed with the paper's ``oneplus`` (1 + softplus, so beta >= 1); the reference
   code uses plain ``softplus`` by default (beta > 0);
 * usage stays differentiable with respect to the previous write weights (the paper is silent);
   the reference code puts a ``stop_gradient`` there. Pass ``prev_write_weights.detach()`` to
-  :func:`update_usage` if you want its behaviour.
+  :func:`update_usage` if you want its behaviour;
+* the read modes are ordered (backward, content, forward) as the paper's pi^1..pi^3, not
+  (backward, forward, content) (see :data:`READ_MODES`);
+* :func:`memory_step` has two ablation switches the reference code lacks, ``allocation=False``
+  (write by content only) and ``links=False`` (read by content only), for notebook 02's exercises;
+* ``fused``: an optional, faster implementation of two parts of the step. Composed from the small
+  functions above, content addressing takes about a dozen autograd nodes and the link update with
+  its two directional reads about twenty passes over the (B, N, N) link matrix per step. Two
+  hand-written autograd nodes (``_ContentWeights``, ``_LinkStep``) compute the same values and
+  gradients in one node each (the tests compare them with the composed functions, values and
+  gradients, and gradcheck them twice differentiated). ``fused=False``, the default, runs exactly
+  the functions notebook 01 builds; ``fused=True`` (or a subset of :data:`FUSED_NODES`, e.g.
+  ``("link",)``) trades that readability for speed, and its results agree up to float rounding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -35,10 +48,13 @@ from torch import Tensor, nn
 from memtutor.utils import check_positive_int, check_tensor
 
 __all__ = [
+    "fused_content_weights",
+    "fused_link_and_directions",
     "NORM_EPS",
     "SIMILARITY_EPS",
     "USAGE_EPS",
     "READ_MODES",
+    "FUSED_NODES",
     "MemoryConfig",
     "MemoryState",
     "Interface",
@@ -60,9 +76,7 @@ __all__ = [
     "read_weights",
     "read_memory",
     "memory_step",
-    "parse_interface",
-    "MemoryInterface",
-    "MemoryAccess",
+    "fused_nodes",
 ]
 
 #: Added under the square root of every vector norm, so a zero row of memory (the initial
@@ -77,6 +91,11 @@ USAGE_EPS = 1e-6
 #: Order of the read modes ``pi`` in :attr:`Interface.read_modes`: backward, content, forward
 #: (the paper's pi^1, pi^2, pi^3; deepmind/dnc orders them backward, forward, content).
 READ_MODES = ("backward", "content", "forward")
+
+#: The parts of :func:`memory_step` that have a fused implementation (a hand-written autograd node),
+#: selected with its ``fused`` argument: ``"content"`` (content addressing, both lookups of a step)
+#: and ``"link"`` (the link update and both directional weightings).
+FUSED_NODES = ("content", "link")
 
 
 @dataclass(frozen=True)
@@ -183,23 +202,20 @@ def interface_size(word_size: int, num_reads: int) -> int:
     return w * r + 3 * w + 5 * r + 3
 
 
-def split_interface(raw: Tensor, word_size: int, num_reads: int) -> Interface:
+def split_interface(raw: Tensor, word_size: int, num_reads: int, *, check: bool = True) -> Interface:
     """Split a raw interface vector and squash each field as the paper does.
 
     Args:
         raw: (B, W*R + 3W + 5R + 3), in the paper's order: read keys (R*W), read strengths (R),
             write key (W), write strength (1), erase vector (W), write vector (W), free gates (R),
             allocation gate (1), write gate (1), read modes (3R, grouped per head).
+        check: validate ``raw``'s shape and finiteness (``False`` in loops that checked it once).
     Returns:
         :class:`Interface` with keys and write vector as is, strengths through :func:`oneplus`,
         erase vector and gates through ``sigmoid``, read modes through a softmax over 3 modes.
     """
-    check_tensor(raw, "raw interface", shape=(None, interface_size(word_size, num_reads)))
-    return _split_interface(raw, word_size, num_reads)
-
-
-def _split_interface(raw: Tensor, word_size: int, num_reads: int) -> Interface:
-    """:func:`split_interface` without the input checks."""
+    if check:
+        check_tensor(raw, "raw interface", shape=(None, interface_size(word_size, num_reads)))
     w, r = word_size, num_reads
     sizes = [r * w, r, w, 1, w, w, r, 1, 1, 3 * r]
     rk, rs, wk, ws, e, v, fg, ga, gw, modes = torch.split(raw, sizes, dim=-1)
@@ -232,14 +248,14 @@ def initial_state(
     n = check_positive_int(num_slots, "num_slots")
     w = check_positive_int(word_size, "word_size")
     r = check_positive_int(num_reads, "num_reads")
-    kw = {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
+    dt = dtype if dtype is not None else torch.get_default_dtype()
     return MemoryState(
-        memory=torch.zeros(b, n, w, **kw),
-        usage=torch.zeros(b, n, **kw),
-        link=torch.zeros(b, n, n, **kw),
-        precedence=torch.zeros(b, n, **kw),
-        read_weights=torch.zeros(b, r, n, **kw),
-        write_weights=torch.zeros(b, n, **kw),
+        memory=torch.zeros(b, n, w, device=device, dtype=dt),
+        usage=torch.zeros(b, n, device=device, dtype=dt),
+        link=torch.zeros(b, n, n, device=device, dtype=dt),
+        precedence=torch.zeros(b, n, device=device, dtype=dt),
+        read_weights=torch.zeros(b, r, n, device=device, dtype=dt),
+        write_weights=torch.zeros(b, n, device=device, dtype=dt),
     )
 
 
@@ -273,8 +289,9 @@ def _content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
 
 class _ContentWeights(torch.autograd.Function):
     """:func:`content_weights` in one node with a hand-written backward (same values and gradients,
-    checked in the tests; twice differentiable). Used by :func:`memory_step`, which addresses by
-    content twice per step; written with autograd the cosine and softmax make about a dozen nodes."""
+    checked in the tests; twice differentiable). Used by :func:`memory_step` with ``fused`` including
+    ``"content"``: a step addresses by content twice, and written with autograd the cosine and
+    softmax make about a dozen nodes."""
 
     generate_vmap_rule = True
 
@@ -318,8 +335,13 @@ class _ContentWeights(torch.autograd.Function):
         return g_memory, g_keys, g_strengths
 
 
-def _content_weights_fused(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
-    """:func:`_content_weights` as one autograd node (see _ContentWeights)."""
+def fused_content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
+    """:func:`content_weights` as one autograd node with a hand-written backward (no input checks).
+
+    Same values and gradients as the readable composition (tested, twice differentiable,
+    vmap-compatible); :func:`memory_step` uses it when ``fused`` names ``"content"``.
+    Shapes: memory (B, N, W), keys (B, H, W), strengths (B, H) -> (B, H, N).
+    """
     return _ContentWeights.apply(memory, keys, strengths)[0]
 
 
@@ -530,7 +552,8 @@ class _LinkStep(torch.autograd.Function):
     """L_t and both directional weightings in one node with a hand-written backward.
 
     Same values and gradients as ``_update_link`` followed by ``_directional_weights`` (the tests
-    compare them and gradcheck this in float64, twice differentiated too). It exists for speed:
+    compare them and gradcheck this in float64, twice differentiated too). Used by :func:`memory_step`
+    with ``fused`` including ``"link"``. It exists for speed:
     the link matrix is the only (B, N, N) tensor of a step and, written with autograd, its
     update and the two reads take about twenty passes over it per step, forward and backward;
     this takes about twelve. Outputs ``(link, forward, backward, scale)``; ``scale`` =
@@ -588,8 +611,16 @@ class _LinkStep(torch.autograd.Function):
         return g_prev_link, g_p, g_w, g_r
 
 
-def _link_and_directions(prev_link, prev_precedence, write_weights, prev_read_weights):
-    """``(L_t, f, b)``: :func:`update_link` then :func:`directional_weights`, fused (see _LinkStep)."""
+def fused_link_and_directions(
+    prev_link: Tensor, prev_precedence: Tensor, write_weights: Tensor, prev_read_weights: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(L_t, f, b)``: :func:`update_link` then :func:`directional_weights` as one autograd node.
+
+    Same values and gradients as the two readable functions (tested, twice differentiable);
+    :func:`memory_step` uses it when ``fused`` names ``"link"``. Shapes: prev_link (B, N, N),
+    prev_precedence (B, N), write_weights (B, N), prev_read_weights (B, R, N) ->
+    L_t (B, N, N), f (B, R, N), b (B, R, N). No input checks.
+    """
     link, forward, backward, _ = _LinkStep.apply(prev_link, prev_precedence, write_weights, prev_read_weights)
     return link, forward, backward
 
@@ -672,8 +703,29 @@ def _check_step(interface: Interface, prev_state: MemoryState, num_reads: int | 
     _check_finite_all(named)
 
 
+def fused_nodes(fused: bool | Collection[str]) -> frozenset[str]:
+    """``fused`` as a set of names from :data:`FUSED_NODES` (``True``: all of them, ``False``: none)."""
+    if isinstance(fused, frozenset) and fused <= frozenset(FUSED_NODES):
+        return fused
+    if isinstance(fused, bool):
+        return frozenset(FUSED_NODES) if fused else frozenset()
+    if isinstance(fused, str) or not isinstance(fused, Collection):
+        raise ValueError(f"fused must be a bool or a collection of names from {FUSED_NODES}, got {fused!r}")
+    unknown = sorted(set(fused) - set(FUSED_NODES))
+    if unknown:
+        raise ValueError(f"unknown fused node(s) {unknown}; choose from {FUSED_NODES}")
+    return frozenset(fused)
+
+
 def memory_step(
-    interface: Interface, prev_state: MemoryState, *, num_reads: int | None = None
+    interface: Interface,
+    prev_state: MemoryState,
+    *,
+    num_reads: int | None = None,
+    allocation: bool = True,
+    links: bool = True,
+    fused: bool | Collection[str] = False,
+    check: bool = True,
 ) -> tuple[Tensor, MemoryState]:
     """One DNC memory step: allocate, write, link, read (deepmind/dnc's order of operations).
 
@@ -687,26 +739,44 @@ def memory_step(
         interface: :class:`Interface` for the batch (squashed, see :func:`split_interface`).
         prev_state: :class:`MemoryState` at t-1.
         num_reads: expected R (checked when given).
+        allocation: ``False`` writes by content only, w^w = g^w c^w (the allocation gate is ignored).
+        links: ``False`` reads by content only, w^r = c^r (the read modes are ignored; the links
+            are still updated, so the state has the same contents).
+        fused: which parts run as hand-written autograd nodes instead of the composed functions:
+            ``False`` (none, the default), ``True`` (all of :data:`FUSED_NODES`) or a subset of it.
+            Same values and gradients up to float rounding, faster (see the module docstring).
+        check: validate shapes and finiteness of the inputs. ``False`` skips this, for loops whose
+            inputs were checked once (the controller checks the first step of a sequence: later
+            steps get their state from the step before).
     Returns:
         ``(read_vectors, next_state)``: read vectors (B, R, W) and the :class:`MemoryState` at t.
     """
-    _check_step(interface, prev_state, num_reads)
-    return _memory_step(interface, prev_state)
-
-
-def _memory_step(interface: Interface, prev_state: MemoryState) -> tuple[Tensor, MemoryState]:
-    """:func:`memory_step` without the input checks, for loops whose inputs were checked once
-    (the controller checks its first step; later steps get their state from the previous one)."""
+    if check:
+        _check_step(interface, prev_state, num_reads)
+    fused = fused_nodes(fused)
     s, x = prev_state, interface
+    content_weights_ = fused_content_weights if "content" in fused else _content_weights
     usage = _update_usage(s.usage, s.write_weights, x.free_gates, s.read_weights)  # (B, N)
-    write_content = _content_weights_fused(s.memory, x.write_key.unsqueeze(1), x.write_strength.unsqueeze(1))
-    w_w = _write_weights(_allocation_weights(usage), write_content.squeeze(1), x.allocation_gate, x.write_gate)
+    write_key, write_strength = x.write_key.unsqueeze(1), x.write_strength.unsqueeze(1)  # (B, 1, W), (B, 1)
+    write_content = content_weights_(s.memory, write_key, write_strength).squeeze(1)  # (B, N)
+    if allocation:
+        w_w = _write_weights(_allocation_weights(usage), write_content, x.allocation_gate, x.write_gate)
+    else:  # ablation: g^a = 0, so w^w = g^w c^w
+        w_w = x.write_gate.unsqueeze(-1) * write_content  # (B, N)
     memory = _erase_and_add(s.memory, w_w, x.erase_vector, x.write_vector)  # (B, N, W)
-    # L_t = update_link(L_{t-1}, p_{t-1}, w^w_t); (f, b) = directional_weights(L_t, w^r_{t-1})
-    link, forward, backward = _link_and_directions(s.link, s.precedence, w_w, s.read_weights)
+    if "link" in fused and links:
+        # L_t = update_link(L_{t-1}, p_{t-1}, w^w_t); (f, b) = directional_weights(L_t, w^r_{t-1})
+        link, forward, backward = fused_link_and_directions(s.link, s.precedence, w_w, s.read_weights)
+    else:
+        link = _update_link(s.link, s.precedence, w_w)  # (B, N, N)
+        if links:
+            forward, backward = _directional_weights(link, s.read_weights)  # each (B, R, N)
     precedence = _update_precedence(s.precedence, w_w)  # (B, N)
-    content = _content_weights_fused(memory, x.read_keys, x.read_strengths)  # (B, R, N)
-    w_r = _read_weights(content, forward, backward, x.read_modes)  # (B, R, N)
+    content = content_weights_(memory, x.read_keys, x.read_strengths)  # (B, R, N)
+    if links:
+        w_r = _read_weights(content, forward, backward, x.read_modes)  # (B, R, N)
+    else:  # ablation: read by content only
+        w_r = content
     read_vectors = torch.matmul(w_r, memory)  # (B, R, W)
     return read_vectors, MemoryState(memory, usage, link, precedence, w_r, w_w)
 
@@ -717,6 +787,7 @@ class MemoryBank(nn.Module):
     ``MemoryBank(MemoryConfig(...))`` or ``MemoryBank(num_slots=N, word_size=W, num_reads=R)``.
     ``forward`` accepts an :class:`Interface` or a raw interface vector (B, interface_size), which
     it splits and squashes with :func:`split_interface`. Nothing is stored between calls.
+    ``fused`` is passed to :func:`memory_step` (default ``False``: the composed equation functions).
     """
 
     def __init__(
@@ -726,8 +797,10 @@ class MemoryBank(nn.Module):
         num_slots: int | None = None,
         word_size: int | None = None,
         num_reads: int | None = None,
+        fused: bool | Collection[str] = False,
     ) -> None:
         super().__init__()
+        self.fused = fused_nodes(fused)
         sizes = {"num_slots": num_slots, "word_size": word_size, "num_reads": num_reads}
         given = {k: v for k, v in sizes.items() if v is not None}
         if config is None:
@@ -759,13 +832,8 @@ class MemoryBank(nn.Module):
                 raise ValueError(
                     f"prev_state.memory has shape {tuple(mem.shape)}, expected (B, {self.num_slots}, {self.word_size})"
                 )
-        return memory_step(interface, prev_state, num_reads=self.num_reads)
+        return memory_step(interface, prev_state, num_reads=self.num_reads, fused=self.fused)
 
     def extra_repr(self) -> str:
-        return f"num_slots={self.num_slots}, word_size={self.word_size}, num_reads={self.num_reads}"
-
-
-# Names from the API contract shared with notebook 02 (same objects, other spellings).
-parse_interface = split_interface
-MemoryInterface = Interface
-MemoryAccess = MemoryBank
+        fused = f", fused={tuple(n for n in FUSED_NODES if n in self.fused)}" if self.fused else ""
+        return f"num_slots={self.num_slots}, word_size={self.word_size}, num_reads={self.num_reads}{fused}"

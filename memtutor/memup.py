@@ -18,6 +18,15 @@ The pieces, in the paper's notation:
 Baselines: the same LSTM trained to predict ``y_t`` from its own state with truncated BPTT of
 ``r`` steps, or with full BPTT (``r = T``).
 
+Seeding: :func:`train_memup` and :func:`train_tbptt` take a ``seed``, call ``torch.manual_seed(seed)``
+before building their models, and draw the training sequences from ``generator(seed,
+"memup/train-data")`` (the seed itself) and MemUP's random targets (the ablation) from
+``generator(seed, "memup/random-targets")`` (``seed + 7919``), so every method trained from one
+seed sees the same sequences.
+
+The notebook's runs (every method at every length, the cached results, the cost of an update and
+the tables) are in :mod:`memtutor.experiments.nb07_memup`.
+
 Shape legend: ``B`` batch, ``T`` sequence length, ``P`` prediction steps in a rollout, ``K``
 targets per prediction step, ``w`` local-context width, ``D`` memory width, ``C`` classes.
 """
@@ -27,14 +36,15 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypedDict
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from memtutor.utils import check_positive_int, check_tensor, seed_everything
+from memtutor import utils
+from memtutor.utils import check_positive_int, check_tensor, generator, register_seed_offset
 
 __all__ = [
     "ALPHABET",
@@ -44,7 +54,9 @@ __all__ = [
     "VOCAB",
     "N_CLASSES",
     "MemUPConfig",
-    "copy_task",
+    "TRAIN_DATA_SEED",
+    "RANDOM_TARGETS_SEED",
+    "memup_copy_task",
     "recall_mask",
     "filler_schedule",
     "local_windows",
@@ -61,6 +73,8 @@ __all__ = [
     "init_forget_bias",
     "Predictor",
     "RecurrentClassifier",
+    "MemUPRollout",
+    "RunForward",
     "rollouts",
     "detach_state",
     "ema_update",
@@ -73,13 +87,9 @@ __all__ = [
     "memup_logits",
     "recurrent_logits",
     "recall_accuracy",
+    "MemUPNets",
     "build_memup",
     "build_recurrent",
-    "saved_tensor_bytes",
-    "update_cost",
-    "METHODS",
-    "train_method",
-    "evaluate_method",
 ]
 
 #: Head symbols are 0..7 (the alphabet), 8 is the filler input, 9 the recall cue, 10 pads the
@@ -92,8 +102,10 @@ VOCAB = 11
 #: Output classes: the 8 symbols and "blank" (8), the target everywhere except the recall steps.
 N_CLASSES = ALPHABET + 1
 BLANK = ALPHABET
-#: Random target selection seeds its own generator with the data generator's seed plus this.
-SELECTION_SEED_OFFSET = 7_919
+#: Seed purposes (see the module docstring): the training sequences, and the random targets of
+#: the ablation, drawn from a generator of their own so that both selections see the same data.
+TRAIN_DATA_SEED = register_seed_offset("memup/train-data", 0)
+RANDOM_TARGETS_SEED = register_seed_offset("memup/random-targets", 7_919)
 
 
 @dataclass(frozen=True)
@@ -183,7 +195,7 @@ class MemUPConfig:
 # ----------------------------------------------------------------------------- the copy task
 
 
-def copy_task(
+def memup_copy_task(
     batch: int, n_head: int, n_filler: int, generator: torch.Generator, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample copy-task sequences.
@@ -254,13 +266,13 @@ class Detector(nn.Module):
         return self.head(self.context(win))
 
 
-def surprise(detector: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def surprise(detector: Detector, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-step surprise -log p_psi(y_k | c_k): (B, T) inputs and targets -> (B, T)."""
     check_tensor(y, "y", shape=tuple(x.shape))
     return surprise_from_windows(detector, local_windows(x, detector.context.window), y)
 
 
-def surprise_from_windows(detector: nn.Module, windows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def surprise_from_windows(detector: Detector, windows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """:func:`surprise` from precomputed windows (B, T, w) and targets (B, T) -> (B, T).
 
     A slice ``windows[:, a:b]`` of a whole sequence's windows keeps the real inputs before step
@@ -343,7 +355,7 @@ def rollout_targets(uncertainty: torch.Tensor, rollout: int, k: int, pred_every:
         v, i = torch.cat([uncertainty[:, s : s + rollout], tail_v], 1), torch.cat([steps, tail_i], 1)
         tail_v, pos = v.topk(min(k, v.shape[1]), dim=1)
         tail_i = i.gather(1, pos)
-    for s, (tv, ti) in zip(starts, reversed(tails)):
+    for s, (tv, ti) in zip(starts, reversed(tails), strict=True):
         n = min(s + rollout, T) - s
         local = torch.arange(0, n, pred_every, device=dev)  # (P,)
         own = torch.arange(n, device=dev)
@@ -454,7 +466,15 @@ class RecurrentClassifier(nn.Module):
         return self.head(h), state  # (B, n, C)
 
 
-def build_memup(cfg: MemUPConfig) -> dict[str, nn.Module]:
+class MemUPNets(TypedDict):
+    """The three networks MemUP trains (a plain dict: ``nets["memory"]``)."""
+
+    detector: Detector
+    memory: MemoryLSTM
+    predictor: Predictor
+
+
+def build_memup(cfg: MemUPConfig) -> MemUPNets:
     """Fresh detector, memory and predictor for ``cfg``."""
     return {
         "detector": Detector(cfg.window, cfg.embed, cfg.hidden),
@@ -470,7 +490,9 @@ def build_recurrent(cfg: MemUPConfig) -> RecurrentClassifier:
 # ----------------------------------------------------------------------------- rollouts
 
 
-class Rollout(NamedTuple):
+class MemUPRollout(NamedTuple):
+    """One chunk of :func:`rollouts`: its first step, its outputs (B, n, ...) and the state after it."""
+
     start: int
     outputs: torch.Tensor
     state: tuple
@@ -481,11 +503,11 @@ def detach_state(state):
     return None if state is None else tuple(s.detach() for s in state)
 
 
-def rollouts(step_fn: Callable, inputs: torch.Tensor, rollout: int, state=None) -> Iterator[Rollout]:
+def rollouts(step_fn: Callable, inputs: torch.Tensor, rollout: int, state=None) -> Iterator[MemUPRollout]:
     """Run ``step_fn(chunk, state) -> (outputs, state)`` over ``inputs`` (B, T, ...) in chunks of
     ``rollout`` steps, detaching the state carried into each chunk (truncated BPTT).
 
-    Yields ``Rollout(start, outputs (B, n, ...), state)``; the caller back-propagates each chunk's
+    Yields ``MemUPRollout(start, outputs (B, n, ...), state)``; the caller back-propagates each chunk's
     loss before asking for the next one.
     """
     check_tensor(inputs, "inputs", finite=False)
@@ -496,13 +518,13 @@ def rollouts(step_fn: Callable, inputs: torch.Tensor, rollout: int, state=None) 
     for start in range(0, T, rollout):
         # The carried state is a value from the previous chunk, not a path for gradients.
         out, state = step_fn(inputs[:, start : start + rollout], detach_state(state))
-        yield Rollout(start, out, state)
+        yield MemUPRollout(start, out, state)
 
 
 @torch.no_grad()
 def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
     """target <- decay * target + (1 - decay) * source, parameter by parameter."""
-    for pt, ps in zip(target.parameters(), source.parameters()):
+    for pt, ps in zip(target.parameters(), source.parameters(), strict=True):
         pt.lerp_(ps, 1.0 - decay)
 
 
@@ -532,35 +554,30 @@ def memup_rollout_loss(
 # ----------------------------------------------------------------------------- training
 
 
-def _clip_step(opt, params, clip):
+def _clip_step(opt: torch.optim.Optimizer, params, clip: float) -> None:
     torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
 
 
-class _Peak:
-    """Largest saved-tensor byte count over the backward passes of an update (0 when off)."""
+def _call(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return fn()
 
-    def __init__(self, on: bool):
-        self.on, self.bytes = on, 0
 
-    def forward(self, fn):
-        if not self.on:
-            return fn()
-        out, n = saved_tensor_bytes(fn)
-        self.bytes = max(self.bytes, n)
-        return out
+#: How an update runs the forward pass of each rollout: ``run_forward(loss_fn) -> loss``. The
+#: default calls it; a cost measurement passes one that also counts what autograd saves.
+RunForward = Callable[[Callable[[], torch.Tensor]], torch.Tensor]
 
 
 def memup_update(
-    nets: dict,
-    det_ema: nn.Module,
-    opts: dict,
+    nets: MemUPNets,
+    det_ema: Detector,
+    opts: dict[str, torch.optim.Optimizer],
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: MemUPConfig,
     generator: torch.Generator | None = None,
-    count_bytes: bool = False,
-) -> dict:
+    run_forward: RunForward | None = None,
+) -> dict[str, float]:
     """One MemUP pass over a batch of sequences (B, T), with an optimiser step per rollout.
 
     1. The EMA detector scores every step (no graph: it only ranks steps).
@@ -568,9 +585,11 @@ def memup_update(
        predictor's NLL on the selected targets of its prediction steps is back-propagated through
        at most r memory steps and K targets, and applied. The detector takes a step on the same
        r-step chunk, so nothing in the update builds a graph longer than a rollout.
-    Returns the mean losses and, with ``count_bytes``, the peak saved-tensor bytes of a backward.
+
+    ``generator`` draws the random targets of ``cfg.selection == 'random'``; ``run_forward`` runs
+    each rollout's loss closure (see :data:`RunForward`). Returns the mean losses.
     """
-    peak = _Peak(count_bytes)
+    run_forward = run_forward or _call
     windows = local_windows(x, cfg.window)  # (B, T, w), built once for detector and predictor
     with torch.no_grad():  # the detector's estimate only ranks steps; no gradient flows into it
         u = surprise_from_windows(det_ema, windows, y)  # (B, T)
@@ -583,21 +602,22 @@ def memup_update(
         xs = x[:, start : start + cfg.rollout].contiguous()  # (B, n)
         ys = y[:, start : start + cfg.rollout].contiguous()
         carried = detach_state(state)  # values go on, gradients stop at the rollout boundary
+        sel = None
         if cfg.selection == "random":  # the ablation: same steps t, random future targets
             sel = select_random_targets(u, local + start, cfg.k, generator)
 
-        def rollout_loss():
+        def rollout_loss(xs=xs, carried=carried, sel=sel, tg=tg) -> torch.Tensor:
             nonlocal state
             h, state = nets["memory"](xs, carried)  # (B, n, D)
-            if cfg.selection == "random":
-                return memup_rollout_loss(nets["predictor"], h, windows, y, sel, local)
+            if sel is not None:
+                return memup_rollout_loss(nets["predictor"], h, windows, y, sel, tg.local)
             # Same loss as memup_rollout_loss, each candidate target encoded once.
             cand_win = gather_steps(windows, tg.candidates.unsqueeze(1)).squeeze(1)  # (B, M, w)
-            logits = nets["predictor"].forward_candidates(h[:, local], cand_win, tg.pos)
+            logits = nets["predictor"].forward_candidates(h[:, tg.local], cand_win, tg.pos)
             target = gather_steps(y, tg.idx)  # (B, P, K)
             return F.cross_entropy(logits[tg.valid], target[tg.valid])
 
-        loss = peak.forward(rollout_loss)
+        loss = run_forward(rollout_loss)
         opts["memory"].zero_grad()
         loss.backward()
         _clip_step(opts["memory"], mem_params, cfg.clip)
@@ -606,17 +626,17 @@ def memup_update(
         # The detector learns on the same r steps, each with its real window (it scores the whole
         # sequence that way above; windows of the chunk alone would pad its first w - 1 steps).
         det_win = windows[:, start : start + cfg.rollout].contiguous()  # (B, n, w)
-        det_loss = peak.forward(lambda: surprise_from_windows(nets["detector"], det_win, ys).mean())
+
+        def detector_loss(det_win=det_win, ys=ys) -> torch.Tensor:
+            return surprise_from_windows(nets["detector"], det_win, ys).mean()
+
+        det_loss = run_forward(detector_loss)
         opts["detector"].zero_grad()
         det_loss.backward()
         _clip_step(opts["detector"], nets["detector"].parameters(), cfg.clip)
         det_losses.append(det_loss.item())
     ema_update(det_ema, nets["detector"], cfg.ema_decay)
-    return {
-        "loss": sum(mem_losses) / len(mem_losses),
-        "detector_loss": sum(det_losses) / len(det_losses),
-        "saved_bytes": peak.bytes,
-    }
+    return {"loss": sum(mem_losses) / len(mem_losses), "detector_loss": sum(det_losses) / len(det_losses)}
 
 
 def filler_schedule(cfg: MemUPConfig) -> list[int]:
@@ -626,46 +646,42 @@ def filler_schedule(cfg: MemUPConfig) -> list[int]:
     return [cfg.warmup_filler if warm and i < cfg.warmup_batches else cfg.n_filler for i in range(cfg.batches)]
 
 
-def _batches(cfg, desc, progress):
-    """The fillers of each batch (:func:`filler_schedule`), with a progress bar if asked."""
-    schedule = filler_schedule(cfg)
-    if not progress:
-        return schedule
-    from tqdm.auto import tqdm
-
-    return tqdm(schedule, desc=desc)
-
-
-def make_memup(cfg: MemUPConfig, device: torch.device | str = "cpu"):
+def make_memup(
+    cfg: MemUPConfig, device: torch.device | str = "cpu"
+) -> tuple[MemUPNets, Detector, dict[str, torch.optim.Optimizer]]:
     """Fresh nets, the detector's EMA copy and the optimisers for ``cfg``."""
-    nets = {k: v.to(device) for k, v in build_memup(cfg).items()}
+    nets = build_memup(cfg)
+    for net in (nets["detector"], nets["memory"], nets["predictor"]):
+        net.to(device)  # in place
     det_ema = copy.deepcopy(nets["detector"]).requires_grad_(False)
     mem_params = list(nets["memory"].parameters()) + list(nets["predictor"].parameters())
-    opts = {
+    opts: dict[str, torch.optim.Optimizer] = {
         "memory": torch.optim.Adam(mem_params, lr=cfg.lr),
         "detector": torch.optim.Adam(nets["detector"].parameters(), lr=cfg.lr),
     }
     return nets, det_ema, opts
 
 
-def train_memup(
-    cfg: MemUPConfig, generator: torch.Generator, *, progress: bool = False, device: torch.device | str = "cpu"
-) -> dict:
+def train_memup(cfg: MemUPConfig, seed: int, *, progress: bool = False, device: torch.device | str = "cpu") -> dict:
     """Train detector, memory and predictor with MemUP on ``cfg.batches`` fresh batches.
 
-    Returns the state dicts and the loss histories (tensors), ready for ``load_or_train``.
+    ``seed`` sets the initial weights and the training sequences (see the module docstring);
+    ``cfg.selection`` chooses the targets. Returns the state dicts and the loss histories
+    (tensors), ready for ``load_or_train``.
     """
+    torch.manual_seed(seed)  # the initial weights
     nets, det_ema, opts = make_memup(cfg, device)
-    # Random target selection draws from its own generator, so that 'memup' and 'random' runs of
+    data_gen = generator(seed, TRAIN_DATA_SEED)
+    # Random targets come from a generator of their own, so that top-K and random-target runs of
     # one seed see exactly the same training sequences.
-    select_gen = torch.Generator().manual_seed(generator.initial_seed() + SELECTION_SEED_OFFSET)
+    select_gen = generator(seed, RANDOM_TARGETS_SEED)
     mem_loss, det_loss = [], []
-    for n_filler in _batches(cfg, f"MemUP ({cfg.selection})", progress):
-        x, y = copy_task(cfg.batch, cfg.n_head, n_filler, generator, device)
+    for n_filler in utils.progress(filler_schedule(cfg), enabled=progress, desc=f"MemUP ({cfg.selection})"):
+        x, y = memup_copy_task(cfg.batch, cfg.n_head, n_filler, data_gen, device)
         out = memup_update(nets, det_ema, opts, x, y, cfg, select_gen)
         mem_loss.append(out["loss"])
         det_loss.append(out["detector_loss"])
-    result = {name: net.state_dict() for name, net in nets.items()}
+    result: dict[str, Any] = {name: nets[name].state_dict() for name in ("detector", "memory", "predictor")}
     result["detector_ema"] = det_ema.state_dict()
     result["memup_loss"] = torch.tensor(mem_loss)
     result["detector_loss"] = torch.tensor(det_loss)
@@ -679,36 +695,37 @@ def tbptt_update(
     y: torch.Tensor,
     rollout: int,
     clip: float,
-    count_bytes: bool = False,
-) -> dict:
+    run_forward: RunForward | None = None,
+) -> dict[str, float]:
     """One pass of the baseline over a batch (B, T): cross-entropy of y_t from h_t on every step,
-    back-propagated within rollouts of ``rollout`` steps (T gives full BPTT), a step per rollout."""
+    back-propagated within rollouts of ``rollout`` steps (T gives full BPTT), a step per rollout.
+    ``run_forward`` as in :func:`memup_update`. Returns the mean loss."""
     rollout = check_positive_int(rollout, "rollout")
     if x.shape[1] < rollout:
         raise ValueError(f"sequence length {x.shape[1]} is shorter than one rollout ({rollout})")
-    peak = _Peak(count_bytes)
+    run_forward = run_forward or _call
     losses, state = [], None
     for start in range(0, x.shape[1], rollout):
         xs = x[:, start : start + rollout].contiguous()  # (B, n); a copy, see memup_update
         ys = y[:, start : start + rollout].contiguous()
         carried = detach_state(state)  # truncation: the value goes on, the gradient stops
 
-        def rollout_loss():
+        def rollout_loss(xs=xs, ys=ys, carried=carried) -> torch.Tensor:
             nonlocal state
             logits, state = model(xs, carried)  # (B, n, C)
             return F.cross_entropy(logits.transpose(1, 2), ys)
 
-        loss = peak.forward(rollout_loss)
+        loss = run_forward(rollout_loss)
         opt.zero_grad()
         loss.backward()
         _clip_step(opt, model.parameters(), clip)
         losses.append(loss.item())
-    return {"loss": sum(losses) / len(losses), "saved_bytes": peak.bytes}
+    return {"loss": sum(losses) / len(losses)}
 
 
 def train_tbptt(
     cfg: MemUPConfig,
-    generator: torch.Generator,
+    seed: int,
     *,
     rollout: int | None = None,
     progress: bool = False,
@@ -716,13 +733,15 @@ def train_tbptt(
 ) -> dict:
     """Baseline: the LSTM predicts y_t from h_t, cross-entropy on every step, truncated BPTT of
     ``rollout`` steps (``cfg.rollout`` by default; the sequence length gives full BPTT).
-    One optimiser step per rollout, the same batches as :func:`train_memup`."""
+    One optimiser step per rollout; ``seed`` gives the same batches as :func:`train_memup`."""
     rollout = cfg.rollout if rollout is None else check_positive_int(rollout, "rollout")
+    torch.manual_seed(seed)  # the initial weights
     model = build_recurrent(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    data_gen = generator(seed, TRAIN_DATA_SEED)
     hist = []
-    for n_filler in _batches(cfg, f"BPTT (r={rollout})", progress):
-        x, y = copy_task(cfg.batch, cfg.n_head, n_filler, generator, device)
+    for n_filler in utils.progress(filler_schedule(cfg), enabled=progress, desc=f"BPTT (r={rollout})"):
+        x, y = memup_copy_task(cfg.batch, cfg.n_head, n_filler, data_gen, device)
         # full BPTT (rollout = cfg.length) covers a whole warm-up sequence in one rollout
         hist.append(tbptt_update(model, opt, x, y, min(rollout, x.shape[1]), cfg.clip)["loss"])
     out = model.state_dict()
@@ -754,112 +773,3 @@ def recall_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     check_tensor(logits, "logits", ndim=3)
     check_tensor(target, "target", shape=tuple(logits.shape[:2]))
     return (logits.argmax(-1) == target).float().mean().item()
-
-
-# ----------------------------------------------------------------------------- cost
-
-
-class _SavedBytes:
-    """Counts the bytes autograd keeps for backward, each storage once."""
-
-    def __init__(self):
-        self.storages: dict[int, int] = {}
-
-    def pack(self, t: torch.Tensor):
-        s = t.untyped_storage()
-        self.storages[s.data_ptr()] = s.nbytes()
-        return t
-
-    @property
-    def total(self) -> int:
-        return sum(self.storages.values())
-
-
-def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Run ``fn`` (which builds a graph and returns a loss) and count the bytes of the distinct
-    storages autograd saved for the backward pass. Returns (loss, bytes).
-
-    Works on any device, including CPU where tracemalloc cannot see torch's allocator.
-    """
-    counter = _SavedBytes()
-    with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
-        loss = fn()
-    return loss, counter.total
-
-
-def update_cost(cfg: MemUPConfig, method: str, generator: torch.Generator, repeats: int = 1) -> dict:
-    """Time and peak saved-tensor bytes of one update pass over a batch of ``cfg.length`` steps.
-
-    ``method``: 'memup' (every rollout of :func:`memup_update`) or 'bptt' (one full-BPTT step).
-    Seconds are the median of ``repeats`` timed passes after one warm-up pass; bytes are counted in
-    a separate pass (the hooks cost time).
-    """
-    import time
-
-    repeats = check_positive_int(repeats, "repeats")
-    x, y = copy_task(cfg.batch, cfg.n_head, cfg.n_filler, generator)
-    if method == "memup":
-        nets, det_ema, opts = make_memup(cfg)
-        run = lambda count: memup_update(nets, det_ema, opts, x, y, cfg, generator, count)  # noqa: E731
-    elif method == "bptt":
-        model = build_recurrent(cfg)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        run = lambda count: tbptt_update(model, opt, x, y, x.shape[1], cfg.clip, count)  # noqa: E731
-    else:
-        raise ValueError(f"method must be 'memup' or 'bptt', got {method!r}")
-    saved = run(True)["saved_bytes"]  # also the warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(False)
-        times.append(time.perf_counter() - t0)
-    return {"seconds": sorted(times)[len(times) // 2], "saved_bytes": saved}
-
-
-METHODS = ("memup", "random", "tbptt", "bptt")
-
-
-def train_method(method: str, cfg: MemUPConfig, seed: int, progress: bool = False) -> dict:
-    """Train one of METHODS from seed ``seed`` (initial weights and data): 'memup', 'random'
-    (MemUP with random targets), 'tbptt' (r = cfg.rollout) or 'bptt' (r = T)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    seed_everything(seed)
-    gen = torch.Generator().manual_seed(seed)
-    if method in ("memup", "random"):
-        sel = "topk" if method == "memup" else "random"
-        return train_memup(replace(cfg, selection=sel), gen, progress=progress)
-    rollout = cfg.rollout if method == "tbptt" else cfg.length
-    return train_tbptt(cfg, gen, rollout=rollout, progress=progress)
-
-
-@torch.no_grad()
-def evaluate_method(
-    method: str, state: dict, cfg: MemUPConfig, n_filler: int, n_seqs: int, generator: torch.Generator
-) -> float:
-    """Held-out recall accuracy of a trained ``state`` on ``n_seqs`` fresh sequences with
-    ``n_filler`` fillers (may differ from the training length)."""
-    x, y = copy_task(n_seqs, cfg.n_head, n_filler, generator)
-    steps = recall_mask(cfg.n_head, n_filler).nonzero().squeeze(1)  # (H,)
-    if method in ("memup", "random"):
-        nets = build_memup(cfg)
-        for name in ("memory", "predictor"):
-            nets[name].load_state_dict(state[name])
-        logits = memup_logits(nets["memory"], nets["predictor"], x, steps)
-    elif method in ("tbptt", "bptt"):
-        model = build_recurrent(cfg)
-        model.load_state_dict({k: v for k, v in state.items() if k != "loss"})
-        logits = recurrent_logits(model, x, steps)
-    else:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return recall_accuracy(logits, y[:, steps])
-
-
-def config_dict(cfg: MemUPConfig) -> dict:
-    """The config as plain values (for saving next to a checkpoint)."""
-    return asdict(cfg)
-
-
-def with_(cfg: MemUPConfig, **changes) -> MemUPConfig:
-    """A copy of ``cfg`` with ``changes`` (validated again)."""
-    return replace(cfg, **changes)

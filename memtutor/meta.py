@@ -24,13 +24,16 @@ The three methods differ only in what they do with the adapted parameters phi_i 
 
 Evaluation always runs the model with the *adapted* parameters (:func:`adaptation_curve`,
 :func:`adapt_and_predict`), which the seed tutorial's ``MetaLearner`` never does.
+
+Notebook 04's experiments (the sinusoid and controller training runs, their configurations and
+cached results, the held-out evaluation of the controller) are in
+:mod:`memtutor.experiments.nb04_meta`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -39,13 +42,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from memtutor.utils import check_positive_int, check_tensor
+from memtutor.utils import progress as progress_bar
 
 __all__ = [
-    "METHODS",
+    "META_METHODS",
     "SINE_AMPLITUDE",
     "SINE_PHASE",
     "SINE_X",
-    "SineConfig",
     "TaskBatch",
     "SineTasks",
     "sinusoid",
@@ -61,8 +64,6 @@ __all__ = [
     "meta_train",
     "select_params",
     "pretrain_joint",
-    "TRAINERS",
-    "train_sine_model",
     "adaptation_curve",
     "adapt_and_predict",
     "CONTROLLER_HEAD",
@@ -71,16 +72,11 @@ __all__ = [
     "packed_bce_loss",
     "packed_bits_error",
     "xor_masks",
-    "split_xor_masks",
     "xor_copy_tasks",
-    "ControllerMetaConfig",
-    "CONTROLLER_TRAINERS",
-    "train_controller_init",
-    "controller_adaptation_curves",
 ]
 
 #: The meta-training rules this module implements (see the module docstring).
-METHODS = ("maml", "fomaml", "reptile")
+META_METHODS = ("maml", "fomaml", "reptile")
 
 #: Sinusoid task family of the MAML paper (Sec. 5.1): y = A sin(x + phi).
 SINE_AMPLITUDE = (0.1, 5.0)  # A ~ U[0.1, 5.0]
@@ -89,39 +85,6 @@ SINE_X = (-5.0, 5.0)  # x ~ U[-5, 5]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Params = dict[str, Tensor]
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class SineConfig:
-    """The sinusoid benchmark's knobs. Defaults are the MAML paper's, except ``meta_steps``."""
-
-    k_support: int = 10
-    """K: support points per task (the paper meta-trains with K = 10)."""
-    k_query: int = 10
-    """Q: query points per task during meta-training."""
-    meta_batch: int = 25
-    """T: tasks per meta-update (paper: 25)."""
-    inner_lr: float = 0.01
-    """alpha: inner-loop SGD step (paper: 0.01; cbfinn/maml's flag default is 1e-3)."""
-    inner_steps: int = 1
-    """Inner SGD steps during meta-training (paper: 1)."""
-    reptile_steps: int = 5
-    """Inner steps for Reptile (with 1 step Reptile reduces to joint training)."""
-    meta_lr: float = 1e-3
-    """beta: Adam learning rate of the outer loop (paper: 1e-3)."""
-    meta_steps: int = 40_000
-    """Meta-updates (paper: 70,000; CPU-scale default here)."""
-    hidden: int = 40
-    """Width of the two hidden ReLU layers (paper: 40)."""
-
-    def __post_init__(self) -> None:
-        for name in ("k_support", "k_query", "meta_batch", "inner_steps", "reptile_steps", "meta_steps", "hidden"):
-            check_positive_int(getattr(self, name), name)
-        _check_lr(self.inner_lr, "inner_lr")
-        _check_lr(self.meta_lr, "meta_lr")
 
 
 class TaskBatch(NamedTuple):
@@ -195,13 +158,14 @@ def _check_batch(batch, *, query: bool = True) -> None:
         _check_pair(batch.x_query, batch.y_query, "x_query", "y_query", batched=True)
         if batch.x_query.shape[0] != batch.x_support.shape[0]:
             raise ValueError(
-                f"support and query have different numbers of tasks: {batch.x_support.shape[0]} vs {batch.x_query.shape[0]}"
+                "support and query have different numbers of tasks: "
+                f"{batch.x_support.shape[0]} vs {batch.x_query.shape[0]}"
             )
 
 
 def _check_method(method) -> str:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in META_METHODS:
+        raise ValueError(f"method must be one of {META_METHODS}, got {method!r}")
     return method
 
 
@@ -333,7 +297,7 @@ def _over_tasks(fn, args: tuple, vectorize: bool):
     """fn applied to each task (dim 0 of every arg): vmap, or a Python loop stacked the same way."""
     if vectorize:
         return vmap(fn)(*args)
-    return _stack([fn(*task) for task in zip(*args)])
+    return _stack([fn(*task) for task in zip(*args, strict=True)])
 
 
 def _stack(outs: list):
@@ -341,7 +305,7 @@ def _stack(outs: list):
     if isinstance(outs[0], dict):
         return {k: _stack([o[k] for o in outs]) for k in outs[0]}
     if isinstance(outs[0], tuple):
-        return tuple(_stack(list(parts)) for parts in zip(*outs))
+        return tuple(_stack(list(parts)) for parts in zip(*outs, strict=True))
     return torch.stack(outs)
 
 
@@ -449,7 +413,7 @@ def meta_train_step(
     vectorize: bool = True,
     adapt: Sequence[str] | None = None,
 ) -> Tensor:
-    """One meta-update of ``model``'s parameters (all of them) by ``method`` in :data:`METHODS`.
+    """One meta-update of ``model``'s parameters (all of them) by ``method`` in :data:`META_METHODS`.
 
     ``adapt`` names the parameters the inner loop adapts (default: all). With a subset, MAML and
     first-order MAML still update every parameter in the outer step (the others through the
@@ -478,7 +442,7 @@ def meta_train_step(
 
 def select_params(model: nn.Module, names: Sequence[str] | None = None) -> Params:
     """``{name: parameter}`` of ``model`` for ``names`` (all parameters when ``None``)."""
-    params = dict(model.named_parameters())
+    params: Params = dict(model.named_parameters())
     if names is None:
         return params
     names = list(names)
@@ -490,7 +454,7 @@ def select_params(model: nn.Module, names: Sequence[str] | None = None) -> Param
 
 def meta_train(
     model: nn.Module,
-    sample_batch: Callable[[torch.Generator], object],
+    sample_batch: Callable[[torch.Generator], TaskBatch],
     *,
     method: str,
     meta_steps: int,
@@ -511,7 +475,7 @@ def meta_train(
     n = check_positive_int(meta_steps, "meta_steps")
     optimizer = torch.optim.Adam(model.parameters(), lr=_check_lr(meta_lr, "meta_lr"))
     losses = torch.empty(n)
-    for i in _progress(range(n), progress, f"meta-train ({method})"):
+    for i in progress_bar(range(n), enabled=progress, desc=f"meta-train ({method})", mininterval=1.0):
         losses[i] = meta_train_step(
             model, optimizer, sample_batch(generator), method=method, inner_lr=inner_lr,
             steps=inner_steps, loss_fn=loss_fn, vectorize=vectorize,
@@ -521,7 +485,7 @@ def meta_train(
 
 def pretrain_joint(
     model: nn.Module,
-    sample_batch: Callable[[torch.Generator], object],
+    sample_batch: Callable[[torch.Generator], TaskBatch],
     *,
     steps: int,
     lr: float = 1e-3,
@@ -537,7 +501,7 @@ def pretrain_joint(
     n = check_positive_int(steps, "steps")
     optimizer = torch.optim.Adam(model.parameters(), lr=_check_lr(lr, "lr"))
     losses = torch.empty(n)
-    for i in _progress(range(n), progress, "pretrain (joint)"):
+    for i in progress_bar(range(n), enabled=progress, desc="pretrain (joint)", mininterval=1.0):
         b = sample_batch(generator)
         x = torch.cat([b.x_support, b.x_query], dim=1).flatten(0, 1)  # (T*(K+Q), ...)
         y = torch.cat([b.y_support, b.y_query], dim=1).flatten(0, 1)
@@ -547,54 +511,6 @@ def pretrain_joint(
         optimizer.step()
         losses[i] = loss.detach()
     return losses
-
-
-#: What :func:`train_sine_model` can train: the three meta-learners and the joint baseline.
-TRAINERS = METHODS + ("pretrained",)
-
-
-def train_sine_model(method: str, config: SineConfig, *, seed: int, progress: bool = False, history: int = 100) -> dict:
-    """Train the paper's MLP on the sinusoid family by ``method`` in :data:`TRAINERS`.
-
-    The initialisation and the task stream are both derived from ``seed`` (the global RNG is left
-    untouched). Meta-training uses ``config.k_support``/``k_query`` points per task,
-    ``config.inner_steps`` inner steps for MAML and first-order MAML and ``config.reptile_steps``
-    for Reptile; the baseline makes ``config.meta_steps`` Adam updates on pooled meta-batches.
-
-    Returns:
-        ``{"model": state_dict, "losses": (history,) training loss averaged over equal chunks}``,
-        ready for :func:`memtutor.utils.load_or_train`.
-    """
-    if method not in TRAINERS:
-        raise ValueError(f"method must be one of {TRAINERS}, got {method!r}")
-    if not isinstance(config, SineConfig):
-        raise ValueError(f"config must be a SineConfig, got {type(config).__name__}")
-    h = check_positive_int(history, "history")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = make_sine_mlp(config.hidden)
-    generator = torch.Generator().manual_seed(seed + 1)
-    sample = lambda g: sample_sinusoid_tasks(config.meta_batch, config.k_support, config.k_query, generator=g)  # noqa: E731
-    if method == "pretrained":
-        losses = pretrain_joint(
-            model, sample, steps=config.meta_steps, lr=config.meta_lr, generator=generator, progress=progress
-        )
-    else:
-        steps = config.reptile_steps if method == "reptile" else config.inner_steps
-        losses = meta_train(
-            model, sample, method=method, meta_steps=config.meta_steps, inner_lr=config.inner_lr,
-            inner_steps=steps, meta_lr=config.meta_lr, generator=generator, progress=progress,
-        )  # fmt: skip
-    chunks = torch.tensor_split(losses, min(h, losses.numel()))
-    return {"model": model.state_dict(), "losses": torch.stack([c.mean() for c in chunks])}
-
-
-def _progress(it, enabled: bool, desc: str):
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, mininterval=1.0)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -674,7 +590,7 @@ def adapt_and_predict(
     if vectorize:
         return vmap(predict)(phi, x_eval)  # (T, G, D_out)
     per_task = [{k: v[i] for k, v in phi.items()} for i in range(x_eval.shape[0])]
-    return torch.stack([predict(p, x) for p, x in zip(per_task, x_eval)])  # (T, G, D_out)
+    return torch.stack([predict(p, x) for p, x in zip(per_task, x_eval, strict=True)])  # (T, G, D_out)
 
 
 # --------------------------------------------------------------------------- the memory controller
@@ -737,16 +653,6 @@ def xor_masks(width: int = 8) -> Tensor:
     return ((i >> torch.arange(width)) & 1).float()
 
 
-def split_xor_masks(width: int, n_heldout: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Split the 2**width masks into (meta-training masks, held-out masks) at random."""
-    masks = xor_masks(width)
-    n_heldout = check_positive_int(n_heldout, "n_heldout")
-    if n_heldout >= len(masks):
-        raise ValueError(f"n_heldout must leave masks to train on: {n_heldout} of {len(masks)}")
-    order = torch.randperm(len(masks), generator=torch.Generator().manual_seed(seed))
-    return masks[order[n_heldout:]], masks[order[:n_heldout]]
-
-
 def xor_copy_tasks(
     masks: Tensor,
     n_support: int,
@@ -779,130 +685,3 @@ def xor_copy_tasks(
             ys.append(pack_targets(flipped, b.mask))
         parts += [torch.stack(xs), torch.stack(ys)]
     return TaskBatch(*parts)
-
-
-@dataclass(frozen=True)
-class ControllerMetaConfig:
-    """Knobs of the controller meta-learning experiment (notebook 04, last section)."""
-
-    meta_steps: int = 150
-    """Outer updates (MAML) or joint-training updates (same number of sequences)."""
-    meta_batch: int = 8
-    """Tasks (masks) per update."""
-    n_support: int = 16
-    """Support sequences per task: what an adapting model gets to see."""
-    n_query: int = 16
-    """Query sequences per task during meta-training."""
-    inner_lr: float = 0.1
-    """alpha: SGD step of the inner loop on the output layer (loss in bits per sequence)."""
-    inner_steps: int = 1
-    """Inner steps during meta-training."""
-    meta_lr: float = 3e-4
-    """Adam learning rate of the outer loop and of the joint baseline."""
-    grad_clip: float = 10.0
-    """Global gradient-norm clip of the outer step (as in notebook 02's training)."""
-    min_length: int = 1
-    max_length: int = 10
-    """Copy lengths (notebook 02's training range)."""
-    width: int = 8
-    """Bits per vector; 2**width masks."""
-    n_heldout: int = 32
-    """Masks never used in meta-training, for evaluation."""
-    mask_seed: int = 0
-    """Seed of the split into meta-training and held-out masks."""
-
-    def __post_init__(self) -> None:
-        for name in (
-            "meta_steps",
-            "meta_batch",
-            "n_support",
-            "n_query",
-            "inner_steps",
-            "min_length",
-            "max_length",
-            "width",
-            "n_heldout",
-        ):
-            check_positive_int(getattr(self, name), name)
-        for name in ("inner_lr", "meta_lr", "grad_clip"):
-            _check_lr(getattr(self, name), name)
-
-
-#: What :func:`train_controller_init` can do from a pretrained controller.
-CONTROLLER_TRAINERS = ("maml", "fomaml", "joint")
-
-
-def train_controller_init(
-    method: str, controller: nn.Module, config: ControllerMetaConfig, *, seed: int, progress: bool = False
-) -> dict:
-    """Train ``controller`` (a MemoryController, changed in place) on the XOR-copy family.
-
-    ``"maml"``/``"fomaml"``: meta-learn the initialisation with the inner loop on the output layer
-    (:data:`CONTROLLER_HEAD`) and the outer step on every parameter. ``"joint"``: the ordinary
-    alternative, Adam on the pooled sequences of the same meta-batches (it never sees which mask
-    a sequence belongs to). Task masks come from the meta-training split only.
-
-    Returns:
-        ``{"controller": state_dict, "losses": (meta_steps,)}`` for :func:`memtutor.utils.load_or_train`.
-    """
-    if method not in CONTROLLER_TRAINERS:
-        raise ValueError(f"method must be one of {CONTROLLER_TRAINERS}, got {method!r}")
-    if not isinstance(config, ControllerMetaConfig):
-        raise ValueError(f"config must be a ControllerMetaConfig, got {type(config).__name__}")
-    c = config
-    train_masks, _ = split_xor_masks(c.width, c.n_heldout, c.mask_seed)
-    model = ControllerLogits(controller)
-    optimizer = torch.optim.Adam(model.parameters(), lr=c.meta_lr)
-    generator = torch.Generator().manual_seed(seed)
-    losses = torch.empty(c.meta_steps)
-    for i in _progress(range(c.meta_steps), progress, f"controller ({method})"):
-        pick = torch.randint(0, len(train_masks), (c.meta_batch,), generator=generator)
-        batch = xor_copy_tasks(
-            train_masks[pick],
-            c.n_support,
-            c.n_query,
-            min_length=c.min_length,
-            max_length=c.max_length,
-            generator=generator,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        if method == "joint":
-            x = torch.cat([batch.x_support, batch.x_query], dim=1).flatten(0, 1)  # (T*(K+Q), S, I)
-            y = torch.cat([batch.y_support, batch.y_query], dim=1).flatten(0, 1)
-            loss = packed_bce_loss(model(x), y)
-        else:
-            # vectorize=False: the controller checks each sequence's first step with bool(), which
-            # vmap cannot batch; the tasks run one after the other (each batched over sequences).
-            loss = maml_meta_loss(
-                model, select_params(model, CONTROLLER_HEAD), batch, inner_lr=c.inner_lr, steps=c.inner_steps,
-                first_order=method == "fomaml", loss_fn=packed_bce_loss, vectorize=False,
-            )  # fmt: skip
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        optimizer.step()
-        losses[i] = loss.detach()
-    return {"controller": controller.state_dict(), "losses": losses}
-
-
-def controller_adaptation_curves(controller: nn.Module, tasks, *, inner_lr: float, max_steps: int) -> dict[str, Tensor]:
-    """Adapt ``controller``'s output layer to each task of ``tasks`` (from :func:`xor_copy_tasks`) by
-    0..``max_steps`` SGD steps on the support sequences; score the query sequences.
-
-    Returns:
-        ``{"loss": (T, max_steps + 1) bits-per-sequence BCE, "bits": (T, max_steps + 1) wrong bits
-        per sequence}`` with the adapted parameters at every step.
-    """
-    model = ControllerLogits(controller)
-    head = select_params(model, CONTROLLER_HEAD)
-    both = lambda logits, y: torch.stack([packed_bce_loss(logits, y), packed_bits_error(logits, y)])  # noqa: E731
-    curves = adaptation_curve(
-        model,
-        head,
-        tasks,
-        inner_lr=inner_lr,
-        max_steps=max_steps,
-        loss_fn=packed_bce_loss,
-        metric_fn=both,
-        vectorize=False,
-    )  # (T, S + 1, 2)
-    return {"loss": curves[..., 0], "bits": curves[..., 1]}

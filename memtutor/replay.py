@@ -33,6 +33,9 @@ running prefix sum strictly increases at ``j``, which in floating point implies 
 positive; a prefix that rounds up to (or past) a node's total is moved to the largest float below
 it, so the walk never steps past the last positive child (the bug of cleanrl#546 and
 ReinforcementLearningTrajectories.jl#59).
+
+Notebook 03's Blind Cliffwalk study (tabular Q-learning from this buffer under uniform,
+prioritized and oracle replay) is in :mod:`memtutor.experiments.nb03_replay`.
 """
 
 from __future__ import annotations
@@ -55,10 +58,6 @@ __all__ = [
     "priority",
     "importance_weights",
     "stratified_prefixes",
-    "cliffwalk_memory",
-    "cliffwalk_true_q",
-    "cliffwalk_updates",
-    "cliffwalk_sweep",
 ]
 
 #: Default ``eps`` added to |TD error| so that no stored transition has priority 0 (paper, Sec. 3.3).
@@ -201,7 +200,10 @@ class SumTree:
         self._sums = [torch.zeros(n, dtype=TREE_DTYPE, device=self.device) for n in padded]
         inf = float("inf")
         # mins[0] is never read (leaf mins are computed from the leaves), so it is not stored.
-        self._mins = [None] + [torch.full((n,), inf, dtype=TREE_DTYPE, device=self.device) for n in padded[1:]]
+        # level 0 keeps no minima (the leaves are their own); a (0,) placeholder keeps the list typed
+        self._mins = [torch.empty(0, dtype=TREE_DTYPE, device=self.device)] + [
+            torch.full((n,), inf, dtype=TREE_DTYPE, device=self.device) for n in padded[1:]
+        ]
         self._zero = torch.zeros((), dtype=TREE_DTYPE, device=self.device)
         self._top_csum = torch.zeros(padded[-1] + 1, dtype=TREE_DTYPE, device=self.device)
 
@@ -262,8 +264,8 @@ class SumTree:
         if idx.numel() == 0:
             return
         vals = values.to(device=self.device, dtype=TREE_DTYPE)
-        lo, hi = torch.aminmax(vals)
-        lo, hi = float(lo), float(hi)
+        bounds = torch.aminmax(vals)
+        lo, hi = float(bounds.min), float(bounds.max)
         if not (lo >= 0 and hi < float("inf")):  # NaN fails both comparisons
             raise ValueError(
                 "values must be finite and >= 0 (priorities), got "
@@ -585,8 +587,8 @@ class PrioritizedReplay:
             raise ValueError(f"indices must be an integer tensor, got {indices.dtype}")
         if indices.numel() == 0:
             return torch.ones(0, dtype=torch.bool, device=self.device)
-        lo, hi = torch.aminmax(indices)
-        lo, hi = int(lo), int(hi)
+        bounds = torch.aminmax(indices)
+        lo, hi = int(bounds.min), int(bounds.max)
         if lo < 0 or hi >= self._size:
             raise ValueError(f"indices must lie in the filled part [0, {self._size}), got values in [{lo}, {hi}]")
         idx = indices.to(device=self.device, dtype=torch.int64)
@@ -639,182 +641,3 @@ class LinearBetaSchedule:
 def linear_beta_schedule(beta0: float, total_steps: int) -> LinearBetaSchedule:
     """The paper's beta annealing: ``beta0`` at step 0, 1 from ``total_steps`` on."""
     return LinearBetaSchedule(beta0, total_steps)
-
-
-# --------------------------------------------------------------------------------------------
-# Blind Cliffwalk (PER paper, Section 3.1 and Figure 1)
-# --------------------------------------------------------------------------------------------
-#: Actions of the Blind Cliffwalk: the "wrong" one ends the episode, the "right" one moves on.
-WRONG, RIGHT = 0, 1
-CLIFFWALK_METHODS = ("uniform", "prioritized", "oracle")
-
-
-def cliffwalk_memory(n: int) -> dict[str, torch.Tensor]:
-    """The replay memory of an ``n``-state Blind Cliffwalk: every transition of all ``2**n``
-    action sequences, each executed until the episode ends.
-
-    State ``i`` is reached by the ``2**(n-i)`` sequences that start with ``i`` right actions;
-    half of them take each action there, so the memory holds ``2**(n-i-1)`` copies of both of
-    state ``i``'s transitions: ``2**(n+1) - 2`` transitions in all, exactly one of which (the
-    right action in the last state) carries the only reward, 1.
-
-    Returns:
-        dict of ``(M,)`` tensors: ``state``, ``action`` (int64), ``reward``, ``next_state``
-        (int64; equal to ``state`` for terminal transitions, where it is unused), ``done``
-        (float, 1 for terminal transitions).
-    """
-    n = check_positive_int(n, "n")
-    if n > 20:
-        raise ValueError(f"n must be <= 20 (the memory has 2**(n+1) - 2 transitions), got {n}")
-    states = torch.arange(n)
-    copies = 2 ** (n - 1 - states)  # (n,) copies of each of state i's two transitions
-    s = torch.repeat_interleave(states.repeat_interleave(2), copies.repeat_interleave(2))  # (M,)
-    a = torch.repeat_interleave(torch.tensor([WRONG, RIGHT]).repeat(n), copies.repeat_interleave(2))
-    last = s == n - 1
-    right = a == RIGHT
-    reward = (right & last).to(torch.get_default_dtype())
-    done = (~right | last).to(torch.get_default_dtype())
-    next_state = torch.where(done.bool(), s, s + 1)
-    return {"state": s, "action": a, "reward": reward, "next_state": next_state, "done": done}
-
-
-def cliffwalk_true_q(n: int, gamma: float) -> torch.Tensor:
-    """``(n, 2)`` optimal action values: 0 for the wrong action, ``gamma**(n-1-i)`` for the right one."""
-    n = check_positive_int(n, "n")
-    q = torch.zeros(n, 2, dtype=TREE_DTYPE)
-    q[:, RIGHT] = gamma ** (n - 1 - torch.arange(n, dtype=TREE_DTYPE))
-    return q
-
-
-def cliffwalk_updates(
-    n: int,
-    method: str,
-    *,
-    alpha: float = 1.0,
-    lr: float = 0.25,
-    gamma: float | None = None,
-    tol: float = 1e-3,
-    max_updates: int = 10_000_000,
-    generator: torch.Generator | None = None,
-) -> int:
-    """Number of tabular Q-learning updates, one replayed transition each, until the Q-table of
-    the ``n``-state Blind Cliffwalk is learned: its mean squared error to the true values falls
-    to ``tol`` times its initial error (Q starts at 0).
-
-    Methods: ``"uniform"`` replays from :class:`PrioritizedReplay` with ``alpha=0``;
-    ``"prioritized"`` with ``alpha`` and priorities set to the last ``|TD error|`` (new
-    transitions at the maximum priority); ``"oracle"`` replays the transition that most lowers
-    the global loss after its update (computed for every stored transition at once). No
-    importance weights (``beta = 0``): the targets are deterministic, so there is no bias to
-    correct, only speed to measure.
-
-    Args:
-        n: number of states (memory of ``2**(n+1) - 2`` transitions).
-        method: one of ``"uniform"``, ``"prioritized"``, ``"oracle"``.
-        alpha: prioritisation exponent of ``"prioritized"``.
-        lr: Q-learning step size.
-        gamma: discount, default ``1 - 1/n``.
-        tol: learned when ``MSE(Q) <= tol * MSE(Q_0)``.
-        max_updates: give up (and return this number) after so many updates.
-        generator: randomness of the replay draws.
-    """
-    if method not in CLIFFWALK_METHODS:
-        raise ValueError(f"method must be one of {CLIFFWALK_METHODS}, got {method!r}")
-    n = check_positive_int(n, "n")
-    max_updates = check_positive_int(max_updates, "max_updates")
-    gamma = 1.0 - 1.0 / n if gamma is None else float(gamma)
-    if not (0.0 <= gamma <= 1.0 and 0.0 < lr <= 1.0 and 0.0 < tol < 1.0):
-        raise ValueError(f"need 0 <= gamma <= 1, 0 < lr <= 1, 0 < tol < 1; got {gamma}, {lr}, {tol}")
-    mem = cliffwalk_memory(n)
-    q_true = cliffwalk_true_q(n, gamma)
-    if method == "oracle":
-        return _cliffwalk_oracle(mem, q_true, lr, gamma, tol, max_updates)
-    # Plain Python floats for the 2n-entry table: one scalar update per step.
-    q = [[0.0, 0.0] for _ in range(n)]
-    target = q_true.tolist()
-    err = [[(q[i][a] - target[i][a]) ** 2 for a in range(2)] for i in range(n)]
-    sq_err = sum(map(sum, err))
-    stop = tol * sq_err
-    buffer = PrioritizedReplay(len(mem["state"]), alpha=0.0 if method == "uniform" else alpha)
-    buffer.add(mem)
-    for step in range(1, max_updates + 1):
-        batch, idx, _ = buffer.sample(1, 0.0, generator)
-        s, a, s2 = int(batch["state"]), int(batch["action"]), int(batch["next_state"])
-        r, d = float(batch["reward"]), float(batch["done"])
-        delta = r + (0.0 if d else gamma * max(q[s2])) - q[s][a]
-        q[s][a] += lr * delta
-        new_err = (q[s][a] - target[s][a]) ** 2
-        sq_err += new_err - err[s][a]
-        err[s][a] = new_err
-        if method == "prioritized":
-            buffer.update_priorities(idx, torch.tensor([delta], dtype=TREE_DTYPE))
-        if sq_err <= stop:
-            return step
-    return max_updates
-
-
-def _cliffwalk_oracle(mem, q_true, lr, gamma, tol, max_updates) -> int:
-    """Greedy oracle: at each step apply the one update that minimises the global loss."""
-    s, a, s2 = mem["state"], mem["action"], mem["next_state"]
-    r, d = mem["reward"].to(TREE_DTYPE), mem["done"].to(TREE_DTYPE)
-    q = torch.zeros_like(q_true)
-    stop = tol * float(((q - q_true) ** 2).sum())
-    for step in range(1, max_updates + 1):
-        delta = r + gamma * (1 - d) * q[s2].amax(1) - q[s, a]  # (M,) TD error of every transition
-        old = (q[s, a] - q_true[s, a]) ** 2
-        new = (q[s, a] + lr * delta - q_true[s, a]) ** 2
-        j = int(torch.argmin(new - old))  # only Q[s_j, a_j] changes, so this is the loss change
-        q[s[j], a[j]] += lr * delta[j]
-        if float(((q - q_true) ** 2).sum()) <= stop:
-            return step
-    return max_updates
-
-
-def cliffwalk_sweep(
-    ns: list[int],
-    num_seeds: int,
-    *,
-    alphas: tuple[float, ...] = (0.6, 1.0),
-    lr: float = 0.25,
-    tol: float = 1e-3,
-    seed: int = 0,
-    max_updates: int = 10_000_000,
-    progress: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Updates-to-learn of every method on Blind Cliffwalks of ``ns`` states, ``num_seeds`` runs each.
-
-    Returns a dict of tensors (a checkpoint for :func:`memtutor.utils.load_or_train`):
-    ``ns`` ``(S,)``, ``memory`` ``(S,)`` transitions in memory, ``uniform`` and ``oracle``
-    ``(S, num_seeds)``, ``prioritized`` ``(len(alphas), S, num_seeds)``, ``alphas``, and the
-    settings ``lr``, ``tol``, ``seed`` as 0-d tensors. Run ``r`` of size ``n`` uses the generator
-    seed ``seed + 1000 * n + r``, so any single cell can be recomputed on its own.
-    """
-    ns = [check_positive_int(n, "n") for n in ns]
-    num_seeds = check_positive_int(num_seeds, "num_seeds")
-    out = {
-        "uniform": torch.zeros(len(ns), num_seeds, dtype=torch.int64),
-        "oracle": torch.zeros(len(ns), num_seeds, dtype=torch.int64),
-        "prioritized": torch.zeros(len(alphas), len(ns), num_seeds, dtype=torch.int64),
-    }
-    cells = [(i, n, r) for i, n in enumerate(ns) for r in range(num_seeds)]
-    if progress:
-        from tqdm.auto import tqdm
-
-        cells = tqdm(cells, desc="Blind Cliffwalk runs")
-    for i, n, r in cells:
-
-        def gen():
-            return torch.Generator().manual_seed(seed + 1000 * n + r)
-
-        kw = dict(lr=lr, tol=tol, max_updates=max_updates)
-        out["uniform"][i, r] = cliffwalk_updates(n, "uniform", generator=gen(), **kw)
-        out["oracle"][i, r] = cliffwalk_updates(n, "oracle", generator=gen(), **kw)
-        for a, alpha in enumerate(alphas):
-            out["prioritized"][a, i, r] = cliffwalk_updates(n, "prioritized", alpha=alpha, generator=gen(), **kw)
-    out["ns"] = torch.tensor(ns)
-    out["memory"] = 2 ** (out["ns"] + 1) - 2
-    out["alphas"] = torch.tensor(alphas, dtype=TREE_DTYPE)
-    out["lr"] = torch.tensor(lr, dtype=TREE_DTYPE)
-    out["tol"] = torch.tensor(tol, dtype=TREE_DTYPE)
-    out["seed"] = torch.tensor(seed)
-    return out

@@ -41,6 +41,8 @@ the operands, at most 10 actions, so well within the step limit) finds no exact 
 stage-2 problem the environment draws needs ``STO``/``RCL``. A fixed fraction of number combinations
 (``HELD_OUT_FRACTION``) is never drawn for training; held-out accuracy is measured on them.
 
+Notebook 06's ablations, seeds tables and program displays are in ``memtutor.experiments.nb06_tool_agent``.
+
 References: Mnih et al., "Asynchronous Methods for Deep Reinforcement Learning", ICML 2016 (A2C);
 Bengio et al., "Curriculum Learning", ICML 2009; Schick et al., "Toolformer", NeurIPS 2023.
 """
@@ -48,7 +50,9 @@ Bengio et al., "Curriculum Learning", ICML 2009; Schick et al., "Toolformer", Ne
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from itertools import combinations, permutations, product
 from typing import NamedTuple
 
@@ -56,9 +60,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from memtutor.utils import check_positive_int, check_tensor
+from memtutor.utils import check_positive_int, check_tensor, register_seed_offset
+from memtutor.utils import generator as make_generator
+from memtutor.utils import progress as progress_bar
 
 __all__ = [
+    "TOOL_TRAIN_DRAWS",
+    "TOOL_CHECK_DRAWS",
+    "TOOL_HELD_OUT_DRAWS",
     "ACTION_NAMES",
     "NUM_ACTIONS",
     "POINTERS",
@@ -83,27 +92,23 @@ __all__ = [
     "is_held_out",
     "memory_free_solvable",
     "canonical_programs",
-    "initial_state",
+    "initial_env_state",
     "valid_actions",
     "env_step",
     "run_programs",
     "reference_run_program",
     "rollout",
     "a2c_loss",
-    "evaluate",
+    "evaluate_programs",
+    "stage_mix",
     "train_agent",
-    "program_to_text",
-    "context_to_text",
     "parse_program",
-    "trace_program",
     "held_out_set",
-    "held_out_accuracy",
-    "ABLATIONS",
-    "run_ablations",
     "HELD_OUT_SEED",
+    "build_problems",
     "index_problems",
     "draw_raw_problems",
-    "Rollout",
+    "ToolRollout",
 ]
 
 # ----------------------------------------------------------------------------- vocabulary
@@ -133,6 +138,14 @@ _MASK_LOGIT = -1e9
 _ADV_EPS = 1e-8
 #: Subgoals of the canonical program (for shaping) per episode, padded to this many.
 MAX_SUBGOALS = 5
+
+# Seed purposes (memtutor.utils.derive_seed): the streams one seed gives.
+#: Training: the problems of every batch, the stage mix and the sampled actions (the seed itself).
+TOOL_TRAIN_DRAWS = register_seed_offset("tool_agent/train-draws", 0)
+#: The fresh training-split problems of the curriculum checks: ``seed + 10_000``.
+TOOL_CHECK_DRAWS = register_seed_offset("tool_agent/curriculum-checks", 10_000)
+#: The fixed held-out sets, one index per stage: ``HELD_OUT_SEED + stage``.
+TOOL_HELD_OUT_DRAWS = register_seed_offset("tool_agent/held-out", 0)
 
 
 class Problem(NamedTuple):
@@ -231,9 +244,9 @@ def _folds(n: int) -> tuple:
     m = n - 2 if n >= 3 else n
     rows = []
     for k in range(1, m + 1):
-        for perm in permutations(range(n), k):
-            for ops in product(_OPERATOR_ACTIONS, repeat=k - 1):
-                rows.append((perm, ops))
+        for order in permutations(range(n), k):
+            for operators in product(_OPERATOR_ACTIONS, repeat=k - 1):
+                rows.append((order, operators))
     # stable sort: shorter folds first, then folds over m operands grouped by operand set
     rows.sort(key=lambda r: (len(r[0]) == m, tuple(sorted(r[0])) if len(r[0]) == m else ()))
     perm = torch.tensor([list(p) + [0] * (m - len(p)) for p, _ in rows])
@@ -300,18 +313,20 @@ def memory_free_solvable(numbers: torch.Tensor, n_operands: int, target: torch.T
     G = groups.shape[0]
     full = vals[:, (length < m).sum() :].reshape(B, G, -1).sort(-1).values  # (B, G, Q) sorted
     cands, oks = [], []
-    for g in range(2):  # one more step with either remaining operand
-        xj = x[:, groups[:, g]]  # (B, G)
+    for side in range(2):  # one more step with either remaining operand
+        xj = x[:, groups[:, side]]  # (B, G)
         for op in _OPERATOR_ACTIONS:
             c, ok = _inverse(op, t, xj)
-            cands.append(c), oks.append(ok)
+            cands.append(c)
+            oks.append(ok)
     for last, mid in ((0, 1), (1, 0)):  # two more steps: ... op1 x_mid op2 x_last
         xl, xm = x[:, groups[:, last]], x[:, groups[:, mid]]
         for op2 in _OPERATOR_ACTIONS:
             w, ok2 = _inverse(op2, t, xl)
             for op1 in _OPERATOR_ACTIONS:
                 c, ok1 = _inverse(op1, w, xm)
-                cands.append(c), oks.append(ok1 & ok2)
+                cands.append(c)
+                oks.append(ok1 & ok2)
     cand, ok = torch.stack(cands, -1), torch.stack(oks, -1)  # (B, G, C)
     idx = torch.searchsorted(full, cand).clamp(max=full.shape[-1] - 1)  # clamp: only an index
     found = (full.gather(-1, idx) == cand) & ok
@@ -357,7 +372,26 @@ def _context_tokens(stage: int, x: torch.Tensor, ops: torch.Tensor) -> torch.Ten
     return ctx
 
 
-def draw_raw_problems(stage: int, n: int, generator: torch.Generator, device=None) -> Problem:
+def build_problems(stage: int, numbers: torch.Tensor, ops: torch.Tensor) -> Problem:
+    """The Problem batch of one stage with the given numbers (B, 5) and operators (B, 3).
+
+    ``numbers`` holds the stage's operands first (unused ones 0); ``ops`` holds indices into
+    OP_SYMBOLS of o1, o2, o3 (unused ones 0). Targets, context tokens and subgoals follow.
+    """
+    _check_stage(stage)
+    check_tensor(numbers, "numbers", ndim=2)
+    check_tensor(ops, "ops", shape=(numbers.shape[0], 3))
+    if numbers.shape[1] != MAX_OPERANDS:
+        raise ValueError(f"numbers must have shape (B, {MAX_OPERANDS}), got {tuple(numbers.shape)}")
+    numbers, ops = numbers.long(), ops.long().to(numbers.device)
+    target, sub, mem, n_sub = _targets_and_subgoals(stage, numbers, ops)
+    st = torch.full((numbers.shape[0],), stage, dtype=torch.int64, device=numbers.device)
+    return Problem(st, numbers, ops, target, _context_tokens(stage, numbers, ops), sub, mem, n_sub)
+
+
+def draw_raw_problems(
+    stage: int, n: int, generator: torch.Generator, device: torch.device | str | None = None
+) -> Problem:
     """``n`` problems of one stage straight from the generator: both splits, stage 2 unfiltered.
 
     :func:`sample_problems` is what training and evaluation use; this is for measuring the filter.
@@ -371,10 +405,7 @@ def draw_raw_problems(stage: int, n: int, generator: torch.Generator, device=Non
     ops = torch.zeros(n, 3, dtype=torch.int64)
     n_ops = k - 1 if stage < 2 else 2
     ops[:, :n_ops] = torch.randint(0, len(OP_SYMBOLS), (n, n_ops), generator=generator)
-    x, ops = x.to(device), ops.to(device)
-    target, sub, mem, n_sub = _targets_and_subgoals(stage, x, ops)
-    st = torch.full((n,), stage, dtype=torch.int64, device=device)
-    return Problem(st, x, ops, target, _context_tokens(stage, x, ops), sub, mem, n_sub)
+    return build_problems(stage, x.to(device), ops.to(device))
 
 
 def index_problems(p: Problem, idx: torch.Tensor) -> Problem:
@@ -382,16 +413,21 @@ def index_problems(p: Problem, idx: torch.Tensor) -> Problem:
     return Problem(*(t[idx] for t in p))
 
 
-def cat_problems(problems) -> Problem:
+def cat_problems(problems: Iterable[Problem]) -> Problem:
     """Concatenate a sequence of Problem batches along the batch dimension."""
     problems = list(problems)
     if not problems:
         raise ValueError("cat_problems needs at least one Problem")
-    return Problem(*(torch.cat(ts) for ts in zip(*problems)))
+    return Problem(*(torch.cat(ts) for ts in zip(*problems, strict=True)))
 
 
 def sample_problems(
-    stage: int, batch_size: int, generator: torch.Generator, *, split: str = "train", device=None
+    stage: int,
+    batch_size: int,
+    generator: torch.Generator,
+    *,
+    split: str = "train",
+    device: torch.device | str | None = None,
 ) -> Problem:
     """Draw ``batch_size`` problems of one stage from the ``"train"`` or ``"test"`` split.
 
@@ -459,7 +495,7 @@ def canonical_programs(problem: Problem, max_steps: int = 14) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- environment
-def initial_state(problem: Problem) -> EnvState:
+def initial_env_state(problem: Problem) -> EnvState:
     """The empty state for a batch of problems."""
     B, dev = problem.stage.shape[0], problem.stage.device
     z = torch.zeros(B, dtype=torch.int64, device=dev)
@@ -583,7 +619,7 @@ def run_programs(
 ):
     """Run (B, T) action programs; returns (final EnvState, rewards (B, T))."""
     check_tensor(programs, "programs", ndim=2)
-    state, rewards = initial_state(problem), []
+    state, rewards = initial_env_state(problem), []
     for t in range(programs.shape[1]):  # a loop over time steps
         state, r = env_step(
             problem, state, programs[:, t], max_steps=max_steps, shaping=shaping, ordered_shaping=ordered_shaping
@@ -637,6 +673,7 @@ def reference_run_program(
             if acc is None:
                 acc = operand
             else:
+                assert pending is not None  # an operand after a full accumulator broke off above
                 acc = {ADD: acc + operand, SUB: acc - operand, MUL: acc * operand, RSUB: operand - acc}[pending]
                 pending = None
         if steps >= max_steps:
@@ -768,7 +805,7 @@ class ToolPolicy(nn.Module):
         return self.pi(h), self.v(h).squeeze(1), h
 
 
-class Rollout(NamedTuple):
+class ToolRollout(NamedTuple):
     """actions, logp, entropy, value, reward, alive: (B, T); state: final EnvState."""
 
     actions: torch.Tensor
@@ -782,7 +819,7 @@ class Rollout(NamedTuple):
 
 def rollout(
     policy: ToolPolicy, problem: Problem, *, greedy: bool = False, generator: torch.Generator | None = None
-) -> Rollout:
+) -> ToolRollout:
     """Decode one program per problem and run it, step by step (a loop over time only)."""
     cfg = policy.cfg
     B = problem.stage.shape[0]
@@ -790,8 +827,8 @@ def rollout(
         raise ValueError("batch size must be >= 1")
     h = policy.encode(problem.context, problem.stage)
     prev = policy.start(B, h.device)
-    state = initial_state(problem)
-    out = {k: [] for k in ("actions", "logp", "entropy", "value", "reward", "alive")}
+    state = initial_env_state(problem)
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("actions", "logp", "entropy", "value", "reward", "alive")}
     for _ in range(cfg.max_steps):
         logits, value, h = policy.step(prev, h)
         if cfg.action_mask or not cfg.memory_tools or not cfg.reverse_subtract:
@@ -829,10 +866,11 @@ def rollout(
         ):
             out[k].append(v)
         prev = a
-    return Rollout(*(torch.stack(out[k], 1) for k in out), state)
+    s = {k: torch.stack(v, 1) for k, v in out.items()}  # (B, T) each
+    return ToolRollout(s["actions"], s["logp"], s["entropy"], s["value"], s["reward"], s["alive"], state)
 
 
-def a2c_loss(ro: Rollout, cfg: ToolAgentConfig):
+def a2c_loss(ro: ToolRollout, cfg: ToolAgentConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """A2C loss with per-step returns (gamma = 1), a learned baseline and normalised advantages.
 
     G_t = sum_{s >= t} r_s; A_t = G_t - V_t (baseline detached for the policy term), normalised
@@ -854,7 +892,7 @@ def a2c_loss(ro: Rollout, cfg: ToolAgentConfig):
 
 
 @torch.no_grad()
-def evaluate(policy: ToolPolicy, problem: Problem) -> torch.Tensor:
+def evaluate_programs(policy: ToolPolicy, problem: Problem) -> torch.Tensor:
     """Greedy exact-answer indicator (B,) bool (accuracy, not reward)."""
     was = policy.training
     policy.eval()
@@ -867,8 +905,13 @@ def evaluate(policy: ToolPolicy, problem: Problem) -> torch.Tensor:
 _FAILURE_FLOOR = 0.05
 
 
-def _stage_mix(unlocked: int, cfg: ToolAgentConfig, last_acc=None) -> list:
-    """Probabilities of drawing each stage for the next batch."""
+def stage_mix(unlocked: int, cfg: ToolAgentConfig, last_acc: Sequence[float] | None = None) -> list[float]:
+    """Probabilities of drawing each stage for the next batch, given the highest unlocked stage.
+
+    Plain curriculum: all of the batch from stage 0 until stage 1 is unlocked, then
+    ``cfg.newest_weight`` from the newest unlocked stage and the rest shared by the earlier ones;
+    failure-weighted: proportional to ``max(1 - last_acc[s], 0.05)`` over the unlocked stages.
+    """
     if not cfg.curriculum:
         return [1.0 / NUM_STAGES] * NUM_STAGES
     if cfg.failure_weighted and last_acc is not None and unlocked > 0:
@@ -880,28 +923,37 @@ def _stage_mix(unlocked: int, cfg: ToolAgentConfig, last_acc=None) -> list:
     return w + [0.0] * (NUM_STAGES - 1 - unlocked)
 
 
-def train_agent(cfg: ToolAgentConfig = ToolAgentConfig(), *, device=None, progress=None, log=None) -> dict:
+def train_agent(
+    cfg: ToolAgentConfig = ToolAgentConfig(),
+    *,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    log: Callable[[str], object] | None = None,
+) -> dict:
     """Train a ToolPolicy with A2C and the curriculum; returns a dict of tensors.
 
     Returns {"state_dict", "curve" (E, 1 + NUM_STAGES): update index then greedy accuracy per
-    stage on fresh training-split problems, "unlocked" (E,), "updates", "seconds", "config"}.
-    ``progress``: optional tqdm-like factory; ``log``: optional print function.
-    """
-    import time
+    stage on fresh training-split problems, "unlocked" (E,), "updates", "seconds"}.
+    ``progress``: show a progress bar over the updates; ``log``: optional print function.
 
+    Seeding: ``torch.manual_seed(cfg.seed)`` before the policy is built fixes its parameters;
+    every training batch (stage mix, problems, sampled actions) is drawn from
+    ``generator(cfg.seed, "tool_agent/train-draws")`` and the curriculum checks' problems from
+    ``generator(cfg.seed, "tool_agent/curriculum-checks")``.
+    """
     device = torch.device("cpu") if device is None else torch.device(device)
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    eval_gen = torch.Generator().manual_seed(cfg.seed + 10_000)
+    gen = make_generator(cfg.seed, TOOL_TRAIN_DRAWS)
+    eval_gen = make_generator(cfg.seed, TOOL_CHECK_DRAWS)
     policy = ToolPolicy(cfg).to(device)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     unlocked = 0 if cfg.curriculum else NUM_STAGES - 1
     curve, unl, last_acc = [], [], None
     start = time.perf_counter()
-    bar = progress(total=cfg.max_updates) if progress else None
+    bar = progress_bar(total=cfg.max_updates, enabled=progress, desc="A2C updates")
     u = 0
     for u in range(1, cfg.max_updates + 1):
-        w = torch.tensor(_stage_mix(unlocked, cfg, last_acc))
+        w = torch.tensor(stage_mix(unlocked, cfg, last_acc))
         counts = torch.bincount(torch.multinomial(w, cfg.batch_size, True, generator=gen), minlength=NUM_STAGES)
         prob = cat_problems(
             sample_problems(s, int(c), gen, device=device) for s, c in enumerate(counts.tolist()) if c > 0
@@ -912,11 +964,13 @@ def train_agent(cfg: ToolAgentConfig = ToolAgentConfig(), *, device=None, progre
         loss.backward()
         nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         opt.step()
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
         if u % cfg.eval_every == 0 or u == cfg.max_updates:
             accs = [
-                evaluate(policy, sample_problems(s, cfg.eval_size, eval_gen, device=device)).float().mean().item()
+                evaluate_programs(policy, sample_problems(s, cfg.eval_size, eval_gen, device=device))
+                .float()
+                .mean()
+                .item()
                 for s in range(NUM_STAGES)
             ]
             curve.append([u] + accs)
@@ -932,15 +986,13 @@ def train_agent(cfg: ToolAgentConfig = ToolAgentConfig(), *, device=None, progre
                 unlocked += 1
             if min(accs) >= cfg.stop_at:
                 break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return {
         "state_dict": policy.state_dict(),
         "curve": torch.tensor(curve),
         "unlocked": torch.tensor(unl),
         "updates": u,
         "seconds": time.perf_counter() - start,
-        "config": asdict(cfg),
     }
 
 
@@ -948,79 +1000,17 @@ def train_agent(cfg: ToolAgentConfig = ToolAgentConfig(), *, device=None, progre
 HELD_OUT_SEED = 2024
 
 
-def held_out_set(stage: int, n: int = 1000, device=None) -> Problem:
-    """The fixed held-out evaluation set of a stage: ``n`` test-split problems."""
-    return sample_problems(stage, n, torch.Generator().manual_seed(HELD_OUT_SEED + stage), split="test", device=device)
+def held_out_set(stage: int, n: int = 1000, device: torch.device | str | None = None) -> Problem:
+    """The fixed held-out evaluation set of a stage: ``n`` test-split problems.
 
-
-def held_out_accuracy(policy: ToolPolicy, n: int = 1000) -> torch.Tensor:
-    """(NUM_STAGES,) greedy exact-answer accuracy on each stage's held-out set."""
-    dev = next(policy.parameters()).device
-    return torch.stack([evaluate(policy, held_out_set(s, n, dev)).float().mean() for s in range(NUM_STAGES)])
-
-
-#: The ablations of notebook 06: name -> changes to the headline configuration.
-ABLATIONS = {
-    "headline": {},
-    "no curriculum": {"curriculum": False},
-    "memory tools removed": {"memory_tools": False},
-    "context-blind": {"context_blind": True},
-    "mean-pooled encoder": {"encoder": "mean"},
-    "batch-mixing bug": {"batch_mixing_bug": True},
-    "entropy 0.01": {"entropy_coef": 0.01},
-    "no RSUB (no carry-over)": {"reverse_subtract": False},
-    "unordered shaping": {"ordered_shaping": False},
-    "no shaping": {"shaping": 0.0},
-    "no action mask": {"action_mask": False},
-}
-
-
-def run_ablations(base: ToolAgentConfig, names=None, *, n_eval: int = 1000, log=None) -> dict:
-    """Train one agent per ablation (``base`` changed as in ABLATIONS) and measure it held out.
-
-    Returns {"names": [...], "accuracy" (N, NUM_STAGES), "updates" (N,), "seconds" (N,),
-    "curves": [(E, 1 + NUM_STAGES)], "max_updates": int}.
+    Drawn from ``generator(HELD_OUT_SEED, "tool_agent/held-out", stage)``, i.e. seed ``2024 + stage``.
     """
-    names = list(ABLATIONS) if names is None else list(names)
-    unknown = [n for n in names if n not in ABLATIONS]
-    if unknown:
-        raise ValueError(f"unknown ablations {unknown}; known: {list(ABLATIONS)}")
-    acc, upd, sec, curves = [], [], [], []
-    for name in names:
-        cfg = ToolAgentConfig(**{**asdict(base), **ABLATIONS[name]})
-        out = train_agent(cfg)
-        policy = ToolPolicy(cfg)
-        policy.load_state_dict(out["state_dict"])
-        acc.append(held_out_accuracy(policy, n_eval))
-        upd.append(out["updates"]), sec.append(out["seconds"]), curves.append(out["curve"])
-        if log is not None:
-            log(
-                f"{name}: held-out "
-                + " ".join(f"{a:.3f}" for a in acc[-1].tolist())
-                + f" after {out['updates']} updates ({out['seconds']:.0f}s)"
-            )
-    return {
-        "names": names,
-        "accuracy": torch.stack(acc),
-        "updates": torch.tensor(upd),
-        "seconds": torch.tensor(sec),
-        "curves": curves,
-        "max_updates": base.max_updates,
-    }
+    gen = make_generator(HELD_OUT_SEED, TOOL_HELD_OUT_DRAWS, _check_stage(stage))
+    return sample_problems(stage, n, gen, split="test", device=device)
 
 
-# ----------------------------------------------------------------------------- display helpers
-def program_to_text(program) -> str:
-    """Action ids -> 'P0 MUL P1 ...' (stops after the first ANS)."""
-    out = []
-    for a in program:
-        out.append(ACTION_NAMES[int(a)])
-        if int(a) == ANS:
-            break
-    return " ".join(out)
-
-
-def parse_program(text: str) -> list:
+# ----------------------------------------------------------------------------- program text
+def parse_program(text: str) -> list[int]:
     """'P0 MUL P1 ANS' -> action ids; unknown tool names raise ValueError."""
     ids = []
     for name in text.split():
@@ -1028,25 +1018,3 @@ def parse_program(text: str) -> list:
             raise ValueError(f"unknown tool token {name!r}; known: {', '.join(ACTION_NAMES)}")
         ids.append(ACTION_NAMES.index(name.upper()))
     return ids
-
-
-def context_to_text(context) -> str:
-    """Context tokens -> 'a o1 b ...'."""
-    out = []
-    for t in context:
-        t = int(t)
-        if t == TOK_PAD:
-            continue
-        out.append(OP_SYMBOLS[t - TOK_OP0] if t >= TOK_OP0 else str(t))
-    return " ".join(out)
-
-
-def trace_program(numbers, stage: int, program, max_steps: int = 14) -> list:
-    """Per-step (action name, acc, mem) of one episode, via the reference semantics."""
-    rows = []
-    for t in range(1, len(program) + 1):
-        r = reference_run_program(numbers, stage, 0, list(program[:t]), max_steps)
-        rows.append((ACTION_NAMES[int(program[t - 1])], r["acc"], r["mem"]))
-        if r["error"] or r["answered"] or r["steps"] >= max_steps:
-            break
-    return rows

@@ -11,14 +11,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from notebook_cells import notebook_parameters
 
 from memtutor import continual as cl
 from memtutor.exercises import ex05
+from memtutor.experiments import nb05_continual as nb05
 from memtutor.memory import content_weights, read_memory
-from memtutor.utils import set_threads
+from memtutor.utils import config_dict, load_or_train, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS = ROOT / "notebooks" / "checkpoints"
 FAST = cl.ContinualConfig(epochs=3, eval_every=5)
+M = nb05.CONTINUAL_METHODS
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -134,9 +138,9 @@ def test_metrics_batched_over_seeds_equal_loop():
     for fn in (cl.average_accuracy, cl.backward_transfer, cl.average_forgetting):
         torch.testing.assert_close(fn(R), torch.stack([fn(r) for r in R]))
     torch.testing.assert_close(
-        cl.forward_transfer(R, b), torch.stack([cl.forward_transfer(r, bb) for r, bb in zip(R, b)])
+        cl.forward_transfer(R, b), torch.stack([cl.forward_transfer(r, bb) for r, bb in zip(R, b, strict=True)])
     )
-    table = cl.summarize(R, b)
+    table = nb05.summarize(R, b)
     assert table["ACC"][0] == pytest.approx(cl.average_accuracy(R).mean().item())
     assert table["BWT"][1] == pytest.approx(cl.backward_transfer(R).std().item())
 
@@ -165,7 +169,7 @@ def test_metric_errors():
     with pytest.raises(ValueError, match="NaN"):
         cl.average_accuracy(torch.full((2, 2), float("nan")))
     with pytest.raises(ValueError, match="seed dimension"):
-        cl.summarize(torch.rand(3, 3), torch.rand(3))
+        nb05.summarize(torch.rand(3, 3), torch.rand(3))
 
 
 def test_early_accuracy_equals_loop():
@@ -202,16 +206,20 @@ def test_config_errors():
 
 
 def test_train_stream_errors(streams):
-    with pytest.raises(ValueError, match="unknown method"):
-        cl.train_stream(streams["class"], "ewc")
+    with pytest.raises(ValueError, match="dict of the switches"):
+        cl.train_stream(streams["class"], "naive")
+    with pytest.raises(ValueError, match="bad method switches"):
+        cl.train_stream(streams["class"], dict(replay="ewc"))
     with pytest.raises(ValueError, match="memory=True needs replay"):
         cl.train_stream(streams["class"], dict(replay=None, memory=True, meta=False, joint=False))
     with pytest.raises(ValueError, match="exceeds"):
-        cl.train_stream(streams["class"], "naive", num_tasks=6)
+        cl.train_stream(streams["class"], M["naive"], num_tasks=6)
     with pytest.raises(ValueError, match="unknown scenario"):
-        cl.run_methods("online", ["naive"], [0])
+        nb05.run_methods("online", ["naive"], [0])
+    with pytest.raises(ValueError, match="unknown method"):
+        nb05.run_methods("task", ["ewc"], [0])
     with pytest.raises(ValueError, match="buffer_size too large"):  # 300 per class > ~135 training images
-        cl.train_stream(streams["class"], "uniform replay", cl.ContinualConfig(buffer_size=3000, epochs=1), num_tasks=5)
+        cl.train_stream(streams["class"], M["uniform replay"], cl.ContinualConfig(buffer_size=3000, epochs=1))
 
 
 def test_batched_loss_equals_one_sample_loop(streams):
@@ -227,9 +235,9 @@ def test_batched_loss_equals_one_sample_loop(streams):
         li = torch.nn.functional.cross_entropy(
             cl.masked_logits(net(x[i : i + 1]), s.output_mask[t[i : i + 1]]), y[i : i + 1]
         )
-        for acc, g in zip(g_loop, torch.autograd.grad(li, list(net.parameters()))):
+        for acc, g in zip(g_loop, torch.autograd.grad(li, list(net.parameters())), strict=True):
             acc += g / 12
-    for a, b in zip(g_batch, g_loop):
+    for a, b in zip(g_batch, g_loop, strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -241,8 +249,9 @@ def test_masked_logits_restrict_prediction(streams):
     assert bool((s.task_classes[task] == pred[:, None]).any(1).all())
 
 
+@pytest.mark.slow
 def test_training_path_shortened_stream_loss_falls_and_naive_forgets(streams):
-    res = cl.train_stream(streams["class"], "naive", FAST, seed=0, num_tasks=2)
+    res = cl.train_stream(streams["class"], M["naive"], FAST, seed=0, num_tasks=2)
     loss = res["loss"]
     assert loss[-5:].mean() < 0.5 * loss[:5].mean()
     R = res["R"]
@@ -253,26 +262,29 @@ def test_training_path_shortened_stream_loss_falls_and_naive_forgets(streams):
     assert res["task_end"].tolist() == sorted(res["task_end"].tolist())
 
 
+@pytest.mark.slow
 def test_replay_priorities_change_after_replay_and_replay_helps(streams):
     s = streams["class"]
-    res = cl.train_stream(s, "prioritized replay", FAST, seed=0, num_tasks=2)
+    res = cl.train_stream(s, M["prioritized replay"], FAST, seed=0, num_tasks=2)
     assert int(res["priority_changes"]) > 0
     assert res["R"][1, 0] > 0.5  # replay keeps task 0 alive where naive fine-tuning drops it
-    uni = cl.train_stream(s, "uniform replay", FAST, seed=0, num_tasks=2)
+    uni = cl.train_stream(s, M["uniform replay"], FAST, seed=0, num_tasks=2)
     assert int(uni["priority_changes"]) == 0  # alpha = 0: every priority stays 1
 
 
+@pytest.mark.slow
 def test_full_agent_and_joint_run_every_scenario(streams):
     for name in ("full agent", "joint"):
         for scen in ("task", "domain"):
-            res = cl.train_stream(streams[scen], name, replace(FAST, epochs=2), seed=1, num_tasks=2)
+            res = cl.train_stream(streams[scen], M[name], replace(FAST, epochs=2), seed=1, num_tasks=2)
             assert bool((res["R"].diagonal() > 0.8).all()), (name, scen, res["R"])
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(streams):
     fast = replace(FAST, epochs=2)
-    a = cl.train_stream(streams["domain"], "full agent", fast, seed=3, num_tasks=2)
-    b = cl.train_stream(streams["domain"], "full agent", fast, seed=3, num_tasks=2, return_model=True)
+    a = cl.train_stream(streams["domain"], M["full agent"], fast, seed=3, num_tasks=2)
+    b = cl.train_stream(streams["domain"], M["full agent"], fast, seed=3, num_tasks=2, return_model=True)
     torch.testing.assert_close(a["loss"], b["loss"], rtol=0, atol=0)
     torch.testing.assert_close(a["R"], b["R"], rtol=0, atol=0)
     assert isinstance(b["model"], cl.ContinualNet) and isinstance(b["memory"], cl.PrototypeMemory)
@@ -287,10 +299,10 @@ def test_evaluate_does_not_change_state(streams):
     pm = cl.write_prototypes(net, s, s.train_x[:100], s.train_digit[:100])
     before = [p.clone() for p in net.parameters()]
     mem = pm.memory.clone()
-    a = cl.evaluate(net, s, pm)
-    b = cl.evaluate(net, s, pm)
+    a = cl.evaluate_stream(net, s, pm)
+    b = cl.evaluate_stream(net, s, pm)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert all(torch.equal(p, q) for p, q in zip(before, net.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(before, net.parameters(), strict=True))
     assert torch.equal(mem, pm.memory)
     assert net.training  # train/eval mode restored
 
@@ -329,12 +341,12 @@ def test_task_il_prototypes_only_vote_within_task(streams):
 
 def test_episodes_hold_one_task_each(streams):
     s = streams["task"]
-    buf = cl._make_buffer(40, "prioritized", cl.ContinualConfig(), "cpu")
+    buf = cl.make_replay_buffer(40, "prioritized", cl.ContinualConfig(), "cpu")
     for t in range(2):
         idx = (s.train_task == t).nonzero().squeeze(1)[:20]
         buf.add({"x": s.train_x[idx], "y": s.train_y[idx], "task": s.train_task[idx]})
     x, y, task = s.train_task_data(2)
-    ep = cl._episodes(x, y, task, buf, 8, torch.Generator().manual_seed(0))
+    ep = cl.make_episodes(x, y, task, buf, 8, torch.Generator().manual_seed(0))
     assert ep.x_support.shape == (3, 8, 64) and ep.y_support.shape == (3, 8, 2)
     assert ep.y_support[..., 1].tolist() == [[2] * 8, [0] * 8, [1] * 8]
 
@@ -361,20 +373,117 @@ def test_meta_update_is_a_reptile_step_towards_the_adapted_weights(streams):
                 cl.masked_logits(logits, s.output_mask[tgt[i, :, 1]]), tgt[i, :, 0]
             )
             grads = torch.autograd.grad(loss, list(p.values()))
-            p = {k: (v - cfg.lr * gk).detach().requires_grad_(True) for (k, v), gk in zip(p.items(), grads)}
+            p = {
+                k: (v - cfg.lr * gk).detach().requires_grad_(True) for (k, v), gk in zip(p.items(), grads, strict=True)
+            }
         phis.append({k: v.detach() for k, v in p.items()})
-    cl._meta_update(net, s, episodes, cfg)
+    cl.reptile_update(net, s, episodes, cfg)
     for k, v in net.named_parameters():
         mean_phi = torch.stack([ph[k] for ph in phis]).mean(0)
         torch.testing.assert_close(v.detach(), theta[k] + 0.5 * (mean_phi - theta[k]), rtol=1e-4, atol=1e-6)
     assert any(not torch.equal(v.detach(), theta[k]) for k, v in net.named_parameters())
 
 
+@pytest.mark.slow
 def test_run_methods_and_grid_shapes():
-    res = cl.run_methods("task", ["naive", "uniform replay"], [0, 1], replace(FAST, epochs=1), num_tasks=2)
+    res = nb05.run_methods("task", ["naive", "uniform replay"], [0, 1], replace(FAST, epochs=1), num_tasks=2)
     assert res["naive/R"].shape == (2, 2, 2) and res["uniform replay/baseline"].shape == (2, 2)
-    grid = cl.replay_grid("class", [20, 40], [0.5], [0], replace(FAST, epochs=1))
+    grid = nb05.replay_grid("class", [20, 40], [0.5], [0], replace(FAST, epochs=1))
     assert grid["ACC"].shape == (2, 1, 1) and grid["BWT"].shape == (2, 1, 1)
+
+
+# --------------------------------------------------------------------------------- cached results
+
+
+@pytest.fixture(scope="module")
+def params():
+    """Notebook 05's parameters cell, run: the defaults a reader gets."""
+    return notebook_parameters("05_continual_agent.ipynb", {"cl": cl})
+
+
+def _methods_config(p: dict, **learner_changes) -> nb05.MethodsTableConfig:
+    return nb05.MethodsTableConfig(learner=replace(p["CFG"], **learner_changes), seeds=p["SEEDS"])
+
+
+def _grid_config(p: dict, **changes) -> nb05.ReplayGridConfig:
+    kw = dict(buffer_sizes=p["GRID_BUFFERS"], replay_ratios=p["GRID_RATIOS"], seeds=p["GRID_SEEDS"])
+    return nb05.ReplayGridConfig(learner=p["CFG"], **{**kw, **changes})
+
+
+def _no_training():
+    raise AssertionError("a cached result with an unchanged configuration must load without training")
+
+
+def test_committed_results_record_the_notebook_defaults(params):
+    for name, config in ((nb05.METHODS_FILE, _methods_config(params)), (nb05.REPLAY_GRID_FILE, _grid_config(params))):
+        data = torch.load(CHECKPOINTS / name, weights_only=True)
+        assert data["config"] == config_dict(config), name
+
+
+def test_unchanged_configuration_loads_without_training(params):
+    results = load_or_train(
+        nb05.METHODS_FILE, _methods_config(params), _no_training, minutes=nb05.METHODS_MINUTES, directory=CHECKPOINTS
+    )
+    assert results["class/naive/R"].shape == (len(params["SEEDS"]), 5, 5)
+    grid = load_or_train(
+        nb05.REPLAY_GRID_FILE,
+        _grid_config(params),
+        _no_training,
+        minutes=nb05.REPLAY_GRID_MINUTES,
+        directory=CHECKPOINTS,
+    )
+    assert grid["ACC"].shape == (len(params["GRID_BUFFERS"]), len(params["GRID_RATIOS"]), len(params["GRID_SEEDS"]))
+
+
+@pytest.mark.parametrize(
+    ("which", "change", "field"),
+    [
+        ("methods", dict(lr=0.05), "learner.lr"),
+        ("methods", dict(buffer_size=100), "learner.buffer_size"),
+        ("grid", dict(seeds=(0, 1)), "seeds"),
+        ("grid", dict(replay_ratios=(0.5, 1.0)), "replay_ratios"),
+    ],
+)
+def test_changed_parameter_is_detected(params, which, change, field):
+    """Both results take minutes to recompute: a changed parameter raises, naming the field."""
+    if which == "methods":
+        name, config, minutes = nb05.METHODS_FILE, _methods_config(params, **change), nb05.METHODS_MINUTES
+    else:
+        name, config, minutes = nb05.REPLAY_GRID_FILE, _grid_config(params, **change), nb05.REPLAY_GRID_MINUTES
+    assert minutes > 3
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        load_or_train(name, config, _no_training, minutes=minutes, directory=CHECKPOINTS)
+
+
+def test_changed_method_switches_are_detected(params):
+    methods = {**nb05.CONTINUAL_METHODS, "full agent": dict(M["full agent"], replay="uniform")}
+    config = nb05.MethodsTableConfig(learner=params["CFG"], seeds=params["SEEDS"], methods=methods)
+    with pytest.raises(ValueError, match=r"methods\.full agent\.replay"):
+        load_or_train(nb05.METHODS_FILE, config, _no_training, minutes=nb05.METHODS_MINUTES, directory=CHECKPOINTS)
+
+
+def test_configs_take_notebook_values_and_reject_bad_ones():
+    c = nb05.ReplayGridConfig(learner=FAST, buffer_sizes=[20, 50], replay_ratios=[1], seeds=[0])
+    assert c.buffer_sizes == (20, 50) and c.replay_ratios == (1.0,) and c.switches == M["prioritized replay"]
+    with pytest.raises(ValueError, match="unknown method"):
+        nb05.ReplayGridConfig(learner=FAST, buffer_sizes=[20], replay_ratios=[1.0], seeds=[0], method="ewc")
+    with pytest.raises(ValueError, match="scenarios"):
+        nb05.MethodsTableConfig(learner=FAST, seeds=[0], scenarios=["online"])
+    with pytest.raises(ValueError, match="seeds"):
+        nb05.MethodsTableConfig(learner=FAST, seeds=[])
+
+
+@pytest.mark.slow
+def test_training_path_of_both_tables_with_a_tiny_budget(tmp_path):
+    tiny = replace(FAST, epochs=1)
+    table = nb05.MethodsTableConfig(learner=tiny, seeds=[0], scenarios=["task"], methods={"naive": M["naive"]})
+    res = load_or_train("t.pt", table, lambda: nb05.train_methods(table), minutes=0.1, directory=tmp_path)
+    assert res["task/naive/R"].shape == (1, 5, 5)
+    again = load_or_train("t.pt", table, _no_training, minutes=0.1, directory=tmp_path)
+    torch.testing.assert_close(again["task/naive/R"], res["task/naive/R"])
+    grid = nb05.ReplayGridConfig(learner=tiny, buffer_sizes=[20], replay_ratios=[0.5], seeds=[0])
+    out = load_or_train("g.pt", grid, lambda: nb05.train_replay_grid(grid), minutes=0.1, directory=tmp_path)
+    assert out["ACC"].shape == (1, 1, 1) and 0 <= float(out["ACC"]) <= 1
 
 
 # --------------------------------------------------------------------------------- exercises
@@ -421,6 +530,7 @@ def test_exercise_checks_reject_wrong_answers():
 # --------------------------------------------------------------------------------- benchmark
 
 
+@pytest.mark.slow
 def test_benchmark_quick_runs():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "continual.py"), "--quick"],

@@ -1,7 +1,10 @@
-"""Tests for memtutor.controller: interface, gradients, batch independence, training path, checks."""
+"""Tests for memtutor.controller and notebook 02's experiment driver (memtutor.experiments.nb02_controller):
+interface, gradients, batch independence, the fused option, training path, cached runs, checks."""
 
 from __future__ import annotations
 
+import ast
+import json
 import shutil
 import subprocess
 import sys
@@ -10,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from notebook_cells import parameters_cell
 
 from memtutor import memory as mem
 from memtutor.controller import (
@@ -21,23 +25,22 @@ from memtutor.controller import (
     compile_step,
     count_parameters,
     evaluate_copy,
-    memory_access,
     train_copy,
-    train_copy_comparison,
     with_access,
 )
+from memtutor.experiments import nb02_controller as nb02
 from memtutor.tasks import copy_task, masked_bce_loss
+from memtutor.utils import config_dict, generator, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ControllerConfig(input_size=5, output_size=4, hidden_size=12, num_slots=6, word_size=4, num_reads=2)
-from memtutor.utils import set_threads
 
 set_threads()  # 1 thread: torch's default of 2 stalls small ops on a 2-core machine
 
 
-def _model(config=SMALL, seed=0, dtype=torch.float32):
+def _model(config=SMALL, seed=0, dtype=torch.float32, fused=False):
     torch.manual_seed(seed)
-    return MemoryController(config).to(dtype)
+    return MemoryController(config, fused=fused).to(dtype)
 
 
 def test_output_and_state_shapes():
@@ -129,38 +132,52 @@ def test_state_is_passed_explicitly_and_nothing_is_kept_in_the_module():
     torch.testing.assert_close(model(x)[0], y_full)
 
 
-def test_memory_access_with_switches_on_is_the_package_step():
-    model = _model()
-    state = model.initial_state(3)
-    for t in range(3):  # a few steps so that usage, links and reads are non-trivial
-        _, state, it = model.step(torch.randn(3, SMALL.input_size), state)
-    reads, nxt = memory_access(it, state.memory)
-    reads2, nxt2 = mem.memory_step(it, state.memory)
-    torch.testing.assert_close(reads, reads2)
-    for a, b in zip(nxt, nxt2):
-        torch.testing.assert_close(a, b)
+def _stepped(model, batch=3, steps=3):
+    """A model's state and interface after a few steps, so usage, links and reads are non-trivial."""
+    state = model.initial_state(batch)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(steps):
+        _, state, it = model.step(torch.randn(batch, model.config.input_size, generator=gen), state)
+    return state, it
 
 
-def test_ablations_change_only_what_they_should():
-    model = _model()
-    state = model.initial_state(3)
-    for t in range(3):
-        _, state, it = model.step(torch.randn(3, SMALL.input_size), state)
-    full_reads, full = memory_access(it, state.memory)
-    # links off: read weights are pure content weights on the new memory
-    _, no_links = memory_access(it, state.memory, links=False)
-    torch.testing.assert_close(no_links.memory, full.memory)
-    content = mem.content_weights(no_links.memory, it.read_keys, it.read_strengths)
-    torch.testing.assert_close(no_links.read_weights, content)
-    # allocation off: write weights are the write gate times the content weighting
-    _, no_alloc = memory_access(it, state.memory, allocation=False)
-    c_w = mem.content_weights(state.memory.memory, it.write_key[:, None], it.write_strength[:, None])[:, 0]
-    torch.testing.assert_close(no_alloc.write_weights, it.write_gate[:, None] * c_w)
-    # with_access copies the weights and switches the memory
+@pytest.mark.parametrize("allocation,links", [(True, True), (False, True), (True, False)])
+def test_controller_step_runs_the_package_memory_step_with_its_switches(allocation, links):
+    model = _model(replace(SMALL, allocation=allocation, links=links))
+    state, _ = _stepped(model)
+    x = torch.randn(3, SMALL.input_size)
+    _, nxt, it = model.step(x, state)
+    reads, want = mem.memory_step(it, state.memory, allocation=allocation, links=links)
+    torch.testing.assert_close(nxt.read_vectors, reads)
+    torch.testing.assert_close(tuple(nxt.memory), tuple(want))
+
+
+def test_with_access_copies_weights_and_switches_the_memory():
+    model = _model(fused=("link",))
     ablated = with_access(model, links=False)
     assert ablated.config.links is False and ablated.config.allocation is True
-    for (n, p), (_, q) in zip(model.named_parameters(), ablated.named_parameters()):
+    assert ablated.fused == model.fused == frozenset({"link"})
+    for (n, p), (_, q) in zip(model.named_parameters(), ablated.named_parameters(), strict=True):
         assert torch.equal(p, q), n
+    x = torch.randn(2, 6, SMALL.input_size)
+    assert not torch.allclose(ablated(x)[0], model(x)[0])
+
+
+@pytest.mark.parametrize("fused", [True, ("link",), ("content",)])
+def test_fused_controller_matches_the_default_values_and_gradients(fused):
+    """The fused memory step is an implementation choice: same outputs and parameter gradients as the
+    default (composed) step, in float64, over a whole sequence."""
+    x = torch.randn(3, 9, SMALL.input_size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    outs = []
+    for option in (False, fused):
+        model = _model(dtype=torch.float64, fused=option)
+        y, state = model(x)
+        (y.square().sum() + state.memory.memory.sum()).backward()
+        outs.append((y.detach(), [p.grad for p in model.parameters()]))
+    torch.testing.assert_close(outs[1][0], outs[0][0])
+    for got, want in zip(outs[1][1], outs[0][1], strict=True):
+        torch.testing.assert_close(got, want)
+    assert _model(fused=fused).state_dict().keys() == _model().state_dict().keys()
 
 
 def test_lstm_baseline_has_at_least_as_many_parameters():
@@ -220,6 +237,7 @@ def test_bad_inputs_raise():
         LSTMBaseline(5, 4, 3)(torch.randn(2, 3, 6))
 
 
+@pytest.mark.slow
 def test_training_path_reduces_the_loss():
     """A few updates on a tiny configuration: the loss falls and the result is weights_only-loadable."""
     cfg = ControllerConfig(hidden_size=16, num_slots=4, word_size=4, num_reads=1, input_size=5, output_size=4)
@@ -234,10 +252,11 @@ def test_training_path_reduces_the_loss():
     assert float(res["val_bits_train"][-1]) < 0.5 * float(res["val_bits_train"][0])
 
 
+@pytest.mark.slow
 def test_comparison_runs_both_models_and_round_trips(tmp_path):
     cfg = ControllerConfig(hidden_size=8, num_slots=4, word_size=4, num_reads=1, input_size=3, output_size=2)
     train = CopyTrainConfig(num_updates=4, batch_size=4, max_length=2, width=2, eval_every=4, eval_size=4)
-    res = train_copy_comparison(0, cfg, train, lstm_update_cap=20)
+    res = nb02.train_copy_comparison(0, cfg, train, lstm_update_cap=20)
     assert "4" in res["lstm"]["snapshots"]
     # the LSTM stops when it has spent the controller's training time (or at the cap)
     lstm_time = float(res["lstm"]["update_seconds"].sum())
@@ -269,9 +288,15 @@ def test_check_bits_error_accepts_the_right_answer_and_rejects_wrong_ones():
     from memtutor.tasks import bits_error
 
     assert check_bits_error(bits_error)
-    no_mask = lambda lg, tg, m: ((lg > 0) != (tg > 0.5)).float().sum(dim=(1, 2))
-    wrong_threshold = lambda lg, tg, m: (((lg > 0.5) != (tg > 0.5)).float() * m[..., None]).sum(dim=(1, 2))
-    total = lambda lg, tg, m: bits_error(lg, tg, m).sum()
+
+    def no_mask(lg, tg, m):
+        return ((lg > 0) != (tg > 0.5)).float().sum(dim=(1, 2))
+
+    def wrong_threshold(lg, tg, m):
+        return (((lg > 0.5) != (tg > 0.5)).float() * m[..., None]).sum(dim=(1, 2))
+
+    def total(lg, tg, m):
+        return bits_error(lg, tg, m).sum()
 
     def boom(*_):
         raise RuntimeError("not implemented")
@@ -299,6 +324,7 @@ def test_check_ablation():
         assert "nothing was switched off" in check_ablation(model, batch, full, links=False).message
 
 
+@pytest.mark.slow
 def test_benchmark_quick_runs():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "controller.py"), "--quick"],
@@ -317,7 +343,7 @@ def test_forward_checks_the_first_step_and_matches_checked_steps():
     for t in range(5):
         y_t, state, _ = model.step(x[:, t], state)
         torch.testing.assert_close(y[:, t], y_t)
-    for a, b in zip(final.memory, state.memory):
+    for a, b in zip(final.memory, state.memory, strict=True):
         torch.testing.assert_close(a, b)
     bad = model.initial_state(3)
     nan_memory = bad.memory.memory.clone()
@@ -334,6 +360,7 @@ def test_forward_checks_the_first_step_and_matches_checked_steps():
             ablated(x, bad)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     shutil.which("g++") is None and shutil.which("c++") is None,
     reason="torch.compile's CPU backend needs a C++ compiler",
@@ -349,7 +376,116 @@ def test_compile_step_gives_the_eager_outputs_and_gradients():
         y.square().sum().backward()
         outs.append((y.detach(), [p.grad for p in model.parameters()]))
     torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-4, atol=1e-5)
-    for got, want in zip(outs[1][1], outs[0][1]):
+    for got, want in zip(outs[1][1], outs[0][1], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="MemoryController"):
         compile_step(torch.nn.Linear(2, 2))
+
+
+# ----------------------------------------------------------------------------- seeds and cached runs
+
+TINY = ControllerConfig(hidden_size=8, num_slots=4, word_size=4, num_reads=1, input_size=3, output_size=2)
+TINY_TRAIN = CopyTrainConfig(num_updates=3, batch_size=4, max_length=2, width=2, eval_every=3, eval_size=4)
+
+
+def test_seed_purposes_give_the_streams_the_cached_runs_used():
+    """Training data come from seed + 1000, validation batches from the fixed seed 10_000."""
+    from memtutor.controller import TRAIN_DATA, VALIDATION_SEED, validation_batches
+
+    for seed in (0, 2):
+        want = copy_task(4, 1, 10, 8, generator=torch.Generator().manual_seed(seed + 1000))
+        got = copy_task(4, 1, 10, 8, generator=generator(seed, TRAIN_DATA))
+        torch.testing.assert_close(tuple(got), tuple(want))
+    short, long = validation_batches(CopyTrainConfig())
+    gen = torch.Generator().manual_seed(VALIDATION_SEED)
+    torch.testing.assert_close(tuple(short), tuple(copy_task(128, 1, 10, 8, generator=gen)))
+    torch.testing.assert_close(tuple(long), tuple(copy_task(128, 11, 20, 8, generator=gen)))
+    assert generator(20_000, nb02.TEST_BY_LENGTH).initial_seed() == 20_001
+    assert generator(20_000, nb02.TEST_EXAMPLE).initial_seed() == 20_002
+
+
+def _notebook_configs() -> dict:
+    """Run notebook 02's parameters cell and the cell that builds CONFIG and TRAIN from it."""
+    cells = json.loads((ROOT / "notebooks" / "02_memory_controller.ipynb").read_text())["cells"]
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    params = parameters_cell("02_memory_controller.ipynb")
+    build = next(src for src in code if src.lstrip().startswith("CONFIG = "))
+    namespace = {"ControllerConfig": ControllerConfig, "CopyTrainConfig": CopyTrainConfig}
+    for source in (params, build):
+        exec(compile(ast.parse(source), "notebook 02", "exec"), namespace)
+    return namespace
+
+
+def test_cached_runs_hold_the_config_of_the_notebook_defaults():
+    ns = _notebook_configs()
+    assert ns["SEEDS"] == (0, 1, 2)
+    for seed in ns["SEEDS"]:
+        path = ROOT / "notebooks" / "checkpoints" / f"02_copy_seed{seed}.pt"
+        cached = torch.load(path, weights_only=True)["config"]
+        want = nb02.copy_run_config(seed, ns["CONFIG"], ns["TRAIN"], lstm_update_cap=ns["LSTM_UPDATE_CAP"])
+        assert cached == config_dict(want)
+        assert cached["fused"] == ["link"]
+    # notebook 04 asks for seed 0 with the package defaults: the same configuration
+    assert config_dict(
+        nb02.copy_run_config(0, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
+    ) == config_dict(nb02.copy_run_config(0, ns["CONFIG"], ns["TRAIN"], lstm_update_cap=ns["LSTM_UPDATE_CAP"]))
+
+
+def test_cached_run_loads_without_training_and_a_changed_field_raises(monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("must load, not train")
+
+    monkeypatch.setattr(nb02, "train_copy_comparison", no_training)
+    run = nb02.load_copy_run(0, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
+    assert run["controller"]["loss"].shape == (2500,) and run["lstm_hidden"] == 79
+    with pytest.raises(ValueError, match="controller.hidden_size: cached 64, asked 32"):
+        nb02.load_copy_run(0, ControllerConfig(hidden_size=32), CopyTrainConfig(), lstm_update_cap=300_000)
+    with pytest.raises(ValueError, match="lstm_update_cap"):
+        nb02.load_copy_run(0, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=1000)
+    changed = nb02.copy_run_config(0, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000, fused=False)
+    assert config_dict(changed)["fused"] == []
+
+
+@pytest.mark.slow
+def test_load_copy_run_trains_saves_and_reloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMTUTOR_CHECKPOINTS", str(tmp_path))
+    seed = 7  # no cached file of this seed anywhere
+    run = nb02.load_copy_run(seed, TINY, TINY_TRAIN, lstm_update_cap=6)
+    assert (tmp_path / f"02_copy_seed{seed}.pt").is_file()
+    assert run["controller"]["loss"].shape == (3,) and "3" in run["lstm"]["snapshots"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("must load, not train")
+
+    monkeypatch.setattr(nb02, "train_copy_comparison", no_training)
+    again = nb02.load_copy_run(seed, TINY, TINY_TRAIN, lstm_update_cap=6)
+    torch.testing.assert_close(again["controller"]["loss"], run["controller"]["loss"])
+    models = nb02.load_copy_models(again, TINY, TINY_TRAIN.num_updates)
+    assert set(models) == {"memory model", "LSTM, same updates", "LSTM, same wall time"}
+
+
+@pytest.mark.slow
+def test_comparison_trains_the_controller_with_the_cached_implementation(monkeypatch):
+    built = []
+    original = nb02.MemoryController
+
+    def spy(*args, **kwargs):
+        model = original(*args, **kwargs)
+        built.append(model.fused)
+        return model
+
+    monkeypatch.setattr(nb02, "MemoryController", spy)
+    nb02.train_copy_comparison(0, TINY, TINY_TRAIN, lstm_update_cap=4)
+    assert built == [frozenset(nb02.CACHED_FUSED)]
+
+
+def test_heldout_table_helpers(capsys):
+    torch.manual_seed(0)
+    models = {s: {"memory model": MemoryController(TINY), "LSTM": LSTMBaseline(3, 2, 5)} for s in (0, 1)}
+    batches = {"short": copy_task(4, 1, 2, 2, generator=torch.Generator().manual_seed(1))}
+    results = nb02.heldout_bit_errors(models, batches)
+    assert set(results) == {("memory model", "short"), ("LSTM", "short")}
+    assert results["LSTM", "short"].shape == (2,)
+    nb02.print_heldout_table(results, ["lengths 1-2"])
+    out = capsys.readouterr().out
+    assert "over 2 seeds" in out and "lengths 1-2:" in out

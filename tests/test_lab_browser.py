@@ -260,7 +260,8 @@ class LabPage:
     def error_cells(self) -> list[tuple[int, str]]:
         """(index, output text) of the cells (0-based) whose output shows a Python traceback."""
         return self.page.evaluate(
-            """() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell'))
+            """() => Array.from(document.querySelectorAll(
+                     '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell'))
                  .map((c, i) => [i, c.querySelector('.jp-OutputArea')?.innerText || ''])
                  .filter(([i, t]) => t.includes('Traceback (most recent call last)'))"""
         )

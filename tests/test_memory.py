@@ -7,6 +7,7 @@ no code (and no vectorisation trick) with the package.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -62,7 +63,7 @@ def naive_content(M, k, beta):
     knorm = math.sqrt(sum(x * x for x in k) + eps)
     scores = []
     for row in M:
-        dot = sum(a * b for a, b in zip(k, row))
+        dot = sum(a * b for a, b in zip(k, row, strict=True))
         rnorm = math.sqrt(sum(x * x for x in row) + eps)
         scores.append(beta * dot / (knorm * rnorm + mem.SIMILARITY_EPS))
     top = max(scores)
@@ -224,10 +225,11 @@ def test_link_precedence_directional_read_match_loop(b, n, w, r):
     )
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("b,n,w,r", SIZES)
-def test_memory_step_matches_loop_over_several_steps(b, n, w, r):
+def test_memory_step_matches_loop_over_several_steps(b, n, w, r, fused):
     g = torch.Generator().manual_seed(5)
-    bank = MemoryBank(num_slots=n, word_size=w, num_reads=r)
+    bank = MemoryBank(num_slots=n, word_size=w, num_reads=r, fused=fused)
     state = bank.initial_state(b, dtype=DT)
     for _ in range(4):
         x = random_interface(b, n, w, r, g)
@@ -235,7 +237,7 @@ def test_memory_step_matches_loop_over_several_steps(b, n, w, r):
         for i in range(b):
             want_reads, want = naive_step(x, state, i)
             close(reads[i], T(want_reads))
-            for got_t, want_t in zip(nxt, want):
+            for got_t, want_t in zip(nxt, want, strict=True):
                 close(got_t[i], T(want_t))
         state = nxt
 
@@ -326,7 +328,7 @@ def test_bank_accepts_raw_interface_and_does_not_mutate_state():
     reads_raw, next_raw = bank(raw, state)
     reads, nxt = bank(mem.split_interface(raw, 3, 2), state)
     close(reads_raw, reads)
-    for a, b in zip(state, before):
+    for a, b in zip(state, before, strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(next_raw.memory, state.memory)
 
@@ -339,7 +341,7 @@ def test_batch_samples_are_independent():
     reads, nxt = mem.memory_step(x, s)
     reads_p, nxt_p = mem.memory_step(Interface(*(t[perm] for t in x)), MemoryState(*(t[perm] for t in s)))
     close(reads_p, reads[perm])
-    for a, b_ in zip(nxt_p, nxt):
+    for a, b_ in zip(nxt_p, nxt, strict=True):
         close(a, b_[perm])
 
 
@@ -368,7 +370,7 @@ def test_links_follow_the_write_order():
     for slot in order:
         w = torch.nn.functional.one_hot(torch.tensor([slot]), n).to(DT)
         link, prec = mem.update_link(link, prec, w), mem.update_precedence(prec, w)
-    for a, b in zip(order, order[1:]):
+    for a, b in itertools.pairwise(order):
         start = torch.nn.functional.one_hot(torch.tensor([[a]]), n).to(DT)
         fwd, _ = mem.directional_weights(link, start)
         _, bwd = mem.directional_weights(link, torch.nn.functional.one_hot(torch.tensor([[b]]), n).to(DT))
@@ -432,7 +434,8 @@ def test_gradcheck_read():
     assert torch.autograd.gradcheck(mem.read_memory, (M, c))
 
 
-def test_gradcheck_whole_step():
+@pytest.mark.parametrize("fused", [False, True])
+def test_gradcheck_whole_step(fused):
     g = torch.Generator().manual_seed(15)
     b, n, w, r = 2, 4, 3, 2
     s = random_state(b, n, w, r, g)
@@ -440,10 +443,85 @@ def test_gradcheck_whole_step():
     mem_in = s.memory.clone().requires_grad_()
 
     def f(raw, m):
-        reads, nxt = mem.memory_step(mem.split_interface(raw, w, r), s._replace(memory=m))
+        reads, nxt = mem.memory_step(mem.split_interface(raw, w, r), s._replace(memory=m), fused=fused)
         return reads, nxt.memory, nxt.link, nxt.usage
 
     assert torch.autograd.gradcheck(f, (raw, mem_in))
+
+
+# --------------------------------------------------------------------------- the fused option
+# memory_step(fused=...) swaps two parts of the step for hand-written autograd nodes. The
+# default (fused=False) composes the equation functions; the option must agree with it.
+
+SWITCHES = [(True, True), (False, True), (True, False), (False, False)]  # (allocation, links)
+
+
+def _run_steps(fused, allocation, links, steps=3, seed=30, b=3, n=5, w=4, r=2):
+    """Several memory steps from a random state; returns the leaves and every output of every step."""
+    g = torch.Generator().manual_seed(seed)
+    state = MemoryState(*(t.requires_grad_() for t in random_state(b, n, w, r, g)))
+    raws = [torch.randn(b, mem.interface_size(w, r), generator=g, dtype=DT).requires_grad_() for _ in range(steps)]
+    outputs, s = [], state
+    for raw in raws:
+        reads, s = mem.memory_step(mem.split_interface(raw, w, r), s, allocation=allocation, links=links, fused=fused)
+        outputs += [reads, *s]
+    return (*state, *raws), outputs
+
+
+@pytest.mark.parametrize("fused", [("content",), ("link",), True])
+@pytest.mark.parametrize("allocation,links", SWITCHES)
+def test_fused_step_matches_the_readable_step_values_and_gradients(fused, allocation, links):
+    leaves, want = _run_steps(False, allocation, links)
+    leaves_f, got = _run_steps(fused, allocation, links)
+    for a, c in zip(got, want, strict=True):
+        torch.testing.assert_close(a, c)
+    g = torch.Generator().manual_seed(31)
+    upstream = [torch.randn(t.shape, generator=g, dtype=DT) for t in want]
+    grad_want = torch.autograd.grad(sum((t * u).sum() for t, u in zip(want, upstream, strict=True)), leaves)
+    grad_got = torch.autograd.grad(sum((t * u).sum() for t, u in zip(got, upstream, strict=True)), leaves_f)
+    for a, c in zip(grad_got, grad_want, strict=True):
+        torch.testing.assert_close(a, c)
+
+
+def test_fused_option_in_bank_and_its_names():
+    g = torch.Generator().manual_seed(32)
+    s, x = random_state(2, 5, 3, 2, g), random_interface(2, 5, 3, 2, g)
+    want = MemoryBank(num_slots=5, word_size=3, num_reads=2)(x, s)
+    for fused in (True, ["link", "content"], frozenset({"link"}), ("content",), ()):
+        got = MemoryBank(num_slots=5, word_size=3, num_reads=2, fused=fused)(x, s)
+        torch.testing.assert_close(got, want)
+    assert "fused" not in repr(MemoryBank())
+    assert "fused=('content', 'link')" in repr(MemoryBank(fused=True))
+    for bad in ("link", ["links"], 3, None):
+        with pytest.raises(ValueError, match="fused"):
+            mem.memory_step(x, s, fused=bad)
+
+
+def test_ablation_switches():
+    """allocation=False writes by content only (w^w = g^w c^w); links=False reads by content only
+    (w^r = c^r) and still updates the links."""
+    g = torch.Generator().manual_seed(33)
+    b, n, w, r = 3, 6, 4, 2
+    s, x = random_state(b, n, w, r, g), random_interface(b, n, w, r, g)
+    _, full = mem.memory_step(x, s)
+    _, no_alloc = mem.memory_step(x, s, allocation=False)
+    write_content = mem.content_weights(s.memory, x.write_key[:, None], x.write_strength[:, None])[:, 0]
+    torch.testing.assert_close(no_alloc.write_weights, x.write_gate[:, None] * write_content)
+    torch.testing.assert_close(no_alloc.usage, full.usage)  # usage depends on the previous step only
+    _, no_links = mem.memory_step(x, s, links=False)
+    torch.testing.assert_close(no_links.read_weights, mem.content_weights(full.memory, x.read_keys, x.read_strengths))
+    torch.testing.assert_close(no_links.link, full.link)
+    torch.testing.assert_close(no_links.memory, full.memory)
+    assert not torch.allclose(no_links.read_weights, full.read_weights)
+
+
+def test_unchecked_step_equals_the_checked_one():
+    g = torch.Generator().manual_seed(34)
+    s = random_state(2, 4, 3, 2, g)
+    raw = torch.randn(2, mem.interface_size(3, 2), generator=g, dtype=DT)
+    x = mem.split_interface(raw, 3, 2, check=False)
+    torch.testing.assert_close(x, mem.split_interface(raw, 3, 2))
+    torch.testing.assert_close(mem.memory_step(x, s, check=False), mem.memory_step(x, s))
 
 
 def _composed_link_step(prev_link, p, ww, wr):
@@ -459,30 +537,30 @@ def _link_inputs(b, n, w, r, seed, dtype=DT):
 
 @pytest.mark.parametrize("b,n,w,r", [(1, 1, 2, 1), (3, 5, 3, 2), (2, 7, 2, 4)])
 def test_fused_link_step_matches_the_composed_functions(b, n, w, r):
-    """memory_step uses a fused L_t + (f, b) node with a hand-written backward: same values and the
-    same gradients as update_link followed by directional_weights, for every output used or not."""
+    """memory_step(fused=...) can use a fused L_t + (f, b) node with a hand-written backward: same values
+    and the same gradients as update_link followed by directional_weights, for every output used or not."""
     inputs = _link_inputs(b, n, w, r, seed=16 + n)
-    fused = mem._link_and_directions(*inputs)
+    fused = mem.fused_link_and_directions(*inputs)
     composed = _composed_link_step(*inputs)
-    for a, c in zip(fused, composed):
+    for a, c in zip(fused, composed, strict=True):
         torch.testing.assert_close(a, c)
     g = torch.Generator().manual_seed(17)
     for used in [(0, 1, 2), (0,), (1,), (2,), (1, 2)]:
         weights = [torch.randn(composed[i].shape, generator=g, dtype=DT) for i in used]
         grads = []
-        for outs in (mem._link_and_directions(*inputs), _composed_link_step(*inputs)):
-            loss = sum((outs[i] * wt).sum() for i, wt in zip(used, weights))
+        for outs in (mem.fused_link_and_directions(*inputs), _composed_link_step(*inputs)):
+            loss = sum((outs[i] * wt).sum() for i, wt in zip(used, weights, strict=True))
             grads.append(torch.autograd.grad(loss, inputs, allow_unused=True))
-        for gf, gc in zip(*grads):
+        for gf, gc in zip(*grads, strict=True):
             torch.testing.assert_close(gf, gc)
 
 
 def test_gradcheck_fused_link_step_first_and_second_order():
     inputs = _link_inputs(2, 5, 3, 2, seed=18)
-    assert torch.autograd.gradcheck(mem._link_and_directions, inputs)
+    assert torch.autograd.gradcheck(mem.fused_link_and_directions, inputs)
     # second order: MAML differentiates through the inner loop's gradients
     torch.manual_seed(0)  # gradgradcheck draws its grad_outputs from the global generator: same in any test order
-    assert torch.autograd.gradgradcheck(mem._link_and_directions, inputs)
+    assert torch.autograd.gradgradcheck(mem.fused_link_and_directions, inputs)
 
 
 def test_fused_link_step_under_torch_func_grad_and_vmap():
@@ -494,13 +572,13 @@ def test_fused_link_step_under_torch_func_grad_and_vmap():
         return out[0].square().sum() + out[1].sin().sum() + out[2].cos().sum()
 
     for argnum in range(4):
-        got = torch.func.grad(lambda *a: loss(mem._link_and_directions, *a), argnums=argnum)(*detached)
+        got = torch.func.grad(lambda *a: loss(mem.fused_link_and_directions, *a), argnums=argnum)(*detached)
         want = torch.func.grad(lambda *a: loss(_composed_link_step, *a), argnums=argnum)(*detached)
         torch.testing.assert_close(got, want)
     # vmap over an extra leading dimension: each slice is its own batch of size 1
     unbatched = [t.unsqueeze(1) for t in detached]
-    got = torch.func.vmap(mem._link_and_directions)(*unbatched)
-    for a, c in zip(got, _composed_link_step(*detached)):
+    got = torch.func.vmap(mem.fused_link_and_directions)(*unbatched)
+    for a, c in zip(got, _composed_link_step(*detached), strict=True):
         torch.testing.assert_close(a.squeeze(1), c)
 
 
@@ -510,13 +588,13 @@ def test_fused_content_weights_match_the_composed_function(b, n, w, h):
     memory = torch.randn(b, n, w, generator=g, dtype=DT).requires_grad_()
     keys = torch.randn(b, h, w, generator=g, dtype=DT).requires_grad_()
     beta = (1 + torch.rand(b, h, generator=g, dtype=DT) * 5).requires_grad_()
-    fused = mem._content_weights_fused(memory, keys, beta)
+    fused = mem.fused_content_weights(memory, keys, beta)
     composed = mem.content_weights(memory, keys, beta)
     torch.testing.assert_close(fused, composed)
     upstream = torch.randn(fused.shape, generator=g, dtype=DT)
     got = torch.autograd.grad((fused * upstream).sum(), (memory, keys, beta))
     want = torch.autograd.grad((composed * upstream).sum(), (memory, keys, beta))
-    for a, c in zip(got, want):
+    for a, c in zip(got, want, strict=True):
         torch.testing.assert_close(a, c)
 
 
@@ -529,10 +607,10 @@ def test_gradcheck_fused_content_weights_first_and_second_order():
         torch.randn(2, 2, 3, generator=g, dtype=DT).requires_grad_(),
         (1 + torch.rand(2, 2, generator=g, dtype=DT)).requires_grad_(),
     )
-    assert torch.autograd.gradcheck(mem._content_weights_fused, inputs)
+    assert torch.autograd.gradcheck(mem.fused_content_weights, inputs)
     torch.manual_seed(0)  # gradgradcheck draws its grad_outputs from the global generator: same in any test order
-    assert torch.autograd.gradgradcheck(mem._content_weights_fused, inputs)
-    out = torch.func.vmap(mem._content_weights_fused)(*(t.detach().unsqueeze(1) for t in inputs))
+    assert torch.autograd.gradgradcheck(mem.fused_content_weights, inputs)
+    out = torch.func.vmap(mem.fused_content_weights)(*(t.detach().unsqueeze(1) for t in inputs))
     torch.testing.assert_close(out.squeeze(1), mem.content_weights(*(t.detach() for t in inputs)))
 
 
@@ -741,12 +819,7 @@ def test_bad_types_and_config_raise():
         mem.read_memory([[1.0]], s.read_weights)
 
 
-# --------------------------------------------------------------------------- aliases, exercises, benchmark
-
-
-def test_contract_aliases():
-    assert mem.parse_interface is mem.split_interface
-    assert mem.MemoryInterface is Interface and mem.MemoryAccess is MemoryBank
+# --------------------------------------------------------------------------- exercises, benchmark
 
 
 def test_exercise_checks_accept_right_and_reject_wrong_answers():
@@ -785,6 +858,7 @@ def _alloc_no_eps(u):
     return torch.zeros_like(u).scatter(-1, phi, (1 - s) * prod)
 
 
+@pytest.mark.slow
 def test_benchmark_quick_runs():
     import subprocess
     import sys

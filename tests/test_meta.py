@@ -1,8 +1,10 @@
-"""Tests for memtutor.meta: MAML / first-order MAML / Reptile with torch.func (notebook 04)."""
+"""Tests for memtutor.meta (MAML / first-order MAML / Reptile with torch.func) and notebook 04's
+experiments (memtutor.experiments.nb04_meta) with their cached results."""
 
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +13,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from notebook_cells import notebook_parameters as run_parameters_cell
 from torch import nn
 from torch.func import functional_call
 
 from memtutor import meta
-from memtutor.utils import set_threads
+from memtutor.experiments import nb04_meta as nb04
+from memtutor.utils import IMPLICIT_TRAINING_MINUTES, config_dict, derive_seed, load_or_train, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 set_threads()
@@ -41,12 +45,12 @@ def params_of(model):
 def classic_meta_loss(model, params, batch, inner_lr, steps, first_order=False):
     """The approach of most tutorials: a Python loop over tasks with autograd.grad(create_graph=True)."""
     losses = []
-    for xs, ys, xq, yq in zip(batch.x_support, batch.y_support, batch.x_query, batch.y_query):
+    for xs, ys, xq, yq in zip(batch.x_support, batch.y_support, batch.x_query, batch.y_query, strict=True):
         phi = dict(params)
         for _ in range(steps):
             loss = nn.functional.mse_loss(functional_call(model, phi, (xs,)), ys)
             g = torch.autograd.grad(loss, list(phi.values()), create_graph=not first_order)
-            phi = {k: v - inner_lr * gi for (k, v), gi in zip(phi.items(), g)}
+            phi = {k: v - inner_lr * gi for (k, v), gi in zip(phi.items(), g, strict=True)}
         losses.append(nn.functional.mse_loss(functional_call(model, phi, (xq,)), yq))
     return torch.stack(losses).mean()
 
@@ -70,7 +74,7 @@ def test_sinusoid_tasks_shapes_ranges_and_values():
 
 def test_sinusoid_tasks_seeded_determinism():
     a, b, c = tasks(seed=3), tasks(seed=3), tasks(seed=4)
-    for u, v in zip(a, b):
+    for u, v in zip(a, b, strict=True):
         assert torch.equal(u, v)
     assert not torch.equal(a.amplitude, c.amplitude)
 
@@ -106,10 +110,10 @@ def test_make_sine_mlp_is_the_papers_architecture():
 
 
 def test_sine_config_validation():
-    assert meta.SineConfig().inner_lr == 0.01  # the paper's alpha, not cbfinn/maml's flag default
+    assert nb04.SineConfig().inner_lr == 0.01  # the paper's alpha, not cbfinn/maml's flag default
     for bad in ({"inner_lr": 0.0}, {"meta_lr": -1e-3}, {"meta_batch": 0}, {"k_support": 0}, {"inner_lr": float("nan")}):
         with pytest.raises(ValueError):
-            meta.SineConfig(**bad)
+            nb04.SineConfig(**bad)
 
 
 # --------------------------------------------------------------------------- the inner loop
@@ -165,7 +169,7 @@ def test_adaptation_lowers_the_support_loss():
     params = dict(model.named_parameters())
     b = tasks(n=6, k=10, q=10)
     phi = meta.adapt_tasks(model, params, b.x_support, b.y_support, inner_lr=0.01, steps=5)
-    before = torch.stack([meta.task_loss(model, params, x, y) for x, y in zip(b.x_support, b.y_support)])
+    before = torch.stack([meta.task_loss(model, params, x, y) for x, y in zip(b.x_support, b.y_support, strict=True)])
     after = torch.stack(
         [meta.task_loss(model, {k: v[i] for k, v in phi.items()}, b.x_support[i], b.y_support[i]) for i in range(6)]
     )
@@ -215,7 +219,7 @@ def test_second_order_meta_gradient_matches_finite_differences():
     b = tasks(n=2, k=4, q=5, dtype=torch.float64)
 
     def outer(*tensors):
-        return meta.maml_meta_loss(model, dict(zip(names, tensors)), b, inner_lr=0.3, steps=2)
+        return meta.maml_meta_loss(model, dict(zip(names, tensors, strict=True)), b, inner_lr=0.3, steps=2)
 
     inputs = tuple(v.detach().clone().requires_grad_(True) for v in model.parameters())
     assert torch.autograd.gradcheck(outer, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
@@ -231,7 +235,7 @@ def test_first_order_differs_by_exactly_the_hessian_term():
     alpha = 0.2
 
     def unflat(v):
-        return {n: t.reshape(s) for n, t, s in zip(names, torch.split(v, sizes), shapes)}
+        return {n: t.reshape(s) for n, t, s in zip(names, torch.split(v, sizes), shapes, strict=True)}
 
     theta = torch.cat([v.detach().reshape(-1) for v in model.parameters()]).requires_grad_(True)
     full = torch.autograd.grad(meta.maml_meta_loss(model, unflat(theta), b, inner_lr=alpha, steps=1), theta)[0]
@@ -260,7 +264,7 @@ def test_meta_gradient_matches_the_classic_autograd_loop(first_order):
     torch.testing.assert_close(ours, ref)
     g1 = torch.autograd.grad(ours, list(p1.values()))
     g2 = torch.autograd.grad(ref, list(p2.values()))
-    for a, c in zip(g1, g2):
+    for a, c in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, c)
 
 
@@ -272,7 +276,9 @@ def test_vmap_and_loop_agree_on_loss_and_gradient(first_order):
     l1 = meta.maml_meta_loss(model, p1, b, inner_lr=0.02, steps=2, first_order=first_order, vectorize=True)
     l2 = meta.maml_meta_loss(model, p2, b, inner_lr=0.02, steps=2, first_order=first_order, vectorize=False)
     torch.testing.assert_close(l1, l2)
-    for a, c in zip(torch.autograd.grad(l1, list(p1.values())), torch.autograd.grad(l2, list(p2.values()))):
+    for a, c in zip(
+        torch.autograd.grad(l1, list(p1.values())), torch.autograd.grad(l2, list(p2.values())), strict=True
+    ):
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-6)
 
 
@@ -312,13 +318,13 @@ def test_reptile_direction_is_theta_minus_mean_adapted_params():
 
 
 def test_meta_train_step_changes_every_parameter_for_every_method():
-    for method in meta.METHODS:
+    for method in meta.META_METHODS:
         model = meta.make_sine_mlp(8)
         before = [p.detach().clone() for p in model.parameters()]
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         loss = meta.meta_train_step(model, opt, tasks(), method=method, inner_lr=0.01, steps=2)
         assert loss.dim() == 0 and loss.grad_fn is None and math.isfinite(loss.item())
-        for p, q in zip(model.parameters(), before):
+        for p, q in zip(model.parameters(), before, strict=True):
             assert not torch.equal(p.detach(), q), method
 
 
@@ -331,11 +337,11 @@ def _held_out_one_step_mse(model, held_out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", meta.TRAINERS)
+@pytest.mark.parametrize("method", nb04.SINE_TRAINERS)
 def test_train_sine_model_loss_falls(method):
     """The training path of the notebook's cached checkpoints, on a tiny configuration."""
-    cfg = meta.SineConfig(meta_steps=200, meta_batch=10, hidden=16, reptile_steps=3, meta_lr=3e-3)
-    out = meta.train_sine_model(method, cfg, seed=0, history=10)
+    cfg = nb04.SineConfig(meta_steps=200, meta_batch=10, hidden=16, reptile_steps=3, meta_lr=3e-3)
+    out = nb04.train_sine_model(method, cfg, seed=0, history=10)
     assert set(out) == {"model", "losses"} and out["losses"].shape == (10,)
     assert out["losses"][-1] < out["losses"][0], out["losses"]
     held_out = meta.sample_sinusoid_tasks(100, 10, 20, generator=torch.Generator().manual_seed(7))
@@ -347,24 +353,25 @@ def test_train_sine_model_loss_falls(method):
     assert after < 0.8 * before, (before, after)
 
 
-@pytest.mark.parametrize("method", meta.TRAINERS)
+@pytest.mark.parametrize("method", nb04.SINE_TRAINERS)
 def test_train_sine_model_is_seeded(method):
-    cfg = meta.SineConfig(meta_steps=3, meta_batch=4, hidden=8, reptile_steps=2)
-    out, again = meta.train_sine_model(method, cfg, seed=0), meta.train_sine_model(method, cfg, seed=0)
+    cfg = nb04.SineConfig(meta_steps=3, meta_batch=4, hidden=8, reptile_steps=2)
+    out, again = nb04.train_sine_model(method, cfg, seed=0), nb04.train_sine_model(method, cfg, seed=0)
     for k, v in out["model"].items():
         assert torch.equal(v, again["model"][k])
-    other = meta.train_sine_model(method, cfg, seed=1)
+    other = nb04.train_sine_model(method, cfg, seed=1)
     assert not torch.equal(out["model"]["0.weight"], other["model"]["0.weight"])
 
 
+@pytest.mark.slow
 def test_meta_training_beats_joint_pretraining_after_one_step_tiny():
     """A short run already shows the paper's qualitative result on held-out tasks."""
-    cfg = meta.SineConfig(meta_steps=200, meta_batch=10, hidden=16, meta_lr=3e-3)
+    cfg = nb04.SineConfig(meta_steps=200, meta_batch=10, hidden=16, meta_lr=3e-3)
     held_out = meta.sample_sinusoid_tasks(100, 10, 20, generator=torch.Generator().manual_seed(999))
     mse = {}
     for method in ("maml", "pretrained"):
         model = meta.make_sine_mlp(16)
-        model.load_state_dict(meta.train_sine_model(method, cfg, seed=0)["model"])
+        model.load_state_dict(nb04.train_sine_model(method, cfg, seed=0)["model"])
         mse[method] = _held_out_one_step_mse(model, held_out)
     assert mse["maml"] < mse["pretrained"], mse
 
@@ -436,7 +443,7 @@ def test_value_error_on_bad_model_params_method_or_nan():
     with pytest.raises(ValueError, match="method"):
         meta.meta_train_step(model, torch.optim.SGD(model.parameters(), 0.1), b, method="mamml", inner_lr=0.1, steps=1)
     with pytest.raises(ValueError, match="method"):
-        meta.train_sine_model("joint", meta.SineConfig(meta_steps=1), seed=0)
+        nb04.train_sine_model("joint", nb04.SineConfig(meta_steps=1), seed=0)
     nan_x = b.x_support.clone()
     nan_x[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
@@ -534,7 +541,7 @@ def test_ex04_check_steps_to_threshold():
 
 # --------------------------------------------------------------------------- the memory controller
 
-from memtutor.controller import ControllerConfig, MemoryController  # noqa: E402
+from memtutor.controller import ControllerConfig, CopyTrainConfig, MemoryController  # noqa: E402
 from memtutor.tasks import bits_error, copy_task, masked_bce_loss  # noqa: E402
 
 TINY_CTRL = ControllerConfig(input_size=5, output_size=4, hidden_size=8, num_slots=6, word_size=4, num_reads=1)
@@ -550,12 +557,12 @@ def test_xor_masks_and_split():
     assert masks.shape == (8, 3)
     torch.testing.assert_close(masks[5], torch.tensor([1.0, 0.0, 1.0]))  # 5 = 0b101, low bit first
     assert len({tuple(m.tolist()) for m in masks}) == 8
-    train, held = meta.split_xor_masks(3, 2, seed=0)
+    train, held = nb04.split_xor_masks(3, 2, seed=0)
     assert train.shape == (6, 3) and held.shape == (2, 3)
     rows = {tuple(m.tolist()) for m in train} | {tuple(m.tolist()) for m in held}
     assert len(rows) == 8  # disjoint and complete
     with pytest.raises(ValueError, match="n_heldout"):
-        meta.split_xor_masks(3, 8, seed=0)
+        nb04.split_xor_masks(3, 8, seed=0)
     with pytest.raises(ValueError, match="width"):
         meta.xor_masks(0)
 
@@ -622,28 +629,29 @@ def test_head_only_maml_meta_gradient_reaches_every_controller_parameter():
             assert p.grad is not None and p.grad.abs().sum() > 0, (first_order, name)
 
 
-@pytest.mark.parametrize("method", meta.CONTROLLER_TRAINERS)
+@pytest.mark.slow
+@pytest.mark.parametrize("method", nb04.CONTROLLER_TRAINERS)
 def test_train_controller_init_runs_and_changes_the_controller(method):
-    cfg = meta.ControllerMetaConfig(
+    cfg = nb04.ControllerMetaConfig(
         meta_steps=3, meta_batch=2, n_support=3, n_query=3, width=4, n_heldout=4, max_length=3
     )
     ctrl = _tiny_controller()
     before = {k: v.clone() for k, v in ctrl.state_dict().items()}
-    out = meta.train_controller_init(method, ctrl, cfg, seed=0)
+    out = nb04.train_controller_init(method, ctrl, cfg, seed=0)
     assert out["losses"].shape == (3,) and torch.isfinite(out["losses"]).all()
     assert out["controller"].keys() == before.keys()
     for name in ("core.weight_hh", "output.weight"):
         assert not torch.equal(out["controller"][name], before[name]), name
-    again = meta.train_controller_init(method, _tiny_controller(), cfg, seed=0)  # seeded: the same run
+    again = nb04.train_controller_init(method, _tiny_controller(), cfg, seed=0)  # seeded: the same run
     torch.testing.assert_close(again["losses"], out["losses"])
     with pytest.raises(ValueError, match="method"):
-        meta.train_controller_init("reptile", ctrl, cfg, seed=0)
+        nb04.train_controller_init("reptile", ctrl, cfg, seed=0)
 
 
 def test_controller_adaptation_curves_start_unadapted_and_adapt():
     ctrl = _tiny_controller()
     tasks = meta.xor_copy_tasks(meta.xor_masks(4)[:3], 4, 5, max_length=3, generator=torch.Generator().manual_seed(0))
-    curves = meta.controller_adaptation_curves(ctrl, tasks, inner_lr=0.5, max_steps=3)
+    curves = nb04.controller_adaptation_curves(ctrl, tasks, inner_lr=0.5, max_steps=3)
     assert curves["loss"].shape == (3, 4) and curves["bits"].shape == (3, 4)
     model = meta.ControllerLogits(ctrl)
     with torch.no_grad():
@@ -654,7 +662,7 @@ def test_controller_adaptation_curves_start_unadapted_and_adapt():
     assert (curves["loss"][:, 1:] != curves["loss"][:, :1]).all()  # the adapted head is what is scored
 
 
-@pytest.mark.parametrize("method", meta.METHODS)
+@pytest.mark.parametrize("method", meta.META_METHODS)
 def test_meta_train_step_with_an_adapted_subset(method):
     """adapt= names the inner loop's parameters: MAML and first-order MAML still move every
     parameter in the outer step, Reptile only the adapted ones."""
@@ -669,3 +677,134 @@ def test_meta_train_step_with_an_adapted_subset(method):
     assert moved == (set(last) if method == "reptile" else set(before))
     with pytest.raises(ValueError, match="unknown"):
         meta.meta_train_step(model, opt, batch, method=method, inner_lr=0.01, steps=1, adapt=["nope"])
+
+
+# --------------------------------------------------------------------------- notebook 04's cached results
+
+NOTEBOOK = ROOT / "notebooks" / "04_meta_learning.ipynb"
+CHECKPOINTS = ROOT / "notebooks" / "checkpoints"
+
+
+def notebook_parameters() -> dict:
+    """The names defined by notebook 04's ``parameters``-tagged cell (plain assignments of literals)."""
+    return run_parameters_cell(NOTEBOOK.name)
+
+
+def notebook_configs() -> dict[str, dict]:
+    """File name -> the configuration notebook 04 loads it with, built from its parameters."""
+    p = notebook_parameters()
+    sine = nb04.SineConfig(meta_steps=p["META_STEPS"], inner_lr=p["INNER_LR"])
+    out = {
+        nb04.sine_file(m): nb04.sine_run_config(m, c, seed=p["SEED"])
+        for m, c in nb04.sine_configs(sine, reptile_meta_steps=p["REPTILE_META_STEPS"]).items()
+    }
+    start = nb04.copy_start(0, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
+    ctrl = nb04.ControllerMetaConfig()
+    runs = {m: nb04.controller_run_config(m, ctrl, seed=p["SEED"], start=start) for m in ("maml", "joint")}
+    out.update({nb04.controller_file(m): c for m, c in runs.items()})
+    out[nb04.CURVES_FILE] = nb04.controller_curves_config(
+        ctrl, eval_seed=p["CTRL_EVAL_SEED"], n_query=p["CTRL_QUERY"], max_steps=p["CTRL_STEPS"],
+        starts={"copy-pretrained": start, "joint": runs["joint"], "MAML": runs["maml"]},
+    )  # fmt: skip
+    return out
+
+
+def refuse_to_train():
+    raise AssertionError("the committed result should have been loaded, not trained")
+
+
+def test_notebook_starts_from_notebook_02s_seed_0_copy_run():
+    """notebook_configs() mirrors the notebook's copy start; the notebook must use the same one."""
+    source = NOTEBOOK.read_text()
+    assert "nb04.copy_start(0, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)" in source
+    assert "load_copy_run(0, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)" in source
+
+
+def test_committed_results_were_made_with_the_notebooks_configuration():
+    configs = notebook_configs()
+    assert sorted(configs) == sorted(p.name for p in CHECKPOINTS.glob("04_*.pt"))
+    for name, config in configs.items():
+        data = torch.load(CHECKPOINTS / name, weights_only=True)
+        assert data["config"] == config_dict(config), name
+    sine = torch.load(CHECKPOINTS / nb04.sine_file("maml"), weights_only=True)["result"]
+    assert sine["losses"].shape == (nb04.SINE_HISTORY,)
+
+
+@pytest.mark.parametrize("name", sorted(notebook_configs()))
+def test_unchanged_configuration_loads_without_training(tmp_path, name):
+    shutil.copy(CHECKPOINTS / name, tmp_path)
+    result = load_or_train(name, notebook_configs()[name], refuse_to_train, minutes=60, directory=tmp_path)
+    assert result
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"seed": 1}, "seed"),
+        ({"history": 50}, "history"),
+        ({"sine": nb04.SineConfig(meta_steps=70_000)}, "sine.meta_steps"),
+        ({"sine": nb04.SineConfig(meta_steps=40_000, inner_lr=0.02)}, "sine.inner_lr"),
+        ({"sine": nb04.SineConfig(meta_steps=40_000, hidden=64)}, "sine.hidden"),
+    ],
+)
+def test_a_changed_field_of_a_long_sine_run_raises_naming_it(tmp_path, change, field):
+    """MAML's sinusoid run takes more than IMPLICIT_TRAINING_MINUTES: a changed field raises."""
+    name = nb04.sine_file("maml")
+    shutil.copy(CHECKPOINTS / name, tmp_path)
+    config = {**notebook_configs()[name], **change}
+    minutes = nb04.sine_minutes("maml", config["sine"])
+    assert minutes > IMPLICIT_TRAINING_MINUTES
+    with pytest.raises(ValueError, match=f"{field}: cached"):
+        load_or_train(name, config, refuse_to_train, minutes=minutes, directory=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "field", "minutes"),
+    [
+        ("04_sine_fomaml.pt", {"sine": nb04.SineConfig(meta_steps=40_000, k_query=5)}, "sine.k_query", None),
+        ("04_controller_maml.pt", {"meta": nb04.ControllerMetaConfig(mask_seed=1)}, "meta.mask_seed", 3.0),
+        ("04_controller_joint.pt", {"seed": 1}, "seed", 0.5),
+        ("04_controller_joint.pt", {"start": {"run": "02_copy_seed1.pt"}}, "start.run", 0.5),
+        (nb04.CURVES_FILE, {"eval_seed": 1}, "eval_seed", nb04.CURVES_MINUTES),
+        (nb04.CURVES_FILE, {"max_steps": 5}, "max_steps", nb04.CURVES_MINUTES),
+    ],
+)
+def test_a_changed_field_of_a_quick_run_retrains_and_says_why(tmp_path, capsys, name, change, field, minutes):
+    shutil.copy(CHECKPOINTS / name, tmp_path)
+    config = {**notebook_configs()[name], **change}
+    if minutes is None:
+        minutes = nb04.sine_minutes("fomaml", config["sine"])
+    assert minutes <= IMPLICIT_TRAINING_MINUTES
+    result = load_or_train(name, config, lambda: {"marker": torch.tensor(1)}, minutes=minutes, directory=tmp_path)
+    assert int(result["marker"]) == 1
+    out = capsys.readouterr().out
+    assert "another configuration" in out and f"{field}: cached" in out
+
+
+def test_minutes_estimates_decide_raise_or_retrain():
+    sine = nb04.sine_configs(nb04.SineConfig(), reptile_meta_steps=20_000)
+    assert nb04.sine_minutes("maml", sine["maml"]) > IMPLICIT_TRAINING_MINUTES  # about 3.3 min: raises
+    assert nb04.sine_minutes("pretrained", sine["pretrained"]) < 1
+    assert nb04.sine_minutes("maml", nb04.SineConfig(meta_steps=200)) < 0.1  # a tiny run retrains
+    assert max(nb04.CONTROLLER_MINUTES.values()) <= IMPLICIT_TRAINING_MINUTES
+    with pytest.raises(ValueError, match="method"):
+        nb04.sine_file("joint")
+
+
+def test_seed_purposes_give_the_documented_streams():
+    assert derive_seed(0, nb04.SINE_TASKS) == 1 and derive_seed(5, nb04.CONTROLLER_TASKS) == 6
+    train, held = nb04.split_xor_masks(4, 3, seed=2)
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(held, meta.xor_masks(4)[order[:3]])
+    tasks = nb04.controller_eval_tasks(nb04.ControllerMetaConfig(width=4, n_heldout=3, mask_seed=2), n_query=2,
+                                       eval_seed=9)  # fmt: skip
+    direct = meta.xor_copy_tasks(held, 16, 2, generator=torch.Generator().manual_seed(9))
+    for a, b in zip(tasks, direct, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_controller_curves_runs_every_start():
+    tasks = meta.xor_copy_tasks(meta.xor_masks(4)[:2], 3, 3, max_length=3, generator=torch.Generator().manual_seed(0))
+    curves = nb04.controller_curves({"a": _tiny_controller(0), "b": _tiny_controller(1)}, tasks, inner_lr=0.5,
+                                    max_steps=2)  # fmt: skip
+    assert list(curves) == ["a", "b"] and curves["a"]["bits"].shape == (2, 3)

@@ -1,8 +1,11 @@
-"""Tests for memtutor.replay: the wide sum tree, the prioritized buffer, the Blind Cliffwalk."""
+"""Tests for memtutor.replay (the wide sum tree, the prioritized buffer) and notebook 03's Blind
+Cliffwalk study (memtutor.experiments.nb03_replay) with its cached table."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,20 +15,29 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from notebook_cells import notebook_parameters as run_parameters_cell
 
+from memtutor.experiments.nb03_replay import (
+    CLIFFWALK_FILE,
+    CLIFFWALK_MINUTES,
+    CliffwalkConfig,
+    cliffwalk_config,
+    cliffwalk_memory,
+    cliffwalk_run_seed,
+    cliffwalk_sweep,
+    cliffwalk_true_q,
+    cliffwalk_updates,
+)
 from memtutor.replay import (
     DEFAULT_EPS,
     PrioritizedReplay,
     SumTree,
-    cliffwalk_memory,
-    cliffwalk_sweep,
-    cliffwalk_true_q,
-    cliffwalk_updates,
     importance_weights,
     linear_beta_schedule,
     priority,
     stratified_prefixes,
 )
+from memtutor.utils import IMPLICIT_TRAINING_MINUTES, config_dict, load_or_train
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
@@ -42,7 +54,7 @@ def check_invariants(tree: SumTree, leaves: torch.Tensor) -> None:
     k = tree.branching
     levels = tree.levels
     torch.testing.assert_close(tree.leaves(), leaves, rtol=0, atol=0)
-    for lower, upper in zip(levels[:-1], levels[1:]):
+    for lower, upper in zip(levels[:-1], levels[1:], strict=True):
         sums = lower.view(-1, k).sum(1)  # one per parent; the rest of `upper` is zero padding
         torch.testing.assert_close(upper[: sums.numel()], sums, rtol=0, atol=0)
         assert not bool(upper[sums.numel() :].any())
@@ -73,7 +85,7 @@ def test_invariants_after_any_batched_updates(capacity, branching, fanout, ops):
     for batch in ops:
         idx = [i % capacity for i, _ in batch]
         vals = [v for _, v in batch]
-        for i, v in zip(idx, vals):  # sequential assignment: the reference semantics
+        for i, v in zip(idx, vals, strict=True):  # sequential assignment: the reference semantics
             naive[i] = v
         tree.update(torch.tensor(idx, dtype=torch.int64), torch.tensor(vals, dtype=F64))
         check_invariants(tree, torch.tensor(naive, dtype=F64))
@@ -110,7 +122,7 @@ def test_no_drift_after_many_updates():
     check_invariants(tree, leaves)
     before = [lvl.clone() for lvl in tree.levels]
     tree.rebuild()
-    for a, b in zip(before, tree.levels):
+    for a, b in zip(before, tree.levels, strict=True):
         assert torch.equal(a, b)
 
 
@@ -542,6 +554,7 @@ def test_cliffwalk_bad_inputs():
 # ---------------------------------------------------------------------------------------------
 # Benchmark smoke test
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_benchmark_quick_runs():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "replay.py"), "--quick"],
@@ -621,15 +634,74 @@ def test_exercise_checks_reject_wrong_answers_with_a_reason():
     assert "Not yet" in repr(r)
 
 
+@pytest.mark.slow
 def test_cliffwalk_sweep_tiny_configuration():
     """The notebook's cached training path on a tiny configuration: shapes, settings, learning."""
-    res = cliffwalk_sweep([2, 3], 2, alphas=(1.0,), seed=5, max_updates=50_000)
+    res = cliffwalk_sweep(CliffwalkConfig(ns=[2, 3], num_seeds=2, alphas=(1.0,), seed=5, max_updates=50_000))
     assert res["uniform"].shape == (2, 2) and res["prioritized"].shape == (1, 2, 2)
     assert res["memory"].tolist() == [6, 14] and float(res["tol"]) == 1e-3
     for key in ("uniform", "oracle", "prioritized"):
         assert bool((res[key] > 0).all()) and bool((res[key] < 50_000).all())
+    assert cliffwalk_run_seed(5, 3, 1) == 5 + 3000 + 1
     again = cliffwalk_updates(3, "uniform", generator=torch.Generator().manual_seed(5 + 3000 + 1))
     assert again == int(res["uniform"][1, 1]), "each cell is reproducible from its documented seed"
+
+
+# ---------------------------------------------------------------------------------------------
+# The cached table of notebook 03 and its configuration
+# ---------------------------------------------------------------------------------------------
+NOTEBOOK = ROOT / "notebooks" / "03_prioritized_replay.ipynb"
+CHECKPOINTS = ROOT / "notebooks" / "checkpoints"
+
+
+def notebook_parameters() -> dict:
+    """The names defined by notebook 03's ``parameters``-tagged cell (plain assignments of literals)."""
+    return run_parameters_cell(NOTEBOOK.name)
+
+
+def notebook_config() -> CliffwalkConfig:
+    p = notebook_parameters()
+    return cliffwalk_config(
+        ns=p["CLIFF_NS"], num_seeds=p["CLIFF_SEEDS"], alphas=p["CLIFF_ALPHAS"], lr=p["CLIFF_LR"], tol=p["CLIFF_TOL"],
+        seed=p["SEED"],
+    )  # fmt: skip
+
+
+def refuse_to_train():
+    raise AssertionError("the committed table should have been loaded, not recomputed")
+
+
+def test_committed_table_was_made_with_the_notebooks_configuration():
+    data = torch.load(CHECKPOINTS / CLIFFWALK_FILE, weights_only=True)
+    assert data["config"] == config_dict(notebook_config())
+    res = data["result"]  # the settings the table itself records agree with its configuration
+    cfg = notebook_config()
+    assert res["ns"].tolist() == list(cfg.ns) and res["uniform"].shape[1] == cfg.num_seeds
+    assert res["alphas"].tolist() == list(cfg.alphas) and int(res["seed"]) == cfg.seed
+    assert float(res["lr"]) == cfg.lr and float(res["tol"]) == cfg.tol
+
+
+def test_unchanged_configuration_loads_the_committed_table(tmp_path):
+    shutil.copy(CHECKPOINTS / CLIFFWALK_FILE, tmp_path)
+    res = load_or_train(
+        CLIFFWALK_FILE, notebook_config(), refuse_to_train, minutes=CLIFFWALK_MINUTES, directory=tmp_path
+    )
+    assert res["uniform"].shape == (11, 5)
+
+
+@pytest.mark.parametrize("field", ["ns", "num_seeds", "alphas", "lr", "tol", "seed", "max_updates"])
+def test_a_changed_field_recomputes_the_table_and_says_why(tmp_path, capsys, field):
+    """The table recomputes in about two minutes: a changed parameter retrains instead of raising."""
+    shutil.copy(CHECKPOINTS / CLIFFWALK_FILE, tmp_path)
+    assert CLIFFWALK_MINUTES <= IMPLICIT_TRAINING_MINUTES
+    cfg = notebook_config()
+    changed = {"ns": (2, 3), "num_seeds": 3, "alphas": (0.5,), "lr": 0.5, "tol": 1e-2, "seed": 1, "max_updates": 9}
+    other = dataclasses.replace(cfg, **{field: changed[field]})
+    res = load_or_train(CLIFFWALK_FILE, other, lambda: {"marker": torch.tensor(1)}, minutes=CLIFFWALK_MINUTES,
+                        directory=tmp_path)  # fmt: skip
+    assert int(res["marker"]) == 1
+    out = capsys.readouterr().out
+    assert "another configuration" in out and f"{field}: cached" in out
 
 
 def test_multithreaded_search_path_gives_the_same_leaves():

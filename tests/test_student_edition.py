@@ -21,6 +21,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT_S = 600
 
 
+@pytest.mark.slow  # executes every notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_student_edition_executes_up_to_its_exercises(path, tmp_path):
     nb = course.student_notebook(nbformat.read(path, as_version=4))

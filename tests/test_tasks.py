@@ -56,7 +56,7 @@ def test_copy_task_is_seeded_and_varies():
     a = copy_task(64, 1, 10, generator=torch.Generator().manual_seed(3))
     b = copy_task(64, 1, 10, generator=torch.Generator().manual_seed(3))
     c = copy_task(64, 1, 10, generator=torch.Generator().manual_seed(4))
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
     assert not torch.equal(a.inputs, c.inputs)
     assert len(set(a.lengths.tolist())) > 3  # variable lengths within a batch

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from itertools import permutations, product
 from pathlib import Path
 
 import pytest
 import torch
+from notebook_cells import notebook_parameters
 
 from memtutor import tool_agent as ta
 from memtutor.exercises import ex06
+from memtutor.experiments import nb06_tool_agent as nb06
 from memtutor.tool_agent import ADD, MUL, NUM_ACTIONS, RCL, RSUB, STO, SUB, ToolAgentConfig, ToolPolicy
-from memtutor.utils import set_threads
+from memtutor.utils import config_dict, load_or_train, set_threads
 
 set_threads()  # torch's default of 2 threads stalls these small ops on a 2-core machine
 
 ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS = ROOT / "notebooks" / "checkpoints"
 
 
 def gen(seed=0):
@@ -30,9 +34,7 @@ def one_problem(stage, numbers, ops):
     x[0, : len(numbers)] = torch.tensor(numbers)
     o = torch.zeros(1, 3, dtype=torch.int64)
     o[0, : len(ops)] = torch.tensor([ta.OP_SYMBOLS.index(s) for s in ops])
-    target, sub, mem, n_sub = ta._targets_and_subgoals(stage, x, o)
-    st = torch.full((1,), stage, dtype=torch.int64)
-    return ta.Problem(st, x, o, target, ta._context_tokens(stage, x, o), sub, mem, n_sub)
+    return ta.build_problems(stage, x, o)
 
 
 def run_text(problem, text, **kw):
@@ -115,8 +117,8 @@ def test_vectorised_env_matches_per_episode_loop_on_random_programs():
     probs = ta.cat_problems(ta.sample_problems(s, 60, g) for s in range(3))
     B, T = probs.stage.shape[0], 14
     # half uniformly random actions (mostly errors), half drawn among the valid ones
-    state, progs = ta.initial_state(probs), []
-    for t in range(T):
+    state, progs = ta.initial_env_state(probs), []
+    for _ in range(T):
         valid = ta.valid_actions(probs, state) | state.done[:, None]
         assert bool(valid.any(1).all())  # never a dead end
         w = torch.where(torch.arange(B)[:, None] % 2 == 0, valid.float(), torch.ones(B, NUM_ACTIONS))
@@ -155,7 +157,7 @@ def _naive_memory_free(nums, target, n):
         for perm in permutations(range(n), k):
             for ops in product((ADD, SUB, MUL, RSUB), repeat=k - 1):
                 v = nums[perm[0]]
-                for o, j in zip(ops, perm[1:]):
+                for o, j in zip(ops, perm[1:], strict=True):
                     y = nums[j]
                     v = v + y if o == ADD else v - y if o == SUB else v * y if o == MUL else y - v
                 if v == target:
@@ -203,7 +205,7 @@ def test_held_out_split_is_disjoint_and_about_the_right_size():
 
 def test_sampling_is_deterministic_given_the_generator():
     a, b = ta.sample_problems(2, 50, gen(3)), ta.sample_problems(2, 50, gen(3))
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
 
 
@@ -225,9 +227,9 @@ def test_unknown_stage_raises(stage):
 def test_unknown_tool_token_raises():
     p = one_problem(0, [7, 5, 3], "++")
     with pytest.raises(ValueError, match="tool tokens"):
-        ta.env_step(p, ta.initial_state(p), torch.tensor([NUM_ACTIONS]))
+        ta.env_step(p, ta.initial_env_state(p), torch.tensor([NUM_ACTIONS]))
     with pytest.raises(ValueError, match="tool tokens"):
-        ta.env_step(p, ta.initial_state(p), torch.tensor([-1]))
+        ta.env_step(p, ta.initial_env_state(p), torch.tensor([-1]))
     with pytest.raises(ValueError, match="unknown tool token"):
         ta.parse_program("P0 FOO")
     with pytest.raises(ValueError, match="unknown tool token"):
@@ -327,6 +329,7 @@ def test_a2c_returns_match_a_loop_and_gradients_flow():
     assert info["entropy"] > 0 and prog.shape == (18, cfg.max_steps)
 
 
+@pytest.mark.slow
 def test_training_path_learns_stage0():
     """A tiny run: greedy stage-0 accuracy on fresh problems rises well above guessing (1/9)."""
     cfg = ToolAgentConfig(d_model=32, batch_size=128, max_updates=160, eval_every=80, eval_size=128, lr=5e-3, seed=0)
@@ -335,18 +338,22 @@ def test_training_path_learns_stage0():
     assert curve.shape == (2, 4) and out["updates"] == 160
     pol = ToolPolicy(cfg)
     pol.load_state_dict(out["state_dict"])
-    acc0 = ta.evaluate(pol, ta.sample_problems(0, 256, gen(11), split="test")).float().mean().item()
+    acc0 = ta.evaluate_programs(pol, ta.sample_problems(0, 256, gen(11), split="test")).float().mean().item()
     assert acc0 > 0.5, curve
 
 
 # ----------------------------------------------------------------------------- display, exercises, benchmark
-def test_trace_and_text_helpers():
+def test_trace_and_text_helpers(capsys):
     p = one_problem(2, [7, 5, 3, 2, 4], "*+")
-    assert ta.context_to_text(p.context[0]) == "7 * 5 + 3 - 2 * 4"
+    assert nb06.context_to_text(p.context[0]) == "7 * 5 + 3 - 2 * 4"
     prog = ta.canonical_programs(p)[0].tolist()
-    assert ta.program_to_text(prog) == "P0 MUL P1 ADD P2 STO P3 MUL P4 RSUB RCL ANS"
-    rows = ta.trace_program([7, 5, 3, 2, 4], 2, prog)
+    assert nb06.program_to_text(prog) == "P0 MUL P1 ADD P2 STO P3 MUL P4 RSUB RCL ANS"
+    assert ta.parse_program(nb06.program_to_text(prog)) == prog[:12]
+    rows = nb06.trace_program([7, 5, 3, 2, 4], 2, prog)
     assert rows[-2] == ("RCL", 30, 38) and rows[-1][0] == "ANS"
+    torch.manual_seed(0)
+    rows = nb06.explain_program(ToolPolicy(ToolAgentConfig(d_model=8)), ta.cat_problems([p, p]), 1)
+    assert capsys.readouterr().out.startswith("stage 2: 7 * 5 + 3 - 2 * 4 = 30\n") and rows
 
 
 def test_exercise_checks_accept_right_and_reject_wrong_answers():
@@ -375,6 +382,7 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers():
     assert not ex06.check_product_stage_program(lambda o: 1 / 0)
 
 
+@pytest.mark.slow
 def test_benchmark_quick_runs():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "tool_agent.py"), "--quick"],
@@ -388,17 +396,20 @@ def test_benchmark_quick_runs():
 
 def test_run_ablations_rejects_unknown_names_and_held_out_sets_are_fixed():
     with pytest.raises(ValueError, match="unknown ablations"):
-        ta.run_ablations(ToolAgentConfig(), ["no such thing"])
+        nb06.run_ablations(ToolAgentConfig(), ["no such thing"])
     a, b = ta.held_out_set(1, 20), ta.held_out_set(1, 20)
     assert torch.equal(a.numbers, b.numbers) and bool(ta.is_held_out(a.numbers).all())
+    # the held-out set of stage s is drawn from seed HELD_OUT_SEED + s
+    c = ta.sample_problems(1, 20, torch.Generator().manual_seed(ta.HELD_OUT_SEED + 1), split="test")
+    assert torch.equal(a.numbers, c.numbers)
 
 
 def test_curriculum_stage_mixes():
     cfg = ToolAgentConfig()
-    assert ta._stage_mix(0, cfg) == [1.0, 0.0, 0.0]
-    assert ta._stage_mix(2, cfg) == [0.25, 0.25, 0.5]  # half newest, half revisits
-    assert ta._stage_mix(1, ToolAgentConfig(curriculum=False)) == [1 / 3] * 3
-    fw = ta._stage_mix(2, ToolAgentConfig(failure_weighted=True), [1.0, 0.9, 0.6])
+    assert ta.stage_mix(0, cfg) == [1.0, 0.0, 0.0]
+    assert ta.stage_mix(2, cfg) == [0.25, 0.25, 0.5]  # half newest, half revisits
+    assert ta.stage_mix(1, ToolAgentConfig(curriculum=False)) == [1 / 3] * 3
+    fw = ta.stage_mix(2, ToolAgentConfig(failure_weighted=True), [1.0, 0.9, 0.6])
     torch.testing.assert_close(torch.tensor(fw), torch.tensor([0.05, 0.1, 0.4]) / 0.55)
 
 
@@ -409,3 +420,101 @@ def test_stage2_sampling_survives_an_empty_round():
     assert empty.shape == (0,)
     problems = ta.sample_problems(2, 1000, torch.Generator().manual_seed(0), split="test")
     assert problems.numbers.shape[0] == 1000
+
+
+# ----------------------------------------------------------------------------- cached results
+@pytest.fixture(scope="module")
+def params():
+    """Notebook 06's parameters cell, run: the defaults a reader gets."""
+    return notebook_parameters("06_tool_agent.ipynb", {"torch": torch, "ToolAgentConfig": ToolAgentConfig})
+
+
+def _table_config(p: dict, **changes) -> nb06.AblationTableConfig:
+    kw = dict(headline=p["cfg"], ablation_updates=p["ABLATION_UPDATES"], seeds=p["SEEDS"], n_held_out=p["N_HELD_OUT"])
+    return nb06.AblationTableConfig(**{**kw, **changes})
+
+
+def _no_training():
+    raise AssertionError("a cached result with an unchanged configuration must load without training")
+
+
+def test_committed_results_record_the_notebook_defaults(params):
+    agent = torch.load(CHECKPOINTS / nb06.AGENT_FILE, weights_only=True)
+    assert agent["config"] == config_dict(params["cfg"])
+    table = torch.load(CHECKPOINTS / nb06.ABLATIONS_FILE, weights_only=True)
+    assert table["config"] == config_dict(_table_config(params))
+    assert table["result"]["names"] == [n for n in nb06.ABLATIONS if n != "headline"]
+
+
+def test_unchanged_configuration_loads_without_training(params):
+    cfg = params["cfg"]
+    agent = load_or_train(nb06.AGENT_FILE, cfg, _no_training, minutes=nb06.AGENT_MINUTES, directory=CHECKPOINTS)
+    policy = ToolPolicy(cfg)
+    policy.load_state_dict(agent["state_dict"])
+    assert agent["updates"] <= cfg.max_updates
+    table = load_or_train(
+        nb06.ABLATIONS_FILE, _table_config(params), _no_training, minutes=nb06.ABLATIONS_MINUTES, directory=CHECKPOINTS
+    )
+    assert table["max_updates"] == params["ABLATION_UPDATES"] and table["seed_max_updates"] == cfg.max_updates
+
+
+@pytest.mark.parametrize(("change", "field"), [(dict(lr=1e-3), "lr"), (dict(seed=1), "seed")])
+def test_changed_agent_parameter_is_detected(params, change, field):
+    assert nb06.AGENT_MINUTES > 3  # training takes minutes: a changed parameter raises instead
+    with pytest.raises(ValueError, match=f"{field}: cached"):
+        load_or_train(
+            nb06.AGENT_FILE,
+            replace(params["cfg"], **change),
+            _no_training,
+            minutes=nb06.AGENT_MINUTES,
+            directory=CHECKPOINTS,
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (dict(ablation_updates=1000), "ablation_updates"),
+        (dict(seeds=(0, 1, 2, 3)), "seeds"),
+        (dict(n_held_out=500), "n_held_out"),
+        (dict(ablations={"no shaping": {"shaping": 0.0}}), r"ablations\.no curriculum"),
+    ],
+)
+def test_changed_table_parameter_is_detected(params, change, field):
+    with pytest.raises(ValueError, match=field):
+        load_or_train(
+            nb06.ABLATIONS_FILE,
+            _table_config(params, **change),
+            _no_training,
+            minutes=nb06.ABLATIONS_MINUTES,
+            directory=CHECKPOINTS,
+        )
+    with pytest.raises(ValueError, match=r"headline\.entropy_coef"):
+        load_or_train(
+            nb06.ABLATIONS_FILE,
+            _table_config(params, headline=replace(params["cfg"], entropy_coef=0.01)),
+            _no_training,
+            minutes=nb06.ABLATIONS_MINUTES,
+            directory=CHECKPOINTS,
+        )
+
+
+@pytest.mark.slow
+def test_training_path_of_the_ablation_table_with_a_tiny_budget(tmp_path):
+    tiny = ToolAgentConfig(d_model=8, batch_size=8, max_updates=2, eval_every=1, eval_size=8)
+    config = nb06.AblationTableConfig(
+        headline=tiny,
+        ablation_updates=1,
+        seeds=[0, 1],
+        n_held_out=8,
+        ablations={n: nb06.ABLATIONS[n] for n in ("context-blind", "no shaping")},
+    )
+    table = load_or_train("t.pt", config, lambda: nb06.train_ablation_table(config), minutes=0.1, directory=tmp_path)
+    assert table["names"] == ["context-blind", "no shaping"] and table["accuracy"].shape == (2, ta.NUM_STAGES)
+    assert table["updates"].tolist() == [1, 1] and table["max_updates"] == 1
+    assert table["seed_accuracy"].shape == table["fw_seed_accuracy"].shape == (2, ta.NUM_STAGES)
+    assert table["seeds"].tolist() == [0, 1] and table["seed_max_updates"] == 2
+    again = load_or_train("t.pt", config, _no_training, minutes=0.1, directory=tmp_path)
+    torch.testing.assert_close(again["seed_accuracy"], table["seed_accuracy"])
+    out = ta.train_agent(tiny, progress=True)
+    assert out["updates"] == 2 and "config" not in out
