@@ -15,6 +15,7 @@ tensors are small, so one thread is the sane default; ``benchmarks/`` time both.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import random
 import time
@@ -179,6 +180,19 @@ def config_dict(config: Any) -> dict:
     return out
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """Equality of :func:`config_dict` values: ints and floats compare by value (``3 == 3.0``), but
+    a bool is not a number (``True != 1``) and list items compare the same way, in order."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return not config_differences(a, b)
+    numeric = (int, float)
+    if isinstance(a, numeric) and isinstance(b, numeric) and not isinstance(a, bool) and not isinstance(b, bool):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
 def config_differences(cached: Mapping, wanted: Mapping, prefix: str = "") -> list[str]:
     """Lines ``field: cached X, asked Y`` for every field where two :func:`config_dict` values differ."""
     lines = []
@@ -187,14 +201,21 @@ def config_differences(cached: Mapping, wanted: Mapping, prefix: str = "") -> li
         a, b = cached.get(key, "<absent>"), wanted.get(key, "<absent>")
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             lines += config_differences(a, b, prefix=f"{name}.")
-        elif a != b or type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
+        elif key not in cached or key not in wanted or not _same_value(a, b):
             lines.append(f"{name}: cached {a!r}, asked {b!r}")
     return lines
 
 
 def _read_result(path: Path, map_location) -> dict:
-    data = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
+    """The cached result in ``path``; a file that cannot be read as one raises ``ValueError`` naming it."""
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, corrupt, or holding objects weights_only refuses
+        raise ValueError(
+            f"{path} cannot be read as a memtutor cached result ({type(exc).__name__}: {str(exc)[:200]}); "
+            "delete it to load or train again"
+        ) from exc
+    if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT or not isinstance(data.get("config"), dict):
         raise ValueError(f"{path} is not a memtutor cached result (format {RESULT_FORMAT!r}); delete it or train again")
     return data
 
@@ -270,15 +291,29 @@ def load_or_train(
 
 
 def save_result(path: str | os.PathLike, config: Any, result: Mapping) -> Path:
-    """Write ``result`` tagged with ``config`` in :func:`load_or_train`'s format (atomically)."""
+    """Write ``result`` tagged with ``config`` in :func:`load_or_train`'s format.
+
+    The file is written only if it reads back with ``torch.load(..., weights_only=True)`` (tensors
+    and plain containers), and atomically: a result that could not be loaded later, or an
+    interrupted write, leaves any existing file as it was.
+    """
     path = Path(path)
     package = _package_checkpoints()
     if package is not None and package.resolve() in path.resolve().parents:
         raise ValueError(f"refusing to write into the installed package ({package}); set {CHECKPOINTS_ENV}")
     data = {"format": RESULT_FORMAT, "config": config_dict(config), "result": dict(result)}
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    try:
+        torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            "the result must hold only tensors and plain values (dict, list, tuple, str, int, float, bool, None) "
+            f"to be read back with weights_only=True: {str(exc)[:300]}"
+        ) from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(data, tmp)
+    tmp.write_bytes(buffer.getvalue())
     os.replace(tmp, path)
     return path
 

@@ -306,3 +306,44 @@ def test_timer_measures():
     with utils.timer() as t:
         sum(range(1000))
     assert t["seconds"] >= 0.0
+
+
+def test_a_bool_is_not_a_number_in_a_configuration(tmp_path):
+    utils.save_result(tmp_path / "b.pt", {"flag": True, "sizes": [1, 2]}, {"v": torch.zeros(1)})
+    with pytest.raises(ValueError, match="flag: cached True, asked 1"):
+        utils.load_or_train("b.pt", {"flag": 1, "sizes": [1, 2]}, dict, minutes=9, directory=tmp_path)
+    with pytest.raises(ValueError, match=r"sizes: cached \[1, 2\], asked \[True, 2\]"):
+        utils.load_or_train("b.pt", {"flag": True, "sizes": [True, 2]}, dict, minutes=9, directory=tmp_path)
+    assert utils.load_or_train("b.pt", {"flag": True, "sizes": (1.0, 2)}, dict, minutes=9, directory=tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a torch file", b"PK\x03\x04truncated"])
+def test_a_corrupt_file_raises_naming_it_and_is_left_alone(tmp_path, content):
+    (tmp_path / "c.pt").write_bytes(content)
+    with pytest.raises(ValueError, match=r"c\.pt cannot be read as a memtutor cached result.*delete it"):
+        utils.load_or_train("c.pt", {"a": 1}, lambda: pytest.fail("must not train"), minutes=0, directory=tmp_path)
+    assert (tmp_path / "c.pt").read_bytes() == content
+
+
+def test_a_result_that_could_not_be_loaded_back_is_never_written(tmp_path):
+    utils.save_result(tmp_path / "r.pt", {"a": 1}, {"v": torch.ones(1)})
+    before = (tmp_path / "r.pt").read_bytes()
+    with pytest.raises(ValueError, match="only tensors and plain values"):
+        utils.load_or_train("r.pt", {"a": 2}, lambda: {"v": np.ones(3)}, minutes=0, directory=tmp_path)
+    with pytest.raises(ValueError, match="only tensors and plain values"):
+        utils.save_result(tmp_path / "r.pt", {"a": 2}, {"obj": Evil()})
+    assert (tmp_path / "r.pt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.pt"]
+
+
+def test_search_order_is_env_user_clone_package(tmp_path, monkeypatch):
+    env, package, clone = tmp_path / "env", tmp_path / "pkg", tmp_path / "clone"
+    monkeypatch.setenv(utils.CHECKPOINTS_ENV, str(env))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(utils, "_clone_checkpoints", lambda: clone)
+    monkeypatch.setattr(utils, "_package_checkpoints", lambda: package)
+    assert utils.checkpoint_dirs() == [env, utils.user_checkpoint_dir(), clone, package]
+    for i, folder in enumerate((package, clone, utils.user_checkpoint_dir(), env)):  # same config everywhere
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"format": utils.RESULT_FORMAT, "config": {"a": 1}, "result": {"i": i}}, folder / "s.pt")
+        assert utils.load_or_train("s.pt", {"a": 1}, dict, minutes=9)["i"] == i  # the newest, earliest folder wins

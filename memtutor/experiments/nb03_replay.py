@@ -35,6 +35,7 @@ __all__ = [
     "CLIFFWALK_METHODS",
     "CLIFFWALK_FILE",
     "CLIFFWALK_MINUTES",
+    "cliffwalk_minutes",
     "CliffwalkConfig",
     "cliffwalk_config",
     "cliffwalk_memory",
@@ -271,12 +272,29 @@ def load_cliffwalk(
 ) -> dict[str, torch.Tensor]:
     """The cached table :data:`CLIFFWALK_FILE` made with ``config``, or :func:`cliffwalk_sweep` of it.
 
-    A cached table made with another configuration is recomputed (:data:`CLIFFWALK_MINUTES`).
+    A cached table made with another configuration is recomputed when :func:`cliffwalk_minutes`
+    of it is a few minutes; a bigger sweep raises instead (``retrain=True`` runs it).
     """
     return load_or_train(
         CLIFFWALK_FILE,
         config,
         lambda: cliffwalk_sweep(config, progress=progress),
-        minutes=CLIFFWALK_MINUTES,
+        minutes=cliffwalk_minutes(config),
         retrain=retrain,
+    )
+
+
+def cliffwalk_minutes(config: CliffwalkConfig) -> float:
+    """Estimated time of :func:`cliffwalk_sweep` of ``config``: :data:`CLIFFWALK_MINUTES` for the
+    notebook's sweep, scaled by the work of the runs (uniform replay needs on the order of ``2**n``
+    updates on a chain of ``n`` states; every run replays once per method and priority exponent)."""
+
+    def work(ns: tuple[int, ...], num_seeds: int, num_alphas: int) -> float:
+        return sum(2.0**n for n in ns) * num_seeds * (2 + num_alphas)
+
+    default = CliffwalkConfig()
+    return (
+        CLIFFWALK_MINUTES
+        * work(config.ns, config.num_seeds, len(config.alphas))
+        / work(default.ns, default.num_seeds, len(default.alphas))
     )
