@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
+import numbers
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -98,8 +100,18 @@ class ControllerConfig:
     def __post_init__(self):
         for name in ("input_size", "output_size", "hidden_size", "num_slots", "word_size", "num_reads"):
             check_positive_int(getattr(self, name), name)
-        if not self.clip_value > 0:
-            raise ValueError(f"clip_value must be > 0, got {self.clip_value}")
+        _check_positive_number(self.clip_value, "clip_value", allow_inf=True)
+        for name in ("allocation", "links"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def _check_positive_number(value, name: str, *, allow_inf: bool = False) -> float:
+    """``value`` as a float, or ``ValueError`` unless it is a real number > 0 (finite unless ``allow_inf``)."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and value > 0 and (allow_inf or math.isfinite(value))):  # NaN fails value > 0
+        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number > 0, got {name}={value!r}")
+    return float(value)
 
 
 class ControllerState(NamedTuple):
@@ -114,6 +126,49 @@ class ControllerState(NamedTuple):
     memory: mem.MemoryState
 
 
+def _check_state(state, config: ControllerConfig, batch: int, ref: torch.Tensor) -> None:
+    """``state`` must be a :class:`ControllerState` of ``batch`` sequences, sized by ``config``, in
+    ``ref``'s dtype and on its device (the memory's own checks follow in the first step)."""
+    if not isinstance(state, ControllerState):
+        raise ValueError(f"prev_state must be a ControllerState (see initial_state), got {type(state).__name__}")
+    if not isinstance(state.memory, mem.MemoryState):
+        raise ValueError(f"prev_state.memory must be a MemoryState, got {type(state.memory).__name__}")
+    c = config
+    b, h, n, r, w = batch, c.hidden_size, c.num_slots, c.num_reads, c.word_size
+    shapes = {
+        "hidden": (b, h), "cell": (b, h), "read_vectors": (b, r, w), "memory.memory": (b, n, w),
+        "memory.usage": (b, n), "memory.link": (b, n, n), "memory.precedence": (b, n),
+        "memory.read_weights": (b, r, n), "memory.write_weights": (b, n),
+    }  # fmt: skip
+    for name, shape in shapes.items():
+        x = getattr(state.memory, name[7:]) if name.startswith("memory.") else getattr(state, name)
+        check_tensor(x, f"prev_state.{name}", finite=False)
+        if tuple(x.shape) != shape:
+            raise ValueError(
+                f"prev_state.{name} has shape {tuple(x.shape)}, expected {shape} "
+                "(batch size from the inputs, other sizes from the ControllerConfig)"
+            )
+        if x.dtype != ref.dtype or x.device != ref.device:
+            raise ValueError(
+                f"prev_state.{name} is {x.dtype} on {x.device}, expected {ref.dtype} on {ref.device} "
+                "(the dtype and device of the inputs)"
+            )
+
+
+def _check_inputs(x: torch.Tensor, name: str, ndim: int, features: int, weight: torch.Tensor) -> None:
+    """``x`` (B, [T,] I): finite, ``features`` wide, non-empty, in the model's dtype and on its device."""
+    check_tensor(x, name, ndim=ndim)
+    if x.shape[-1] != features:
+        raise ValueError(f"{name} must have {features} features, got shape {tuple(x.shape)}")
+    if 0 in x.shape:
+        raise ValueError(f"{name} must have at least one sequence and one step, got {tuple(x.shape)}")
+    if x.dtype != weight.dtype or x.device != weight.device:
+        raise ValueError(
+            f"{name} is {x.dtype} on {x.device} but the model's parameters are {weight.dtype} on "
+            f"{weight.device}: convert one of them (e.g. inputs.to(model.output.weight))"
+        )
+
+
 class MemoryController(nn.Module):
     """LSTM controller + DNC memory. ``forward(inputs (B,T,I), state) -> (outputs (B,T,O), state)``.
 
@@ -125,6 +180,8 @@ class MemoryController(nn.Module):
 
     def __init__(self, config: ControllerConfig = ControllerConfig(), *, fused: bool | Collection[str] = False):
         super().__init__()
+        if not isinstance(config, ControllerConfig):
+            raise ValueError(f"config must be a ControllerConfig, got {type(config).__name__}")
         c = config
         self.config = c
         self.fused = mem.fused_nodes(fused)
@@ -140,7 +197,7 @@ class MemoryController(nn.Module):
         batch_size = check_positive_int(batch_size, "batch_size")
         ref = self.output.weight
         device = ref.device if device is None else device
-        dtype = ref.dtype if dtype is None else dtype
+        dtype = ref.dtype if dtype is None else dtype  # memory.initial_state checks both
         c = self.config
         zeros = torch.zeros(batch_size, c.hidden_size, device=device, dtype=dtype)
         reads = torch.zeros(batch_size, c.num_reads, c.word_size, device=device, dtype=dtype)
@@ -150,11 +207,15 @@ class MemoryController(nn.Module):
     def step(self, x: torch.Tensor, prev_state: ControllerState, *, check: bool = True):
         """One time step. x: (B, I). Returns (y (B, O), next_state, interface).
 
-        ``check=False`` skips the memory's input checks (shapes and finiteness of the interface and
-        of the memory state); :meth:`forward` checks the first step of a sequence only, since every
-        later step gets its state from the step before and its interface from the same layers.
+        ``check=False`` skips every input check (of ``x``, of the state against the config, and the
+        memory's checks of the interface and the memory state); :meth:`forward` checks the first
+        step of a sequence only, since every later step gets its state from the step before and its
+        interface from the same layers.
         """
         c = self.config
+        if check:
+            _check_inputs(x, "x", 2, c.input_size, self.output.weight)
+            _check_state(prev_state, c, x.shape[0], x)
         batch = x.shape[0]
         controller_in = torch.cat([x, prev_state.read_vectors.reshape(batch, -1)], dim=-1)  # (B, I+RW)
         hidden, cell = self.core(controller_in, (prev_state.hidden, prev_state.cell))  # (B, H)
@@ -175,19 +236,11 @@ class MemoryController(nn.Module):
         of per-step tensors for plots: write_weights (B, T, N), read_weights (B, T, R, N),
         usage (B, T, N), allocation_gate (B, T), write_gate (B, T), read_modes (B, T, R, 3).
         """
-        check_tensor(inputs, "inputs", ndim=3)
-        if inputs.shape[-1] != self.config.input_size:
-            raise ValueError(f"inputs must have {self.config.input_size} features, got shape {tuple(inputs.shape)}")
+        _check_inputs(inputs, "inputs", 3, self.config.input_size, self.output.weight)
         batch, steps = inputs.shape[:2]
-        if batch == 0 or steps == 0:
-            raise ValueError(f"inputs must have at least one sequence and one step, got {tuple(inputs.shape)}")
         state = prev_state
         if state is None:
             state = self.initial_state(batch, device=inputs.device, dtype=inputs.dtype)
-        sizes = {name: getattr(state, name).shape[0] for name in ("hidden", "cell", "read_vectors")}
-        sizes["memory"] = state.memory.memory.shape[0]
-        if any(size != batch for size in sizes.values()):
-            raise ValueError(f"state batch sizes {sizes} do not match the inputs' batch size {batch}")
         outputs: list[torch.Tensor] = []
         trace: dict[str, list[torch.Tensor]] = {k: [] for k in _TRACE_KEYS}
         for t in range(steps):  # the only Python loop: over time
@@ -230,11 +283,7 @@ class LSTMBaseline(nn.Module):
         self.output = nn.Linear(hidden_size, output_size)
 
     def forward(self, inputs: torch.Tensor, prev_state=None):
-        check_tensor(inputs, "inputs", ndim=3)
-        if inputs.shape[-1] != self.input_size:
-            raise ValueError(f"inputs must have {self.input_size} features, got shape {tuple(inputs.shape)}")
-        if inputs.shape[0] == 0 or inputs.shape[1] == 0:
-            raise ValueError(f"inputs must have at least one sequence and one step, got {tuple(inputs.shape)}")
+        _check_inputs(inputs, "inputs", 3, self.input_size, self.output.weight)
         hidden, state = self.lstm(inputs, prev_state)  # (B, T, H)
         return self.output(hidden), state  # (B, T, O)
 
@@ -321,10 +370,10 @@ class CopyTrainConfig:
             check_positive_int(getattr(self, name), name)
         if self.min_length > self.max_length:
             raise ValueError(f"min_length must be <= max_length, got {self.min_length} > {self.max_length}")
-        if not self.learning_rate > 0 or not self.grad_clip > 0:
-            raise ValueError("learning_rate and grad_clip must be > 0")
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+        _check_positive_number(self.learning_rate, "learning_rate")
+        _check_positive_number(self.grad_clip, "grad_clip", allow_inf=True)
+        if self.max_seconds is not None:
+            _check_positive_number(self.max_seconds, "max_seconds", allow_inf=True)
 
 
 def evaluate_copy(model: nn.Module, batch, *, chunk: int = 256) -> torch.Tensor:

@@ -37,6 +37,7 @@ Where this package differs from ``deepmind/dnc``, and why:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -53,6 +54,7 @@ __all__ = [
     "NORM_EPS",
     "SIMILARITY_EPS",
     "USAGE_EPS",
+    "RANGE_SLACK_EPS",
     "READ_MODES",
     "FUSED_NODES",
     "MemoryConfig",
@@ -87,6 +89,10 @@ SIMILARITY_EPS = 1e-6
 #: Usage is squashed to ``USAGE_EPS + (1 - USAGE_EPS) * u`` before the allocation's cumulative
 #: product, so that no product reaches exactly 0 (which would zero the gradient of the others).
 USAGE_EPS = 1e-6
+
+#: Slack of the range checks (gates in [0, 1], usage <= 1, ...), in units of the dtype's machine
+#: epsilon: a value computed in float32 may overshoot 1 by a rounding error, which is no mistake.
+RANGE_SLACK_EPS = 16
 
 #: Order of the read modes ``pi`` in :attr:`Interface.read_modes`: backward, content, forward
 #: (the paper's pi^1, pi^2, pi^3; deepmind/dnc orders them backward, forward, content).
@@ -149,9 +155,9 @@ class Interface(NamedTuple):
 # --------------------------------------------------------------------------- input checks
 
 
-def _check_sizes(memory: Tensor) -> tuple[int, int, int]:
+def _check_sizes(memory: Tensor, *, finite: bool = True) -> tuple[int, int, int]:
     """Validate a memory tensor (B, N, W) and return (B, N, W)."""
-    check_tensor(memory, "memory", ndim=3, finite=False)
+    check_tensor(memory, "memory", ndim=3, finite=finite)
     b, n, w = memory.shape
     if n == 0:
         raise ValueError(f"memory must have at least one slot (N >= 1), got shape {tuple(memory.shape)}")
@@ -172,19 +178,63 @@ def _check_heads(x: Tensor, name: str, expected: int | None) -> None:
         raise ValueError(f"{name} has {x.shape[1]} heads, expected {expected} (the number of read heads)")
 
 
-def _check_finite_all(named: dict[str, Tensor]) -> None:
-    """One finiteness test for many tensors (one sync); names the culprit when it fails.
+def _check_args(named: dict[str, Tensor], ranges: dict[str, tuple[float, float]] | None = None) -> None:
+    """What shapes do not say: one floating dtype and one device (those of the first tensor), no
+    empty dimension (B, N, W, R >= 1), and the documented value ranges (``name: (low, high)``)."""
+    (first, ref), *_ = named.items()
+    for name, x in named.items():
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must have a floating dtype, got {x.dtype}")
+        if x.dtype != ref.dtype:
+            raise ValueError(f"{name} has dtype {x.dtype} but {first} has {ref.dtype}: pass them in one dtype")
+        if x.device != ref.device:
+            raise ValueError(f"{name} is on {x.device} but {first} is on {ref.device}: pass them on one device")
+        if 0 in x.shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}: batch, slots, word size and heads must be >= 1")
+    for name, (low, high) in (ranges or {}).items():
+        if not bool(_within(named[name], low, high)):
+            _raise_range(named[name], name, low, high)
+
+
+def _within(x: Tensor, low: float, high: float) -> Tensor:
+    """0-d bool: every entry of ``x`` in ``[low, high]`` up to :data:`RANGE_SLACK_EPS` (no sync)."""
+    slack = RANGE_SLACK_EPS * torch.finfo(x.dtype).eps
+    lo, hi = torch.aminmax(x.detach())
+    return (lo >= low - slack) & (hi <= high + slack)
+
+
+def _raise_range(x: Tensor, name: str, low: float, high: float) -> None:
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    want = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
+    raise ValueError(f"{name} must be {want}, got values in [{lo:.4g}, {hi:.4g}]")
+
+
+def _check_values(named: dict[str, Tensor], ranges: dict[str, tuple[float, float]]) -> None:
+    """Finiteness of many tensors and the ranges of some, with one host sync; names the culprit.
 
     A NaN or inf anywhere makes a tensor's sum non-finite, so finite sums prove all is well
     (cheaply: no copy of the state). A non-finite sum may also be an overflow of huge finite
     values, so only the exact per-tensor test below decides to raise.
     """
-    sums = torch.stack([t.sum().to(torch.float64) for t in named.values()])
-    if bool(torch.isfinite(sums).all()):
+    sums = torch.stack([t.detach().sum().to(torch.float64) for t in named.values()])
+    in_range = [_within(named[name], low, high) for name, (low, high) in ranges.items()]
+    if bool(torch.isfinite(sums).all() & torch.stack(in_range).all()):
         return
     for name, t in named.items():
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contains NaN or infinite values")
+    for name, (low, high) in ranges.items():
+        if not bool(_within(named[name], low, high)):
+            _raise_range(named[name], name, low, high)
+
+
+#: Documented ranges of the interface fields and the state that :func:`memory_step` checks.
+_UNIT = (0.0, 1.0)
+_STEP_RANGES = {
+    "read_strengths": (0.0, math.inf), "write_strength": (0.0, math.inf), "erase_vector": _UNIT,
+    "free_gates": _UNIT, "allocation_gate": _UNIT, "write_gate": _UNIT, "read_modes": _UNIT,
+    "prev_state.usage": _UNIT,
+}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- interface
@@ -192,6 +242,13 @@ def _check_finite_all(named: dict[str, Tensor]) -> None:
 
 def oneplus(x: Tensor) -> Tensor:
     """The paper's strength squashing, ``1 + softplus(x) = 1 + log(1 + e^x)``; any shape, >= 1."""
+    check_tensor(x, "x", finite=False)
+    if not x.is_floating_point():
+        raise ValueError(f"x must have a floating dtype, got {x.dtype}")
+    return _oneplus(x)
+
+
+def _oneplus(x: Tensor) -> Tensor:
     return 1 + F.softplus(x)
 
 
@@ -216,15 +273,16 @@ def split_interface(raw: Tensor, word_size: int, num_reads: int, *, check: bool 
     """
     if check:
         check_tensor(raw, "raw interface", shape=(None, interface_size(word_size, num_reads)))
+        _check_args({"raw interface": raw})
     w, r = word_size, num_reads
     sizes = [r * w, r, w, 1, w, w, r, 1, 1, 3 * r]
     rk, rs, wk, ws, e, v, fg, ga, gw, modes = torch.split(raw, sizes, dim=-1)
     b = raw.shape[0]
     return Interface(
         read_keys=rk.reshape(b, r, w),  # (B, R, W)
-        read_strengths=oneplus(rs),  # (B, R)
+        read_strengths=_oneplus(rs),  # (B, R)
         write_key=wk,  # (B, W)
-        write_strength=oneplus(ws).squeeze(-1),  # (B,)
+        write_strength=_oneplus(ws).squeeze(-1),  # (B,)
         erase_vector=torch.sigmoid(e),  # (B, W)
         write_vector=v,  # (B, W)
         free_gates=torch.sigmoid(fg),  # (B, R)
@@ -249,6 +307,9 @@ def initial_state(
     w = check_positive_int(word_size, "word_size")
     r = check_positive_int(num_reads, "num_reads")
     dt = dtype if dtype is not None else torch.get_default_dtype()
+    if not (isinstance(dt, torch.dtype) and dt.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    device = _check_device(device)
     return MemoryState(
         memory=torch.zeros(b, n, w, device=device, dtype=dt),
         usage=torch.zeros(b, n, device=device, dtype=dt),
@@ -257,6 +318,15 @@ def initial_state(
         read_weights=torch.zeros(b, r, n, device=device, dtype=dt),
         write_weights=torch.zeros(b, n, device=device, dtype=dt),
     )
+
+
+def _check_device(device) -> torch.device | None:
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be a torch.device or a device string such as 'cpu', got {device!r}") from err
 
 
 # --------------------------------------------------------------------------- content addressing
@@ -279,6 +349,7 @@ def cosine_similarity(memory: Tensor, keys: Tensor) -> Tensor:
     """
     b, _, w = _check_sizes(memory)
     _check(keys, "keys", (b, None, w))
+    _check_args({"memory": memory, "keys": keys})
     return _cosine_similarity(memory, keys)
 
 
@@ -349,13 +420,14 @@ def content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
     """C(M, k, beta)[i] = softmax_i(beta * D(k, M[i])): content-based addressing.
 
     Args:
-        memory: (B, N, W).  keys: (B, H, W).  strengths: (B, H), beta (>= 1 after oneplus).
+        memory: (B, N, W).  keys: (B, H, W).  strengths: (B, H), beta >= 0 (>= 1 after oneplus).
     Returns:
         (B, H, N) weightings; each row sums to 1.
     """
     b, _, w = _check_sizes(memory)
     _check(keys, "keys", (b, None, w))
     _check(strengths, "strengths", (b, keys.shape[1]))
+    _check_args({"memory": memory, "keys": keys, "strengths": strengths}, {"strengths": (0.0, math.inf)})
     return _content_weights(memory, keys, strengths)
 
 
@@ -378,6 +450,7 @@ def retention(free_gates: Tensor, prev_read_weights: Tensor) -> Tensor:
     b, r, _ = prev_read_weights.shape
     _check(free_gates, "free_gates", (b, None))
     _check_heads(free_gates, "free_gates", r)
+    _check_args({"free_gates": free_gates, "prev_read_weights": prev_read_weights}, {"free_gates": _UNIT})
     return _retention(free_gates, prev_read_weights)
 
 
@@ -392,7 +465,7 @@ def update_usage(
     """u_t = (u_{t-1} + w^w_{t-1} - u_{t-1} o w^w_{t-1}) o psi_t.
 
     Args:
-        prev_usage: (B, N) in [0, 1].  prev_write_weights: (B, N).  free_gates: (B, R).
+        prev_usage: (B, N) in [0, 1].  prev_write_weights: (B, N).  free_gates: (B, R) in [0, 1].
         prev_read_weights: (B, R, N).
     Returns:
         (B, N) usage, in [0, 1] when the inputs are in range.
@@ -403,6 +476,9 @@ def update_usage(
     _check(prev_read_weights, "prev_read_weights", (b, None, n))
     _check(free_gates, "free_gates", (b, None))
     _check_heads(free_gates, "free_gates", prev_read_weights.shape[1])
+    named = {"prev_usage": prev_usage, "prev_write_weights": prev_write_weights, "free_gates": free_gates,
+             "prev_read_weights": prev_read_weights}  # fmt: skip
+    _check_args(named, {"prev_usage": _UNIT, "free_gates": _UNIT})
     return _update_usage(prev_usage, prev_write_weights, free_gates, prev_read_weights)
 
 
@@ -429,6 +505,7 @@ def allocation_weights(usage: Tensor) -> Tensor:
     _check(usage, "usage", (None, None))
     if usage.shape[-1] == 0:
         raise ValueError("usage must have at least one slot (N >= 1)")
+    _check_args({"usage": usage}, {"usage": _UNIT})
     return _allocation_weights(usage)
 
 
@@ -441,8 +518,8 @@ def write_weights(allocation: Tensor, write_content: Tensor, allocation_gate: Te
     """w^w_t = g^w_t [g^a_t a_t + (1 - g^a_t) c^w_t].
 
     Args:
-        allocation: (B, N) a_t.  write_content: (B, N) c^w_t.  allocation_gate: (B,) g^a_t.
-        write_gate: (B,) g^w_t.
+        allocation: (B, N) a_t.  write_content: (B, N) c^w_t.  allocation_gate: (B,) g^a_t in [0, 1].
+        write_gate: (B,) g^w_t in [0, 1].
     Returns:
         (B, N) write weighting.
     """
@@ -451,6 +528,9 @@ def write_weights(allocation: Tensor, write_content: Tensor, allocation_gate: Te
     _check(write_content, "write_content", (b, n))
     _check(allocation_gate, "allocation_gate", (b,))
     _check(write_gate, "write_gate", (b,))
+    named = {"allocation": allocation, "write_content": write_content, "allocation_gate": allocation_gate,
+             "write_gate": write_gate}  # fmt: skip
+    _check_args(named, {"allocation_gate": _UNIT, "write_gate": _UNIT})
     return _write_weights(allocation, write_content, allocation_gate, write_gate)
 
 
@@ -476,6 +556,9 @@ def erase_and_add(memory: Tensor, write_weights: Tensor, erase_vector: Tensor, w
     _check(write_weights, "write_weights", (b, n))
     _check(erase_vector, "erase_vector", (b, w))
     _check(write_vector, "write_vector", (b, w))
+    named = {"memory": memory, "write_weights": write_weights, "erase_vector": erase_vector,
+             "write_vector": write_vector}  # fmt: skip
+    _check_args(named, {"erase_vector": _UNIT})
     return _erase_and_add(memory, write_weights, erase_vector, write_vector)
 
 
@@ -496,6 +579,7 @@ def update_precedence(prev_precedence: Tensor, write_weights: Tensor) -> Tensor:
     """
     _check(prev_precedence, "prev_precedence", (None, None))
     _check(write_weights, "write_weights", tuple(prev_precedence.shape))
+    _check_args({"prev_precedence": prev_precedence, "write_weights": write_weights})
     return _update_precedence(prev_precedence, write_weights)
 
 
@@ -523,6 +607,7 @@ def update_link(prev_link: Tensor, prev_precedence: Tensor, write_weights: Tenso
         raise ValueError(f"prev_link must be square in its last two dimensions, got {tuple(prev_link.shape)}")
     _check(prev_precedence, "prev_precedence", (b, n))
     _check(write_weights, "write_weights", (b, n))
+    _check_args({"prev_link": prev_link, "prev_precedence": prev_precedence, "write_weights": write_weights})
     return _update_link(prev_link, prev_precedence, write_weights)
 
 
@@ -545,6 +630,7 @@ def directional_weights(link: Tensor, prev_read_weights: Tensor) -> tuple[Tensor
     if n != n2:
         raise ValueError(f"link must be square in its last two dimensions, got {tuple(link.shape)}")
     _check(prev_read_weights, "prev_read_weights", (b, None, n))
+    _check_args({"link": link, "prev_read_weights": prev_read_weights})
     return _directional_weights(link, prev_read_weights)
 
 
@@ -637,7 +723,7 @@ def read_weights(content: Tensor, forward: Tensor, backward: Tensor, read_modes:
     """w^{r,i}_t = pi^i[0] b^i_t + pi^i[1] c^{r,i}_t + pi^i[2] f^i_t (modes: backward, content, forward).
 
     Args:
-        content: (B, R, N).  forward: (B, R, N).  backward: (B, R, N).  read_modes: (B, R, 3).
+        content: (B, R, N).  forward: (B, R, N).  backward: (B, R, N).  read_modes: (B, R, 3) in [0, 1].
     Returns:
         (B, R, N).
     """
@@ -649,6 +735,8 @@ def read_weights(content: Tensor, forward: Tensor, backward: Tensor, read_modes:
     _check_heads(backward, "backward", r)
     _check(read_modes, "read_modes", (b, None, 3))
     _check_heads(read_modes, "read_modes", r)
+    named = {"content": content, "forward": forward, "backward": backward, "read_modes": read_modes}
+    _check_args(named, {"read_modes": _UNIT})
     return _read_weights(content, forward, backward, read_modes)
 
 
@@ -662,6 +750,7 @@ def read_memory(memory: Tensor, read_weights: Tensor) -> Tensor:
     """
     b, n, _ = _check_sizes(memory)
     _check(read_weights, "read_weights", (b, None, n))
+    _check_args({"memory": memory, "read_weights": read_weights})
     return torch.matmul(read_weights, memory)  # (B, R, W)
 
 
@@ -677,7 +766,8 @@ def _check_step(interface: Interface, prev_state: MemoryState, num_reads: int | 
         raise ValueError(f"prev_state must be a MemoryState, got {type(prev_state).__name__}")
     if not isinstance(interface, Interface):
         raise ValueError(f"interface must be an Interface, got {type(interface).__name__}")
-    b, n, w = _check_sizes(prev_state.memory)
+    b, n, w = _check_sizes(prev_state.memory, finite=False)
+    check_tensor(prev_state.read_weights, "prev_state.read_weights", finite=False)
     r = prev_state.read_weights.shape[1] if prev_state.read_weights.dim() == 3 else None
     if num_reads is not None and r != num_reads:
         raise ValueError(f"prev_state.read_weights has {r} heads, expected {num_reads} read heads")
@@ -698,9 +788,10 @@ def _check_step(interface: Interface, prev_state: MemoryState, num_reads: int | 
         if name in _HEAD_FIELDS and x.dim() == len(shape) and x.shape[0] == b:
             _check_heads(x, name, r)  # say "heads" rather than just "shape" when R is what is off
         check_tensor(x, name, shape=shape, finite=False)
-    named = {name: getattr(interface, name) for name in Interface._fields}
-    named.update({f"prev_state.{k}": v for k, v in prev_state._asdict().items()})
-    _check_finite_all(named)
+    named = {f"prev_state.{k}": v for k, v in prev_state._asdict().items()}
+    named.update({name: getattr(interface, name) for name in Interface._fields})
+    _check_args(named)  # one dtype and device (prev_state.memory's), no empty dimension
+    _check_values(named, _STEP_RANGES)
 
 
 def fused_nodes(fused: bool | Collection[str]) -> frozenset[str]:
@@ -745,7 +836,9 @@ def memory_step(
         fused: which parts run as hand-written autograd nodes instead of the composed functions:
             ``False`` (none, the default), ``True`` (all of :data:`FUSED_NODES`) or a subset of it.
             Same values and gradients up to float rounding, faster (see the module docstring).
-        check: validate shapes and finiteness of the inputs. ``False`` skips this, for loops whose
+        check: validate the inputs: shapes, one floating dtype and device (``prev_state.memory``'s),
+            finiteness, and the ranges (gates, erase vector and read modes in [0, 1], strengths
+            >= 0, usage in [0, 1]), with one host sync. ``False`` skips this, for loops whose
             inputs were checked once (the controller checks the first step of a sequence: later
             steps get their state from the step before).
     Returns:

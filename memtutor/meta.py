@@ -119,7 +119,12 @@ def _check_lr(value, name: str) -> float:
 
 
 def _check_pair(x, y, x_name: str, y_name: str, *, batched: bool) -> None:
-    """x: (T, K, ...) / y: (T, K, ...) when batched, else (K, ...); K >= 1, same T and K."""
+    """x: (T, K, ...) / y: (T, K, ...) when batched, else (K, ...); T, K >= 1, same T and K.
+
+    A batched 2-D ``x`` of shape ``(T, 1)`` is rejected as ambiguous: it is what one task's
+    ``(K, 1)`` inputs look like, which would otherwise run silently as K tasks of one point each
+    (T tasks of one scalar point each are written ``(T, 1, 1)``).
+    """
     lead = 2 if batched else 1
     check_tensor(x, x_name)
     check_tensor(y, y_name)
@@ -127,8 +132,14 @@ def _check_pair(x, y, x_name: str, y_name: str, *, batched: bool) -> None:
         if t.dim() < lead:
             want = "(T, K, ...)" if batched else "(K, ...)"
             raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
-    if x.shape[lead - 1] == 0 or y.shape[lead - 1] == 0:
-        raise ValueError(f"{x_name} is an empty set (K = 0): adaptation needs at least one example")
+    if batched and x.dim() == 2 and x.shape[1] == 1:
+        raise ValueError(
+            f"{x_name} has shape {tuple(x.shape)}, which reads as {x.shape[0]} tasks of one scalar point each: "
+            f"for one task's (K, 1) inputs add the task dimension ({x_name}.unsqueeze(0), (1, K, 1)); "
+            "for one scalar point per task write (T, 1, 1)"
+        )
+    if 0 in x.shape[:lead] or 0 in y.shape[:lead]:
+        raise ValueError(f"{x_name} is an empty set (T or K = 0): adaptation needs at least one example")
     if x.shape[:lead] != y.shape[:lead]:
         raise ValueError(
             f"{x_name} and {y_name} disagree on their leading dimensions: {tuple(x.shape)} vs {tuple(y.shape)}"
@@ -146,7 +157,45 @@ def _check_params(model, params) -> Params:
             raise ValueError(f"params has {k!r}, which is not a parameter of the model")
         if not isinstance(v, Tensor):
             raise ValueError(f"params[{k!r}] must be a tensor, got {type(v).__name__}")
+        want = names[k]
+        if v.shape != want.shape or v.dtype != want.dtype:
+            raise ValueError(
+                f"params[{k!r}] is {v.dtype} {tuple(v.shape)}, "
+                f"but the model's parameter is {want.dtype} {tuple(want.shape)}"
+            )
     return dict(params)
+
+
+def _check_loss_fn(loss_fn, name: str = "loss_fn") -> LossFn:
+    if not callable(loss_fn):
+        raise ValueError(f"{name} must be a function (prediction, target) -> scalar loss, got {loss_fn!r}")
+    return loss_fn
+
+
+def _predict(model: nn.Module, params: Mapping[str, Tensor], x: Tensor, x_name: str) -> Tensor:
+    """``functional_call(model, params, (x,))``; an input the model cannot take is a ``ValueError``
+    naming the argument (the model's own ``RuntimeError`` says only which matrices disagree)."""
+    try:
+        return functional_call(model, dict(params), (x,))
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as err:
+        raise ValueError(
+            f"the model cannot take {x_name} ({x.dtype}, shape {tuple(x.shape)} per task): "
+            f"check its feature size and dtype against the model's. The model said: {err}"
+        ) from err
+
+
+def _loss(model, params, x, y, loss_fn: LossFn, names: tuple[str, str]) -> Tensor:
+    """:func:`task_loss`, naming the arguments when the model or the default loss rejects them."""
+    prediction = _predict(model, params, x, names[0])
+    if loss_fn is mse_loss and (prediction.shape != y.shape or prediction.dtype != y.dtype):
+        raise ValueError(
+            f"{names[1]} has shape {tuple(y.shape)} per task ({y.dtype}) but the model predicts "
+            f"{tuple(prediction.shape)} ({prediction.dtype}): mse_loss needs equal shapes and dtypes "
+            "(broadcasting would average the wrong differences)"
+        )
+    return loss_fn(prediction, y)
 
 
 def _check_batch(batch, *, query: bool = True) -> None:
@@ -161,6 +210,13 @@ def _check_batch(batch, *, query: bool = True) -> None:
                 "support and query have different numbers of tasks: "
                 f"{batch.x_support.shape[0]} vs {batch.x_query.shape[0]}"
             )
+
+
+def _check_sampler(sample_batch, generator) -> None:
+    if not callable(sample_batch):
+        raise ValueError(f"sample_batch must be a function generator -> task batch, got {sample_batch!r}")
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
 
 
 def _check_method(method) -> str:
@@ -184,6 +240,13 @@ def sinusoid(x: Tensor, amplitude: Tensor, phase: Tensor) -> Tensor:
     check_tensor(amplitude, "amplitude", shape=(x.shape[0],))
     check_tensor(phase, "phase", shape=(x.shape[0],))
     return amplitude[:, None, None] * torch.sin(x + phase[:, None, None])  # (T, K, 1)
+
+
+def _check_interval(bounds, name: str) -> None:
+    ok = isinstance(bounds, (tuple, list)) and len(bounds) == 2
+    ok = ok and all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
+    if not (ok and bounds[0] <= bounds[1]):
+        raise ValueError(f"{name} must be a pair of finite numbers (low, high) with low <= high, got {bounds!r}")
 
 
 def _uniform(shape, bounds, generator, dtype) -> Tensor:
@@ -216,9 +279,10 @@ def sample_sinusoid_tasks(
     q = check_positive_int(k_query, "k_query")
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    for name, (lo, hi) in (("amplitude", amplitude), ("phase", phase), ("x_range", x_range)):
-        if not lo <= hi:
-            raise ValueError(f"{name} must be an interval (low, high) with low <= high, got {(lo, hi)}")
+    for name, bounds in (("amplitude", amplitude), ("phase", phase), ("x_range", x_range)):
+        _check_interval(bounds, name)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     amp = _uniform((t,), amplitude, generator, dtype)  # (T,)
     ph = _uniform((t,), phase, generator, dtype)  # (T,)
     xs = _uniform((t, k, 1), x_range, generator, dtype)  # (T, K, 1)
@@ -239,7 +303,18 @@ def make_sine_mlp(hidden: int = 40, *, in_features: int = 1, out_features: int =
 
 
 def mse_loss(prediction: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error over every element; a scalar."""
+    """Mean squared error over every element of two tensors of the same shape and dtype; a scalar.
+
+    Unequal shapes raise ``ValueError`` instead of broadcasting: a ``(K,)`` target against a
+    ``(K, 1)`` prediction would compare every prediction with every target.
+    """
+    if not (isinstance(prediction, Tensor) and isinstance(target, Tensor)):
+        raise ValueError("prediction and target must be tensors")
+    if prediction.shape != target.shape or prediction.dtype != target.dtype:
+        raise ValueError(
+            f"target is {target.dtype} {tuple(target.shape)} but prediction is {prediction.dtype} "
+            f"{tuple(prediction.shape)}: mse_loss needs equal shapes and dtypes"
+        )
     return F.mse_loss(prediction, target)
 
 
@@ -247,12 +322,12 @@ def task_loss(
     model: nn.Module, params: Mapping[str, Tensor], x: Tensor, y: Tensor, loss_fn: LossFn = mse_loss
 ) -> Tensor:
     """loss_fn(f_params(x), y): the model run with ``params`` instead of its own parameters."""
-    return loss_fn(functional_call(model, dict(params), (x,)), y)
+    return _loss(model, _check_params(model, params), x, y, _check_loss_fn(loss_fn), ("x", "y"))
 
 
 def _adapt(model, params: Params, x, y, inner_lr: float, steps: int, first_order: bool, loss_fn) -> Params:
     """``steps`` SGD steps phi <- phi - alpha grad L_support(phi); no checks (runs under vmap)."""
-    grad_fn = grad(lambda p: task_loss(model, p, x, y, loss_fn))
+    grad_fn = grad(lambda p: _loss(model, p, x, y, loss_fn, ("x_support", "y_support")))
     for _ in range(steps):
         g = grad_fn(params)
         if first_order:
@@ -281,7 +356,8 @@ def maml_adapt(
 
     Args:
         params: name -> tensor, a subset of ``model``'s parameters (the rest stay the module's own).
-        x_support: (K, ...).  y_support: (K, ...) with the same K >= 1.
+        x_support: (K, ...).  y_support: (K, ...) with the same K >= 1; with the default
+            ``mse_loss``, the model's output shape.
         inner_lr: alpha > 0.  steps: >= 1.
     Returns:
         The adapted parameters phi, a dict with the same names and shapes as ``params``.
@@ -290,7 +366,7 @@ def maml_adapt(
     _check_pair(x_support, y_support, "x_support", "y_support", batched=False)
     lr = _check_lr(inner_lr, "inner_lr")
     n = check_positive_int(steps, "steps")
-    return _adapt(model, params, x_support, y_support, lr, n, bool(first_order), loss_fn)
+    return _adapt(model, params, x_support, y_support, lr, n, bool(first_order), _check_loss_fn(loss_fn))
 
 
 def _over_tasks(fn, args: tuple, vectorize: bool):
@@ -324,7 +400,8 @@ def adapt_tasks(
     """:func:`maml_adapt` for every task of a meta-batch at once.
 
     Args:
-        x_support: (T, K, ...).  y_support: (T, K, ...).
+        x_support: (T, K, ...): a task dimension, then one task's inputs (one task's ``(K, 1)``
+            alone is rejected, not read as K tasks of one point).  y_support: (T, K, ...).
     Returns:
         name -> (T, *param.shape): one adapted parameter set per task.
     """
@@ -332,6 +409,7 @@ def adapt_tasks(
     _check_pair(x_support, y_support, "x_support", "y_support", batched=True)
     lr = _check_lr(inner_lr, "inner_lr")
     n = check_positive_int(steps, "steps")
+    loss_fn = _check_loss_fn(loss_fn)
     fn = lambda xs, ys: _adapt(model, params, xs, ys, lr, n, bool(first_order), loss_fn)  # noqa: E731
     return _over_tasks(fn, (x_support, y_support), vectorize)
 
@@ -353,7 +431,8 @@ def maml_meta_loss(
     """(1/T) sum_i L(f_{phi_i}(x_query_i), y_query_i) with phi_i = adapt(theta, support_i).
 
     ``batch`` is a :class:`TaskBatch` (or any object with its fields, e.g. :class:`SineTasks`):
-    ``x_support`` (T, K, ...), ``y_support``, ``x_query`` (T, Q, ...), ``y_query``.
+    ``x_support`` (T, K, ...), ``y_support``, ``x_query`` (T, Q, ...), ``y_query``; with
+    the default ``mse_loss`` the targets have the model's output shape, e.g. (T, K, 1), not (T, K).
     Backpropagating the returned scalar gives MAML's meta-gradient (second order), or first-order
     MAML's when ``first_order=True``.
     """
@@ -361,10 +440,11 @@ def maml_meta_loss(
     _check_batch(batch)
     lr = _check_lr(inner_lr, "inner_lr")
     n = check_positive_int(steps, "steps")
+    loss_fn = _check_loss_fn(loss_fn)
 
     def one_task(xs, ys, xq, yq):
         phi = _adapt(model, params, xs, ys, lr, n, bool(first_order), loss_fn)
-        return task_loss(model, phi, xq, yq, loss_fn)
+        return _loss(model, phi, xq, yq, loss_fn, ("x_query", "y_query"))
 
     args = (batch.x_support, batch.y_support, batch.x_query, batch.y_query)
     return _over_tasks(one_task, args, vectorize).mean()
@@ -391,10 +471,11 @@ def reptile_direction(
     _check_batch(batch, query=False)
     lr = _check_lr(inner_lr, "inner_lr")
     n = check_positive_int(steps, "steps")
+    loss_fn = _check_loss_fn(loss_fn)
 
     def one_task(xs, ys):
         phi = _adapt(model, params, xs, ys, lr, n, True, loss_fn)
-        return phi, task_loss(model, phi, xs, ys, loss_fn)
+        return phi, _loss(model, phi, xs, ys, loss_fn, ("x_support", "y_support"))
 
     with torch.no_grad():  # no outer graph: Reptile never differentiates through the inner loop
         phi, losses = _over_tasks(one_task, (batch.x_support, batch.y_support), vectorize)
@@ -422,12 +503,15 @@ def meta_train_step(
     MAML, the mean support loss after adaptation for Reptile.
     """
     method = _check_method(method)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     params = select_params(model, adapt)
-    optimizer.zero_grad(set_to_none=True)
+    # The loss first, then zero_grad: a batch the checks reject leaves the gradients as they were.
     if method == "reptile":
         direction, loss = reptile_direction(
             model, params, batch, inner_lr=inner_lr, steps=steps, loss_fn=loss_fn, vectorize=vectorize
         )
+        optimizer.zero_grad(set_to_none=True)
         for name, p in params.items():
             p.grad = direction[name]
     else:
@@ -435,6 +519,7 @@ def meta_train_step(
             model, params, batch, inner_lr=inner_lr, steps=steps, first_order=method == "fomaml",
             loss_fn=loss_fn, vectorize=vectorize,
         )  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
     optimizer.step()
     return loss.detach()  # a number to log, not a graph to keep
@@ -442,9 +527,13 @@ def meta_train_step(
 
 def select_params(model: nn.Module, names: Sequence[str] | None = None) -> Params:
     """``{name: parameter}`` of ``model`` for ``names`` (all parameters when ``None``)."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
     params: Params = dict(model.named_parameters())
     if names is None:
         return params
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise ValueError(f"names must be a list of parameter names, got {names!r}")
     names = list(names)
     missing = [n for n in names if n not in params]
     if not names or missing:
@@ -473,6 +562,7 @@ def meta_train(
     """
     _check_method(method)
     n = check_positive_int(meta_steps, "meta_steps")
+    _check_sampler(sample_batch, generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=_check_lr(meta_lr, "meta_lr"))
     losses = torch.empty(n)
     for i in progress_bar(range(n), enabled=progress, desc=f"meta-train ({method})", mininterval=1.0):
@@ -499,6 +589,8 @@ def pretrain_joint(
     which task a point came from, so it learns the average function. Returns (steps,) losses.
     """
     n = check_positive_int(steps, "steps")
+    _check_sampler(sample_batch, generator)
+    loss_fn = _check_loss_fn(loss_fn)
     optimizer = torch.optim.Adam(model.parameters(), lr=_check_lr(lr, "lr"))
     losses = torch.empty(n)
     for i in progress_bar(range(n), enabled=progress, desc="pretrain (joint)", mininterval=1.0):
@@ -542,13 +634,14 @@ def adaptation_curve(
     _check_batch(batch)
     lr = _check_lr(inner_lr, "inner_lr")
     n = check_positive_int(max_steps, "max_steps")
-    score = loss_fn if metric_fn is None else metric_fn
+    loss_fn = _check_loss_fn(loss_fn)
+    score = loss_fn if metric_fn is None else _check_loss_fn(metric_fn, "metric_fn")
 
     def one_task(xs, ys, xq, yq):
         phi, out = params, []
-        grad_fn = grad(lambda p: task_loss(model, p, xs, ys, loss_fn))
+        grad_fn = grad(lambda p: _loss(model, p, xs, ys, loss_fn, ("x_support", "y_support")))
         for s in range(n + 1):  # a loop over adaptation steps (time), not over tasks
-            out.append(task_loss(model, phi, xq, yq, score))
+            out.append(_loss(model, phi, xq, yq, score, ("x_query", "y_query")))
             if s < n:
                 g = grad_fn(phi)
                 phi = {k: phi[k] - lr * g[k].detach() for k in phi}
@@ -573,20 +666,21 @@ def adapt_and_predict(
     """Adapt to each task's support set, then predict at ``x_eval`` with the adapted parameters.
 
     Args:
-        x_support: (T, K, ...).  y_support: (T, K, ...).  x_eval: (T, G, ...).
+        x_support: (T, K, ...).  y_support: (T, K, ...).  x_eval: (T, G, ...), G >= 1.
         steps: >= 1 (for the unadapted model call ``functional_call`` directly).
     Returns:
         (T, G, D_out) predictions of the adapted models.
     """
+    _check_pair(x_support, y_support, "x_support", "y_support", batched=True)
     check_tensor(x_eval, "x_eval")
-    if x_eval.dim() < 2 or x_eval.shape[0] != x_support.shape[0]:
+    if x_eval.dim() != x_support.dim() or x_eval.shape[0] != x_support.shape[0] or x_eval.shape[1] == 0:
         raise ValueError(f"x_eval must have shape (T, G, ...) with T = {x_support.shape[0]}, got {tuple(x_eval.shape)}")
     phi = adapt_tasks(
         model, params, x_support, y_support, inner_lr=inner_lr, steps=steps, first_order=True,
         loss_fn=loss_fn, vectorize=vectorize,
     )  # fmt: skip
     phi = {k: v.detach() for k, v in phi.items()}  # predictions only: drop the graph to theta
-    predict = lambda p, x: functional_call(model, p, (x,))  # noqa: E731
+    predict = lambda p, x: _predict(model, p, x, "x_eval")  # noqa: E731
     if vectorize:
         return vmap(predict)(phi, x_eval)  # (T, G, D_out)
     per_task = [{k: v[i] for k, v in phi.items()} for i in range(x_eval.shape[0])]

@@ -68,6 +68,10 @@ DEFAULT_BRANCHING = 16
 DEFAULT_ROOT_FANOUT = 4096
 #: dtype of every internal sum: float64 keeps 1e6 leaves' sums exact to ~1e-10 relative.
 TREE_DTYPE = torch.float64
+#: Largest finite float64: a tree of C leaves accepts priorities up to this / 2C, so its total stays finite.
+_FLOAT64_MAX = torch.finfo(TREE_DTYPE).max
+#: Smallest normal float64: a priority below it is a subnormal or rounds to 0 (never sampled).
+_FLOAT64_TINY = torch.finfo(TREE_DTYPE).tiny
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,10 +85,12 @@ def priority(errors: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:
         alpha: exponent >= 0 (0 gives uniform replay: every priority is 1).
         eps: offset >= 0 so that a zero error keeps a positive priority.
     Returns:
-        ``(B,)`` float64 priorities ``p_i^alpha`` as stored in the tree.
+        ``(B,)`` float64 priorities ``p_i^alpha`` as stored in the tree (``inf`` where they overflow).
     """
-    check_tensor(errors, "errors", ndim=1)
-    return (errors.to(TREE_DTYPE).abs() + eps) ** alpha
+    _check_real_tensor(errors, "errors", ndim=1)
+    _check_number(alpha, "alpha", low=0.0)
+    _check_number(eps, "eps", low=0.0)
+    return (errors.detach().to(TREE_DTYPE).abs() + eps) ** alpha
 
 
 def importance_weights(probs: torch.Tensor, size: int, beta: float, min_prob) -> torch.Tensor:
@@ -94,14 +100,33 @@ def importance_weights(probs: torch.Tensor, size: int, beta: float, min_prob) ->
     weight is ``(P(i) / P_min) ** -beta`` and lies in ``(0, 1]``: it only ever scales updates down.
 
     Args:
-        probs: ``(B,)`` sampling probabilities ``P(i)`` of the sampled items.
+        probs: ``(B,)`` floating sampling probabilities ``P(i)`` of the sampled items, in ``(0, 1]``.
         size: ``N``, the number of stored items.
         beta: exponent in [0, 1] (0: no correction, 1: full correction).
-        min_prob: ``P_min``, the smallest positive probability over all stored items (scalar).
+        min_prob: ``P_min``, the smallest probability over all stored items: a number or a one-element
+            tensor in ``(0, min(probs)]``.
     Returns:
         ``(B,)`` weights, same dtype as ``probs``.
     """
     check_positive_int(size, "size")
+    _check_number(beta, "beta", low=0.0, high=1.0)
+    _check_real_tensor(probs, "probs", ndim=1)
+    if not probs.is_floating_point():
+        raise ValueError(f"probs must be a floating tensor of probabilities, got {probs.dtype}")
+    p_min = _as_number(min_prob, "min_prob")
+    if probs.numel():
+        lo, hi = (float(x) for x in torch.aminmax(probs.detach()))
+        if not (0 < lo and hi <= 1):  # NaN fails both
+            raise ValueError(f"probs must lie in (0, 1], got values in [{lo}, {hi}]")
+        if not 0 < p_min <= lo:
+            raise ValueError(f"min_prob must lie in (0, min(probs)] = (0, {lo}], got min_prob={p_min}")
+    elif not 0 < p_min <= 1:
+        raise ValueError(f"min_prob must lie in (0, 1], got min_prob={p_min}")
+    return _importance_weights(probs, p_min, float(beta))
+
+
+def _importance_weights(probs: torch.Tensor, min_prob, beta: float) -> torch.Tensor:
+    """:func:`importance_weights` without checks (probabilities or unnormalised priorities alike)."""
     # (N P)^-beta / (N P_min)^-beta = (P / P_min)^-beta: the N cancels, and one pow is cheaper.
     return (probs / min_prob).pow_(-beta)
 
@@ -118,9 +143,21 @@ def stratified_prefixes(
     compared with ``batch_size`` independent draws; each draw is still ``P(i)``-distributed when
     its segment is picked at random, so the *marginal* of a sampled index is exactly ``P(i)``.
 
+    Args:
+        batch_size: ``B`` >= 1.
+        total: the range's end, a finite number > 0.
+        generator: optional ``torch.Generator`` (any device).
+        device: where the result lives.
     Returns:
         ``(B,)`` float64 prefix values (on ``device``, default CPU).
     """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    total = _check_number(total, "total", low=0.0, low_open=True)
+    return _stratified_prefixes(batch_size, total, _check_generator(generator), _check_device(device))
+
+
+def _stratified_prefixes(batch_size: int, total: float, generator, device) -> torch.Tensor:
+    """:func:`stratified_prefixes` without checks (the sum tree's sampling path)."""
     # Draw where the generator lives (a CPU generator can drive a CUDA buffer), then move.
     gen_device = generator.device if generator is not None else device
     u = torch.rand(batch_size, dtype=TREE_DTYPE, device=gen_device, generator=generator).to(device)
@@ -131,6 +168,68 @@ def stratified_prefixes(
 def _is_real(x) -> bool:
     """A real number (Python or NumPy scalar), not a bool."""
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks (at the boundary: the tree's and the buffer's inner loops take checked tensors)
+# --------------------------------------------------------------------------------------------
+def _check_number(x, name: str, *, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    """``x`` as a float, or ``ValueError`` unless it is a finite real in ``[low, high]`` (``(low, ...`` if open)."""
+    ok = _is_real(x) and math.isfinite(x) and (x > low if low_open else x >= low) and x <= high
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{']' if high < math.inf else ')'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {name}={x!r}")
+    return float(x)
+
+
+def _as_number(x, name: str) -> float:
+    """A real number or a one-element real tensor, as a float."""
+    if isinstance(x, torch.Tensor):
+        if x.numel() != 1 or x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(f"{name} must be a number or a one-element real tensor, got {x.dtype} {tuple(x.shape)}")
+        return float(x)
+    if not _is_real(x):
+        raise ValueError(f"{name} must be a number, got {type(x).__name__}")
+    return float(x)
+
+
+def _check_real_tensor(x, name: str, *, ndim: int | None = None, shape: tuple | None = None) -> torch.Tensor:
+    """A tensor of real numbers (integer or floating; bool and complex are no TD errors or priorities)."""
+    check_tensor(x, name, ndim=ndim, shape=shape, finite=False)
+    if x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"{name} must hold real numbers (an integer or floating dtype), got {x.dtype}")
+    return x
+
+
+def _check_generator(generator) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    return generator
+
+
+def _check_device(device) -> torch.device | None:
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be a torch.device or a device string such as 'cpu', got {device!r}") from err
+
+
+def _check_cast(value: torch.Tensor, dtype: torch.dtype, name: str) -> None:
+    """Reject a lossy cast into storage: ``value.dtype`` must promote to ``dtype`` (bool -> int ->
+    float -> complex, never to a narrower type of the same kind), e.g. 0.7 must not become 0."""
+    if value.dtype != dtype and torch.promote_types(value.dtype, dtype) != dtype:
+        raise ValueError(
+            f"{name} has dtype {value.dtype} but the buffer stores {dtype}: the cast would lose values; "
+            f"convert it explicitly (e.g. .to({dtype}))"
+        )
+
+
+def _priority_limit(capacity: int) -> float:
+    """Largest priority a tree of ``capacity`` leaves accepts: ``capacity`` of them sum to at most
+    half the largest float64, which leaves room for the rounding of the sums."""
+    return _FLOAT64_MAX / (2 * capacity)
 
 
 def _single_threaded(fn):
@@ -257,19 +356,21 @@ class SumTree:
 
         Args:
             indices: ``(B,)`` integer leaf indices in ``[0, C)``.
-            values: ``(B,)`` finite, non-negative values.
+            values: ``(B,)`` real values in ``[0, float64 max / 2C]``, so that the total of all ``C``
+                leaves stays finite (detached: the tree holds numbers, not autograd graphs).
         """
         idx = self._check_indices(indices)
-        check_tensor(values, "values", shape=(idx.numel(),), finite=False)
+        _check_real_tensor(values, "values", shape=(idx.numel(),))
         if idx.numel() == 0:
             return
-        vals = values.to(device=self.device, dtype=TREE_DTYPE)
+        vals = values.detach().to(device=self.device, dtype=TREE_DTYPE)
         bounds = torch.aminmax(vals)
         lo, hi = float(bounds.min), float(bounds.max)
-        if not (lo >= 0 and hi < float("inf")):  # NaN fails both comparisons
+        limit = _priority_limit(self.capacity)
+        if not (lo >= 0 and hi <= limit):  # NaN fails both comparisons
             raise ValueError(
-                "values must be finite and >= 0 (priorities), got "
-                + ("NaN" if lo != lo or hi != hi else f"values in [{lo}, {hi}]")
+                f"values must be finite and >= 0, and at most {limit:.4g} (float64 max / (2 capacity), so "
+                "the total stays finite), got " + ("NaN" if lo != lo or hi != hi else f"values in [{lo}, {hi}]")
             )
         self._update(idx, vals)
 
@@ -324,8 +425,8 @@ class SumTree:
         Returns:
             ``(B,)`` int64 leaf indices.
         """
-        check_tensor(prefix_values, "prefix_values", ndim=1)
-        v = prefix_values.to(device=self.device, dtype=TREE_DTYPE)
+        check_tensor(_check_real_tensor(prefix_values, "prefix_values", ndim=1), "prefix_values")
+        v = prefix_values.detach().to(device=self.device, dtype=TREE_DTYPE)
         top_csum = self._top_cumsum()
         total = float(top_csum[-1])
         if not total > 0:
@@ -378,11 +479,12 @@ class SumTree:
             ``(B,)`` int64 leaf indices (only leaves with a positive value).
         """
         batch_size = check_positive_int(batch_size, "batch_size")
+        _check_generator(generator)
         top_csum = self._top_cumsum()
         total = float(top_csum[-1])
         if not total > 0:
             raise ValueError("cannot sample from a sum tree whose total is 0 (every leaf is 0)")
-        return self._descend(stratified_prefixes(batch_size, total, generator, self.device), top_csum, total)
+        return self._descend(_stratified_prefixes(batch_size, total, generator, self.device), top_csum, total)
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,14 +497,22 @@ class PrioritizedReplay:
     largest priority seen so far (1 before any update), as in the paper, so that every
     transition is replayed at least once with high probability.
 
-    Stale updates: ``update_priorities`` skips (and reports) indices whose slot was overwritten
-    by :meth:`add` after the most recent :meth:`sample` call, so a late priority never lands
-    on the wrong transition (cleanrl#511; cpprb's ``check_for_update``).
+    Stale updates: ``update_priorities`` applies an update to every slot whose item is the one
+    that :meth:`add` or :meth:`sample` returned, including right after ``add`` before any sample
+    (as cpprb does). It skips (and reports) only a slot that held an item when :meth:`sample` was
+    last called and was overwritten by :meth:`add` since: its index may name the sampled item,
+    which is gone, so a late priority never lands on the wrong transition (cleanrl#511; cpprb's
+    ``check_for_update``). Sample again to update the new item.
+
+    Inputs are copied in detached (storage and tree hold numbers, never autograd graphs), and a
+    transition whose dtype would lose values in the storage's dtype (float into int, int into
+    bool, float64 into float32) is rejected: convert it explicitly.
 
     Args:
         capacity: number of slots ``C`` (ring buffer: the oldest item is overwritten).
         alpha: prioritisation exponent >= 0 (0.6 by default, as in cpprb).
-        eps: offset > 0 added to |TD error| (default :data:`DEFAULT_EPS`).
+        eps: offset > 0 added to |TD error| (default :data:`DEFAULT_EPS`); ``eps ** alpha`` must be
+            a normal float64 (>= 2.2e-308), else a zero error would get priority 0 and never be drawn.
         device: where storage and tree live (default CPU).
         branching, root_fanout: passed to :class:`SumTree`.
     """
@@ -422,8 +532,13 @@ class PrioritizedReplay:
             raise ValueError(f"alpha must be a finite number >= 0, got alpha={alpha!r}")
         if not (_is_real(eps) and 0 < eps < float("inf")):
             raise ValueError(f"eps must be a finite number > 0, got eps={eps!r}")
+        if alpha * math.log(eps) < math.log(_FLOAT64_TINY):
+            raise ValueError(
+                f"eps ** alpha = {eps!r} ** {alpha!r} underflows float64 (below {_FLOAT64_TINY:.3g}): an item "
+                "with TD error 0 would get priority 0 and never be sampled; use a larger eps or a smaller alpha"
+            )
         self.alpha, self.eps = float(alpha), float(eps)
-        self.device = torch.device("cpu" if device is None else device)
+        self.device = _check_device(device) or torch.device("cpu")
         self.tree = SumTree(self.capacity, branching=branching, root_fanout=root_fanout, device=self.device)
         self.storage: dict[str, torch.Tensor] = {}
         self.max_priority = 1.0  # largest raw priority |delta| + eps seen so far
@@ -461,6 +576,7 @@ class PrioritizedReplay:
                         f"transitions[{key!r}] must have per-item shape {tuple(want.shape[1:])}, "
                         f"got {tuple(value.shape[1:])}"
                     )
+                _check_cast(value, want.dtype, f"transitions[{key!r}]")
         if batch > self.capacity:
             raise ValueError(f"cannot add {batch} transitions at once to a buffer of capacity {self.capacity}")
         return batch
@@ -472,8 +588,11 @@ class PrioritizedReplay:
         Args:
             transitions: dict of tensors, each ``(B, ...)``; the first call fixes keys, shapes
                 and dtypes (storage is preallocated then).
-            errors: optional ``(B,)`` TD errors for the initial priorities; by default new items
-                get the current maximum priority.
+            errors: optional ``(B,)`` real TD errors for the initial priorities; by default new
+                items get the current maximum priority.
+        Returns:
+            ``(B,)`` int64 slots written; :meth:`update_priorities` accepts them until they are
+            sampled or overwritten.
         """
         batch = self._check_transitions(transitions)
         if batch == 0:
@@ -481,8 +600,10 @@ class PrioritizedReplay:
         if errors is None:
             prios = torch.full((batch,), self.max_priority**self.alpha, dtype=TREE_DTYPE, device=self.device)
         else:  # validated before anything is stored: a rejected add leaves the buffer as it was
-            check_tensor(errors, "errors", shape=(batch,), finite=False)
-            prios = self._priorities(errors)
+            _check_real_tensor(errors, "errors", shape=(batch,))
+            raw, top = self._raw_priorities(errors)
+            self.max_priority = max(self.max_priority, top)
+            prios = raw.pow_(self.alpha)
         if not self.storage:
             for key, value in transitions.items():
                 self.storage[key] = torch.zeros(
@@ -490,7 +611,8 @@ class PrioritizedReplay:
                 )
         start = self._next
         for key, value in transitions.items():
-            _ring_write(self.storage[key], value.to(device=self.device, dtype=self.storage[key].dtype), start)
+            # detached: a sampled batch must not keep the graph that produced a stored tensor alive
+            _ring_write(self.storage[key], value.detach().to(device=self.device, dtype=self.storage[key].dtype), start)
         _ring_write(self._written, self._num_added + 1 + torch.arange(batch, device=self.device), start)
         idx = (start + torch.arange(batch, device=self.device)) % self.capacity  # (B,)
         self.tree._update(idx, prios)  # slots are distinct and in range, priorities checked
@@ -499,15 +621,22 @@ class PrioritizedReplay:
         self._size = min(self._size + batch, self.capacity)
         return idx
 
-    def _priorities(self, errors: torch.Tensor) -> torch.Tensor:
-        """``(|errors| + eps) ** alpha`` in float64; raises on NaN/inf; tracks the max priority."""
-        raw = errors.to(device=self.device, dtype=TREE_DTYPE).abs().add_(self.eps)  # (B,)
+    def _raw_priorities(self, errors: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """``(|errors| + eps, its max)`` in float64 (one sync); raises on NaN/inf and on priorities
+        so large that ``capacity`` of them would overflow the tree's total. Changes nothing."""
+        raw = errors.detach().to(device=self.device, dtype=TREE_DTYPE).abs().add_(self.eps)  # (B,)
+        top = 0.0
         if raw.numel():
             top = float(raw.max())  # NaN propagates through max, inf stays inf
             if not top < float("inf"):
                 raise ValueError("errors contain NaN or infinite values")
-            self.max_priority = max(self.max_priority, top)
-        return raw.pow_(self.alpha)
+            limit = _priority_limit(self.capacity)
+            if self.alpha * math.log(top) > math.log(limit):  # top ** alpha > limit, without overflow
+                raise ValueError(
+                    f"errors too large: (|error| + eps) ** alpha = {top:.4g} ** {self.alpha} exceeds "
+                    f"{limit:.4g}, the largest priority whose sum over {self.capacity} slots stays finite"
+                )
+        return raw, top
 
     # ---- sample -------------------------------------------------------------------------------
     @_single_threaded
@@ -532,7 +661,7 @@ class PrioritizedReplay:
         idx = self.tree.sample(batch_size, generator)  # (B,)
         # P(i) = p_i / total and P_min = p_min / total: the total cancels in the weight ratio.
         prios = self.tree._sums[0].index_select(0, idx)  # (B,) p_i^alpha
-        weights = importance_weights(prios, self._size, float(beta), self.tree.min_positive)
+        weights = _importance_weights(prios, self.tree.min_positive, float(beta))
         self._sampled_at = self._num_added
         batch = {key: value.index_select(0, idx) for key, value in self.storage.items()}
         return batch, idx, weights.to(torch.get_default_dtype())
@@ -549,19 +678,33 @@ class PrioritizedReplay:
         return state
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Restore a :meth:`state_dict` (same capacity, alpha and eps)."""
+        """Restore a :meth:`state_dict` (same capacity, alpha and eps). Everything is checked
+        before anything is changed: a rejected state leaves the buffer as it was."""
+        if not isinstance(state, Mapping):
+            raise ValueError(f"state must be a dict of tensors (a state_dict), got {type(state).__name__}")
         for key in ("priorities", "written", "counters", "settings"):
             if key not in state:
                 raise ValueError(f"state is missing {key!r}")
-        cap, size, nxt, added, sampled = (int(x) for x in state["counters"])
-        alpha, eps, max_priority = (float(x) for x in state["settings"])
+        _check_real_tensor(state["counters"], "state['counters']", shape=(5,))
+        _check_real_tensor(state["settings"], "state['settings']", shape=(3,))
+        cap, size, nxt, added, sampled = (int(x) for x in state["counters"].detach())
+        alpha, eps, max_priority = (float(x) for x in state["settings"].detach())
         if cap != self.capacity or alpha != self.alpha or eps != self.eps:
             raise ValueError(
                 f"state has capacity={cap}, alpha={alpha}, eps={eps}; this buffer has "
                 f"capacity={self.capacity}, alpha={self.alpha}, eps={self.eps}"
             )
+        _check_real_tensor(state["written"], "state['written']", shape=(cap,))
+        if not (0 <= size <= cap and 0 <= nxt < cap and 0 <= sampled <= added and 1 <= max_priority < math.inf):
+            raise ValueError(f"state['counters'] or state['settings'] are inconsistent: {state['counters'].tolist()}")
+        SumTree(cap).update(torch.arange(cap), state["priorities"])  # the range check, on a scratch tree
+        for key, value in state.items():
+            if key.startswith("storage.") and (not isinstance(value, torch.Tensor) or value.shape[:1] != (cap,)):
+                raise ValueError(f"state[{key!r}] must be a tensor of {cap} items")
         self.storage = {
-            k[len("storage.") :]: v.to(self.device).clone() for k, v in state.items() if k.startswith("storage.")
+            k[len("storage.") :]: v.detach().to(self.device).clone()
+            for k, v in state.items()
+            if k.startswith("storage.")
         }
         self.tree.update(torch.arange(cap, device=self.device), state["priorities"].to(self.device))
         self._written = state["written"].to(self.device).clone()
@@ -574,15 +717,16 @@ class PrioritizedReplay:
         """Set the priorities of ``indices`` to ``(|errors| + eps) ** alpha``.
 
         Args:
-            indices: ``(B,)`` slots in ``[0, len(self))``, as returned by :meth:`sample`.
-            errors: ``(B,)`` finite TD errors (their sign is ignored). An index repeated in the
+            indices: ``(B,)`` slots in ``[0, len(self))``, as returned by :meth:`sample` or :meth:`add`.
+            errors: ``(B,)`` finite real TD errors (their sign is ignored). An index repeated in the
                 batch (an item sampled twice) gets the last of its errors.
         Returns:
-            ``(B,)`` bool mask of the updates applied (False: slot overwritten since the last
-            :meth:`sample`, so the update was skipped).
+            ``(B,)`` bool mask of the updates applied. False only for a slot that held an item at
+            the last :meth:`sample` and was overwritten by :meth:`add` since (the update may be
+            meant for the sampled item, which is gone), so it was skipped.
         """
         check_tensor(indices, "indices", ndim=1)
-        check_tensor(errors, "errors", shape=(indices.numel(),), finite=False)
+        _check_real_tensor(errors, "errors", shape=(indices.numel(),))
         if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
             raise ValueError(f"indices must be an integer tensor, got {indices.dtype}")
         if indices.numel() == 0:
@@ -592,16 +736,19 @@ class PrioritizedReplay:
         if lo < 0 or hi >= self._size:
             raise ValueError(f"indices must lie in the filled part [0, {self._size}), got values in [{lo}, {hi}]")
         idx = indices.to(device=self.device, dtype=torch.int64)
-        if self._num_added > self._sampled_at:  # something was added since the last sample
-            # Validate *every* error before dropping the stale ones: a NaN must raise even when
-            # it belongs to a slot whose update is skipped (bad input is never silently ignored).
-            if errors.is_floating_point() and not bool(torch.isfinite(errors).all()):
-                raise ValueError("errors contain NaN or infinite values")
-            fresh = self._written.index_select(0, idx) <= self._sampled_at  # (B,)
-            idx, errors = idx[fresh], errors.to(self.device)[fresh]
+        # Every error is validated before the stale ones are dropped: bad input is never ignored.
+        raw, top = self._raw_priorities(errors)  # (B,)
+        sampled = self._sampled_at
+        if self._num_added > sampled > 0:  # added since a sample: a slot may have changed hands
+            # Slot i was first filled by item i + 1 (the ring starts at 0), so it held an item at
+            # the last sample iff i < sampled; it was overwritten since iff written[i] > sampled.
+            fresh = (self._written.index_select(0, idx) <= sampled) | (idx >= sampled)  # (B,)
+            idx, raw = idx[fresh], raw[fresh]
+            top = float(raw.max()) if raw.numel() else 0.0  # the largest *applied* priority
         else:
             fresh = torch.ones(idx.shape, dtype=torch.bool, device=self.device)
-        self.tree._update(idx, self._priorities(errors))
+        self.max_priority = max(self.max_priority, top)
+        self.tree._update(idx, raw.pow_(self.alpha))
         return fresh
 
 

@@ -18,6 +18,7 @@ from notebook_cells import parameters_cell
 from memtutor import memory as mem
 from memtutor.controller import (
     ControllerConfig,
+    ControllerState,
     CopyTrainConfig,
     LSTMBaseline,
     MemoryController,
@@ -353,7 +354,7 @@ def test_forward_checks_the_first_step_and_matches_checked_steps():
         model(x, bad)
     wrong = model.initial_state(3)
     wrong = wrong._replace(memory=wrong.memory._replace(link=torch.zeros(3, SMALL.num_slots, SMALL.num_slots + 1)))
-    with pytest.raises(ValueError, match="prev_state.link must have shape"):
+    with pytest.raises(ValueError, match=r"prev_state.memory.link has shape \(3, 6, 7\)"):
         model(x, wrong)
     for ablated in (with_access(model, links=False), with_access(model, allocation=False)):
         with pytest.raises(ValueError, match="prev_state.memory contains NaN"):
@@ -489,3 +490,65 @@ def test_heldout_table_helpers(capsys):
     nb02.print_heldout_table(results, ["lengths 1-2"])
     out = capsys.readouterr().out
     assert "over 2 seeds" in out and "lengths 1-2:" in out
+
+
+# --------------------------------------------------------------------------- bad input: a clear ValueError
+
+
+def _snapshot_state(state: ControllerState) -> list[torch.Tensor]:
+    return [t.clone() for t in (state.hidden, state.cell, state.read_vectors, *state.memory)]
+
+
+@pytest.mark.parametrize(
+    ("spoil", "match"),
+    [
+        (lambda s: s._replace(memory=mem.initial_state(3, SMALL.num_slots + 2, SMALL.word_size, SMALL.num_reads)),
+         r"prev_state.memory.memory has shape \(3, 8, 4\), expected \(3, 6, 4\)"),
+        (lambda s: s._replace(read_vectors=torch.zeros(3, SMALL.num_reads + 1, SMALL.word_size)),
+         r"prev_state.read_vectors has shape \(3, 3, 4\), expected \(3, 2, 4\)"),
+        (lambda s: s._replace(hidden=s.hidden.double()), "prev_state.hidden is torch.float64"),
+        (lambda s: s._replace(memory=s.memory._replace(usage=s.memory.usage + 2.0)), "usage must be in"),
+        (lambda s: tuple(s), "prev_state must be a ControllerState"),
+    ],
+)  # fmt: skip
+def test_state_that_does_not_fit_the_config_is_rejected(spoil, match):
+    """A state whose memory has another N (or R, dtype, range) than the config used to run silently
+    or fail with a cryptic RuntimeError; now forward and step name the field and leave it as it was."""
+    model = _model()
+    x = torch.randn(3, 4, SMALL.input_size)
+    state = spoil(model.initial_state(3))
+    before = _snapshot_state(state) if isinstance(state, ControllerState) else None
+    params = [p.detach().clone() for p in model.parameters()]
+    for call in (lambda: model(x, state), lambda: model.step(x[:, 0], state)):
+        with pytest.raises(ValueError, match=match):
+            call()
+    if before is not None:
+        assert all(torch.equal(a, b) for a, b in zip(_snapshot_state(state), before, strict=True))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True))
+
+
+def test_inputs_in_another_dtype_are_named():
+    model = _model()
+    with pytest.raises(ValueError, match="inputs is torch.float64 on cpu but the model's parameters are torch.float32"):
+        model(torch.randn(2, 3, SMALL.input_size, dtype=torch.float64))
+    with pytest.raises(ValueError, match="x is torch.float64"):
+        model.step(torch.randn(2, SMALL.input_size, dtype=torch.float64), model.initial_state(2))
+    with pytest.raises(ValueError, match="inputs is torch.float64"):
+        LSTMBaseline(SMALL.input_size, 4, 8)(torch.randn(2, 3, SMALL.input_size, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: ControllerConfig(clip_value="20"), "clip_value must be a number > 0, got clip_value='20'"),
+        (lambda: ControllerConfig(clip_value=float("nan")), "clip_value"),
+        (lambda: ControllerConfig(allocation=1), "allocation must be True or False"),
+        (lambda: CopyTrainConfig(learning_rate="1e-3"), "learning_rate must be a finite number"),
+        (lambda: CopyTrainConfig(max_seconds=float("nan")), "max_seconds"),
+        (lambda: MemoryController({"num_slots": 4}), "config must be a ControllerConfig"),
+    ],
+)
+def test_config_values_of_the_wrong_type_raise_value_error(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+    assert ControllerConfig(clip_value=float("inf")).clip_value == float("inf")  # no clipping is allowed

@@ -819,43 +819,7 @@ def test_bad_types_and_config_raise():
         mem.read_memory([[1.0]], s.read_weights)
 
 
-# --------------------------------------------------------------------------- exercises, benchmark
-
-
-def test_exercise_checks_accept_right_and_reject_wrong_answers():
-    from memtutor.exercises import ex01
-
-    assert ex01.check_allocation(mem.allocation_weights)
-    assert ex01.check_allocation(_alloc_no_eps)  # the USAGE_EPS squash is optional for the reader
-
-    def inclusive(u):  # the classic slip: the product includes the slot itself
-        s, phi = torch.sort(u, -1)
-        return torch.zeros_like(u).scatter(-1, phi, (1 - s) * torch.cumprod(s, -1))
-
-    def unsorted(u):  # forgets to put the weights back in slot order
-        s, _ = torch.sort(u, -1)
-        return (1 - s) * torch.cumprod(torch.cat([torch.ones_like(s[:, :1]), s[:, :-1]], -1), -1)
-
-    for wrong in (inclusive, unsorted, lambda u: u[0], lambda u: 1 - u):
-        result = ex01.check_allocation(wrong)
-        assert not result and result.message
-
-    right = lambda c, s, n: math.log(c * (n - 1) / (1 - c)) / (1 - s)  # noqa: E731
-    assert ex01.check_strength(right)
-    for wrong in (
-        lambda c, s, n: 2 * right(c, s, n),
-        lambda c, s, n: 0.5 * right(c, s, n),
-        lambda c, s, n: math.log(c / (1 - c)) / (1 - s),
-        lambda c, s, n: -1.0,
-    ):
-        result = ex01.check_strength(wrong)
-        assert not result and result.message
-
-
-def _alloc_no_eps(u):
-    s, phi = torch.sort(u, dim=-1, stable=True)
-    prod = torch.cumprod(torch.cat([torch.ones_like(s[:, :1]), s[:, :-1]], -1), -1)
-    return torch.zeros_like(u).scatter(-1, phi, (1 - s) * prod)
+# --------------------------------------------------------------------------- benchmark
 
 
 @pytest.mark.slow
@@ -870,3 +834,150 @@ def test_benchmark_quick_runs():
     )
     assert res.returncode == 0, res.stderr
     assert "faster per sample" in res.stdout
+
+
+# --------------------------------------------------------------------------- bad input: a clear ValueError
+
+
+def _standalone_args(gen):
+    """Valid arguments for every standalone equation function (B=2, N=5, W=3, R=2), float64."""
+    b, n, w, r = 2, 5, 3, 2
+    s, x = random_state(b, n, w, r, gen), random_interface(b, n, w, r, gen)
+    return {
+        "cosine_similarity": (mem.cosine_similarity, {"memory": s.memory, "keys": x.read_keys}),
+        "content_weights": (
+            mem.content_weights,
+            {"memory": s.memory, "keys": x.read_keys, "strengths": x.read_strengths},
+        ),
+        "retention": (mem.retention, {"free_gates": x.free_gates, "prev_read_weights": s.read_weights}),
+        "update_usage": (
+            mem.update_usage,
+            {
+                "prev_usage": s.usage,
+                "prev_write_weights": s.write_weights,
+                "free_gates": x.free_gates,
+                "prev_read_weights": s.read_weights,
+            },
+        ),  # fmt: skip
+        "allocation_weights": (mem.allocation_weights, {"usage": s.usage}),
+        "write_weights": (
+            mem.write_weights,
+            {
+                "allocation": s.write_weights,
+                "write_content": s.write_weights,
+                "allocation_gate": x.allocation_gate,
+                "write_gate": x.write_gate,
+            },
+        ),  # fmt: skip
+        "erase_and_add": (
+            mem.erase_and_add,
+            {
+                "memory": s.memory,
+                "write_weights": s.write_weights,
+                "erase_vector": x.erase_vector,
+                "write_vector": x.write_vector,
+            },
+        ),  # fmt: skip
+        "update_precedence": (
+            mem.update_precedence,
+            {"prev_precedence": s.precedence, "write_weights": s.write_weights},
+        ),
+        "update_link": (
+            mem.update_link,
+            {"prev_link": s.link, "prev_precedence": s.precedence, "write_weights": s.write_weights},
+        ),
+        "directional_weights": (mem.directional_weights, {"link": s.link, "prev_read_weights": s.read_weights}),
+        "read_weights": (
+            mem.read_weights,
+            {
+                "content": s.read_weights,
+                "forward": s.read_weights,
+                "backward": s.read_weights,
+                "read_modes": x.read_modes,
+            },
+        ),  # fmt: skip
+        "read_memory": (mem.read_memory, {"memory": s.memory, "read_weights": s.read_weights}),
+    }
+
+
+def _replaced(kwargs, name, fn):
+    return {**kwargs, name: fn(kwargs[name])}
+
+
+# (function, argument, how to spoil it, what the message says)
+SPOILED = [
+    *[(f, "memory", lambda t: t.clone().index_fill_(1, torch.tensor([1]), float("nan")), "memory contains NaN")
+      for f in ("cosine_similarity", "content_weights", "erase_and_add", "read_memory")],
+    ("allocation_weights", "usage", lambda t: t + 1.5, r"usage must be in \[0.0, 1.0\]"),
+    ("update_usage", "prev_usage", lambda t: t + 1.5, "prev_usage must be in"),
+    ("update_usage", "free_gates", lambda t: t - 2.0, "free_gates must be in"),
+    ("retention", "free_gates", lambda t: t + 1.5, "free_gates must be in"),
+    ("write_weights", "write_gate", lambda t: t * 3.0 + 1.1, "write_gate must be in"),
+    ("write_weights", "allocation_gate", lambda t: -t - 0.1, "allocation_gate must be in"),
+    ("erase_and_add", "erase_vector", lambda t: t + 1.5, "erase_vector must be in"),
+    ("read_weights", "read_modes", lambda t: t * 4.0, "read_modes must be in"),
+    ("content_weights", "strengths", lambda t: -t, "strengths must be >= 0"),
+    ("cosine_similarity", "keys", lambda t: t[:, :0], "heads must be >= 1"),
+    ("read_memory", "read_weights", lambda t: t[:, :0], "heads must be >= 1"),
+    ("retention", "prev_read_weights", lambda t: t[:0], "free_gates must have shape"),
+    ("allocation_weights", "usage", lambda t: t[:0], "batch, slots"),
+    ("cosine_similarity", "keys", lambda t: t.float(), "keys has dtype torch.float32 but memory has torch.float64"),
+    ("update_link", "write_weights", lambda t: t.float(), "write_weights has dtype torch.float32 but prev_link"),
+    ("allocation_weights", "usage", lambda t: (t > 0.5).long(), "usage must have a floating dtype"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fn_name", "arg", "spoil", "match"), SPOILED)
+def test_standalone_functions_reject_bad_values_dtypes_and_empty_dimensions(fn_name, arg, spoil, match):
+    gen = torch.Generator().manual_seed(0)
+    fn, kwargs = _standalone_args(gen)[fn_name]
+    fn(**kwargs)  # the unspoiled call is fine
+    kwargs = _replaced(kwargs, arg, spoil)
+    before = {k: v.clone() for k, v in kwargs.items()}
+    with pytest.raises(ValueError, match=match):
+        fn(**kwargs)
+    # nothing was written in place
+    assert all(torch.allclose(v, before[k], rtol=0, atol=0, equal_nan=True) for k, v in kwargs.items())
+
+
+def test_ranges_allow_float32_rounding():
+    """A usage of 1 + 1 ulp (float32 rounding) is no mistake; 1 + 1e-3 is."""
+    usage = torch.ones(1, 4).nextafter(torch.full((1, 4), 2.0))
+    mem.allocation_weights(usage)
+    with pytest.raises(ValueError, match="usage must be in"):
+        mem.allocation_weights(usage + 1e-3)
+
+
+def test_memory_step_names_mixed_dtypes_and_checks_ranges():
+    gen = torch.Generator().manual_seed(1)
+    b, n, w, r = 2, 5, 3, 2
+    state, iface = random_state(b, n, w, r, gen), random_interface(b, n, w, r, gen)
+    f32 = Interface(*(t.float() for t in iface))
+    with pytest.raises(ValueError, match="read_keys has dtype torch.float32 but prev_state.memory has torch.float64"):
+        mem.memory_step(f32, state)
+    for field, value, match in (
+        ("write_gate", iface.write_gate + 1.0, "write_gate must be in"),
+        ("free_gates", -iface.free_gates, "free_gates must be in"),
+        ("read_strengths", -iface.read_strengths, "read_strengths must be >= 0"),
+        ("read_modes", iface.read_modes * 3, "read_modes must be in"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            mem.memory_step(iface._replace(**{field: value}), state)
+    with pytest.raises(ValueError, match="prev_state.usage must be in"):
+        mem.memory_step(iface, state._replace(usage=state.usage + 1.0))
+    no_heads = state._replace(read_weights=state.read_weights[:, :0])
+    with pytest.raises(ValueError, match="heads"):
+        mem.memory_step(mem.split_interface(torch.zeros(b, mem.interface_size(w, 1)), w, 1), no_heads)
+
+
+def test_split_interface_and_initial_state_reject_empty_batches_and_bad_dtypes():
+    with pytest.raises(ValueError, match="batch, slots"):
+        mem.split_interface(torch.zeros(0, mem.interface_size(3, 2)), 3, 2)
+    with pytest.raises(ValueError, match="floating dtype"):
+        mem.split_interface(torch.zeros(1, mem.interface_size(3, 2), dtype=torch.long), 3, 2)
+    with pytest.raises(ValueError, match="dtype must be a floating"):
+        mem.initial_state(1, 4, 3, 2, dtype=torch.int64)
+    with pytest.raises(ValueError, match="device"):
+        mem.initial_state(1, 4, 3, 2, device="nowhere")
+    with pytest.raises(ValueError, match="floating"):
+        mem.oneplus(torch.ones(2, dtype=torch.long))

@@ -808,3 +808,113 @@ def test_controller_curves_runs_every_start():
     curves = nb04.controller_curves({"a": _tiny_controller(0), "b": _tiny_controller(1)}, tasks, inner_lr=0.5,
                                     max_steps=2)  # fmt: skip
     assert list(curves) == ["a", "b"] and curves["a"]["bits"].shape == (2, 3)
+
+
+# --------------------------------------------------------------------------- bad input: a clear ValueError
+
+
+def _flat_targets(b):
+    """The slip: targets (T, K) instead of (T, K, 1)."""
+    return b._replace(y_support=b.y_support.squeeze(-1), y_query=b.y_query.squeeze(-1))
+
+
+BAD_META_CALLS = {
+    "targets (T, K) for a (T, K, 1) model": (
+        lambda m, p, b: meta.maml_meta_loss(m, p, _flat_targets(b), inner_lr=0.1, steps=1),
+        r"y_support has shape \(5,\) per task \(torch.float64\) but the model predicts \(5, 1\)",
+    ),
+    "query targets (T, Q)": (
+        lambda m, p, b: meta.maml_meta_loss(m, p, b._replace(y_query=b.y_query.squeeze(-1)), inner_lr=0.1, steps=1),
+        r"y_query has shape \(7,\) per task",
+    ),
+    "one task's (K, 1) to adapt_tasks": (
+        lambda m, p, b: meta.adapt_tasks(m, p, b.x_support[0], b.y_support[0], inner_lr=0.1, steps=1),
+        "reads as 5 tasks of one scalar point each",
+    ),
+    "wrong-shaped params": (
+        lambda m, p, b: meta.maml_meta_loss(
+            m, {**p, "0.weight": torch.zeros(3, 1, dtype=torch.float64)}, b, inner_lr=0.1, steps=1
+        ),
+        r"params\['0.weight'\] is torch.float64 \(3, 1\), but the model's parameter is torch.float64 \(4, 1\)",
+    ),
+    "inputs with two features": (
+        lambda m, p, b: meta.maml_meta_loss(
+            m, p, b._replace(x_support=b.x_support.expand(-1, -1, 2)), inner_lr=0.1, steps=1
+        ),
+        "the model cannot take x_support",
+    ),
+    "float32 inputs, float64 model": (
+        lambda m, p, b: meta.adapt_tasks(m, p, b.x_support.float(), b.y_support, inner_lr=0.1, steps=1),
+        "the model cannot take x_support",
+    ),
+    "loss_fn=None": (
+        lambda m, p, b: meta.maml_meta_loss(m, p, b, inner_lr=0.1, steps=1, loss_fn=None),
+        "loss_fn must be a function",
+    ),
+    "loss_fn=None (reptile)": (
+        lambda m, p, b: meta.reptile_direction(m, p, b, inner_lr=0.1, steps=1, loss_fn=None),
+        "loss_fn must be a function",
+    ),
+    "metric_fn=3": (
+        lambda m, p, b: meta.adaptation_curve(m, p, b, inner_lr=0.1, max_steps=1, metric_fn=3),
+        "metric_fn must be a function",
+    ),
+    "x_eval of another rank": (
+        lambda m, p, b: meta.adapt_and_predict(m, p, b.x_support, b.y_support, b.x_query[0], inner_lr=0.1, steps=1),
+        "x_eval must have shape",
+    ),
+    "x_support not a tensor (adapt_and_predict)": (
+        lambda m, p, b: meta.adapt_and_predict(m, p, [1.0], b.y_support, b.x_query, inner_lr=0.1, steps=1),
+        "x_support must be a torch.Tensor",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_META_CALLS))
+def test_meta_boundary_rejects_shapes_losses_and_params(case):
+    call, match = BAD_META_CALLS[case]
+    model = tiny_model()
+    params = params_of(model)
+    b = tasks(dtype=torch.float64)
+    before = {k: v.detach().clone() for k, v in params.items()}
+    with pytest.raises(ValueError, match=match):
+        call(model, params, b)
+    assert all(torch.equal(params[k], v) for k, v in before.items())
+
+
+def test_mse_loss_refuses_to_broadcast():
+    """(K, 1) predictions against (K,) targets gave 4.6082 instead of 4.6587 (every pair compared)."""
+    with pytest.raises(ValueError, match=r"target is torch.float32 \(5,\) but prediction is torch.float32 \(5, 1\)"):
+        meta.mse_loss(torch.zeros(5, 1), torch.ones(5))
+
+
+def test_rejected_meta_train_step_leaves_weights_gradients_and_optimizer_unchanged():
+    model = tiny_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    meta.meta_train_step(model, opt, tasks(dtype=torch.float64), inner_lr=0.1, steps=1)  # grads and Adam state
+    weights = [p.detach().clone() for p in model.parameters()]
+    grads = [p.grad.clone() for p in model.parameters()]
+    adam = {k: v.clone() for k, v in opt.state[next(model.parameters())].items()}
+    for method in meta.META_METHODS:
+        with pytest.raises(ValueError, match="y_support has shape"):
+            meta.meta_train_step(model, opt, _flat_targets(tasks(dtype=torch.float64)), method=method, inner_lr=0.1,
+                                 steps=1)  # fmt: skip
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))
+    assert all(torch.equal(opt.state[next(model.parameters())][k], v) for k, v in adam.items())
+    with pytest.raises(ValueError, match="optimizer must be"):
+        meta.meta_train_step(model, "adam", tasks(dtype=torch.float64), inner_lr=0.1, steps=1)
+
+
+def test_sinusoid_sampler_validates_intervals_and_dtype():
+    g = torch.Generator().manual_seed(0)
+    for kwargs, match in (
+        ({"amplitude": 5.0}, "amplitude must be a pair"),
+        ({"phase": (0.0, 1.0, 2.0)}, "phase must be a pair"),
+        ({"x_range": (1.0, float("nan"))}, "x_range"),
+        ({"dtype": torch.int64}, "dtype must be a floating"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            meta.sample_sinusoid_tasks(2, 3, 3, generator=g, **kwargs)
+    with pytest.raises(ValueError, match="sample_batch must be a function"):
+        meta.meta_train(tiny_model(), None, method="maml", meta_steps=1, inner_lr=0.1, inner_steps=1, generator=g)

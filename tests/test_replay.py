@@ -745,3 +745,183 @@ def test_state_dict_round_trip(tmp_path):
         PrioritizedReplay(10, alpha=0.7, eps=1e-3).load_state_dict(buf.state_dict())
     with pytest.raises(ValueError, match="missing 'priorities'"):
         other.load_state_dict({})
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: a clear ValueError, and the buffer exactly as it was
+# --------------------------------------------------------------------------------------------
+def snapshot(buf: PrioritizedReplay) -> dict:
+    """Everything a call could change: the state dict (storage, priorities, counters, max
+    priority) and every level of the tree (sums and minima)."""
+    state = {k: v.clone() for k, v in buf.state_dict().items()}
+    state.update({f"sums{i}": t.clone() for i, t in enumerate(buf.tree._sums)})
+    state.update({f"mins{i}": t.clone() for i, t in enumerate(buf.tree._mins)})
+    return state
+
+
+def assert_unchanged(buf: PrioritizedReplay, before: dict) -> None:
+    after = snapshot(buf)
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), f"{key} changed by a rejected call"
+
+
+def filled_buffer(alpha=1.0) -> PrioritizedReplay:
+    buf = PrioritizedReplay(8, alpha=alpha)
+    buf.add(transitions(6))
+    buf.sample(4, 0.5, torch.Generator().manual_seed(0))
+    return buf
+
+
+_HUGE = torch.tensor([1e308, 1e308], dtype=F64)
+REJECTED_BUFFER_CALLS = {
+    "float into int64 storage": (lambda b: b.add({**transitions(1), "action": torch.tensor([0.7])}), "float32.*int64"),
+    "float64 into float32 storage": (
+        lambda b: b.add({**transitions(1), "reward": torch.tensor([0.1], dtype=F64)}),
+        "float64 but the buffer stores torch.float32",
+    ),
+    "bool TD errors (add)": (lambda b: b.add(transitions(1), errors=torch.tensor([True])), "real numbers"),
+    "complex TD errors": (
+        lambda b: b.update_priorities(torch.tensor([0]), torch.tensor([1 + 1j])),
+        "real numbers.*complex",
+    ),
+    "bool TD errors (update)": (lambda b: b.update_priorities(torch.tensor([0]), torch.tensor([True])), "real"),
+    "priority sum overflows": (lambda b: b.update_priorities(torch.tensor([0, 1]), _HUGE), "errors too large"),
+    "one priority overflows": (
+        lambda b: b.add(transitions(1), errors=torch.tensor([1e308], dtype=F64)),
+        "errors too large",
+    ),
+    "generator=123": (lambda b: b.sample(2, 0.5, generator=123), "generator must be a torch.Generator"),
+    "beta nan": (lambda b: b.sample(2, float("nan")), "beta"),
+    "load garbage": (lambda b: b.load_state_dict({**b.state_dict(), "priorities": -torch.ones(8)}), ">= 0"),
+    "load bad storage": (
+        lambda b: b.load_state_dict({**b.state_dict(), "storage.obs": torch.zeros(3, 2)}),
+        "8 items",
+    ),
+    "load non-mapping": (lambda b: b.load_state_dict([1, 2]), "state must be a dict"),
+}
+
+
+@pytest.mark.parametrize("case", list(REJECTED_BUFFER_CALLS))
+def test_rejected_buffer_calls_change_nothing(case):
+    call, message = REJECTED_BUFFER_CALLS[case]
+    buf = filled_buffer()
+    before = snapshot(buf)
+    with pytest.raises(ValueError, match=message):
+        call(buf)
+    assert_unchanged(buf, before)
+
+
+def test_float_into_bool_storage_is_rejected():
+    """0.5 stored as True: the cast is lossy, so it raises and stores nothing."""
+    buf = PrioritizedReplay(4)
+    buf.add({"done": torch.tensor([False, True])})
+    before = snapshot(buf)
+    for bad in (torch.tensor([0.5]), torch.tensor([2])):
+        with pytest.raises(ValueError, match="stores torch.bool"):
+            buf.add({"done": bad})
+    assert_unchanged(buf, before)
+
+
+def test_lossless_casts_are_accepted():
+    """int into float storage, bool into int, float32 into float64: no value can change."""
+    buf = PrioritizedReplay(4)
+    buf.add({"a": torch.zeros(1, dtype=F64), "b": torch.zeros(1, dtype=torch.int64)})
+    buf.add({"a": torch.tensor([3]), "b": torch.tensor([True])}, errors=torch.tensor([2]))
+    buf.add({"a": torch.tensor([0.25]), "b": torch.tensor([7], dtype=torch.int16)})
+    assert buf.storage["a"][:3].tolist() == [0.0, 3.0, 0.25] and buf.storage["b"][:3].tolist() == [0, 1, 7]
+
+
+def test_tensors_requiring_grad_are_stored_detached():
+    """Storage holds numbers: a graph attached to an added tensor must not live on in the buffer."""
+    w = torch.ones(3, requires_grad=True)
+    buf = PrioritizedReplay(5)
+    buf.add({"x": w.unsqueeze(1) * 2.0}, errors=w * 0.5)
+    buf.add({"x": w[:1].unsqueeze(1) * 3.0})
+    buf.update_priorities(torch.tensor([0]), w[:1] * 4.0)
+    assert not buf.storage["x"].requires_grad and buf.storage["x"].grad_fn is None
+    assert not any(level.requires_grad for level in buf.tree.levels)
+    batch, _, weights = buf.sample(4, 1.0)
+    assert not batch["x"].requires_grad and not weights.requires_grad
+    assert buf.storage["x"][:4, 0].tolist() == [2.0, 2.0, 2.0, 3.0]
+    tree = SumTree(3)
+    tree.update(torch.arange(3), w * 1.5)
+    assert not tree.total.requires_grad
+
+
+def test_priority_sums_stay_finite_and_sampling_stays_proportional():
+    """alpha = 1 and errors [1e308, 1e308]: finite priorities whose sum overflowed to inf made
+    sampling return slot 1 in every draw. Such priorities are rejected; the largest accepted ones
+    keep a finite total and a proportional sampler."""
+    buf = PrioritizedReplay(2, alpha=1.0)
+    buf.add({"x": torch.zeros(2)})
+    with pytest.raises(ValueError, match="errors too large"):
+        buf.update_priorities(torch.tensor([0, 1]), _HUGE)
+    limit = torch.finfo(F64).max / (2 * 2)
+    buf.update_priorities(torch.tensor([0, 1]), torch.tensor([limit * 0.999, limit * 0.999], dtype=F64))
+    assert math.isfinite(float(buf.tree.total))
+    _, idx, w = buf.sample(1000, 1.0, torch.Generator().manual_seed(0))
+    assert 400 < int((idx == 0).sum()) < 600 and bool(torch.isfinite(w).all())
+    tree = SumTree(2)
+    before = tree.leaves().clone()
+    with pytest.raises(ValueError, match="at most"):
+        tree.update(torch.tensor([0, 1]), _HUGE)
+    assert torch.equal(tree.leaves(), before) and float(tree.total) == 0.0
+
+
+def test_eps_that_underflows_with_alpha_is_rejected():
+    """eps = 1e-200 with alpha = 2 gives priority 1e-400 = 0 in float64: that item could never
+    be drawn. The constructor says so; the same eps with alpha = 1 is fine."""
+    with pytest.raises(ValueError, match="underflows float64"):
+        PrioritizedReplay(4, alpha=2.0, eps=1e-200)
+    buf = PrioritizedReplay(4, alpha=1.0, eps=1e-200)
+    buf.add({"x": torch.zeros(2)}, errors=torch.zeros(2))
+    assert bool((buf.tree.leaves()[:2] > 0).all())
+
+
+def test_update_priorities_right_after_add_is_applied():
+    """Before any sample, the slots add returned are updated (cpprb's default), not skipped."""
+    buf = PrioritizedReplay(4, alpha=1.0, eps=1e-6)
+    idx = buf.add(transitions(3))
+    applied = buf.update_priorities(idx, torch.tensor([3.0, 0.5, 0.25]))
+    assert applied.tolist() == [True, True, True]
+    torch.testing.assert_close(buf.tree.leaves()[:3], torch.tensor([3.0, 0.5, 0.25], dtype=F64) + 1e-6)
+    # wrapping before any sample: the returned slots are the newest items, so they are updated too
+    idx = buf.add(transitions(3, start=3))  # slots 3, 0, 1
+    assert buf.update_priorities(idx, torch.tensor([1.0, 2.0, 4.0])).tolist() == [True, True, True]
+    # after a sample: a slot filled for the first time since is fresh; an overwritten one is stale
+    buf = PrioritizedReplay(6, alpha=1.0)
+    buf.add(transitions(4))
+    buf.sample(2, 0.5)
+    buf.add(transitions(4, start=4))  # slots 4, 5 new; slots 0, 1 overwritten after the sample
+    applied = buf.update_priorities(torch.tensor([0, 1, 2, 3, 4, 5]), torch.ones(6))
+    assert applied.tolist() == [False, False, True, True, True, True]
+
+
+def test_stratified_prefixes_and_importance_weights_validate():
+    for bad, match in (((0, 1.0), "batch_size"), ((-1, 1.0), "batch_size"), ((4, float("nan")), "total"),
+                       ((4, 0.0), "total"), ((4, "1"), "total")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            stratified_prefixes(*bad)
+    with pytest.raises(ValueError, match="generator"):
+        stratified_prefixes(2, 1.0, generator=123)
+    with pytest.raises(ValueError, match="device"):
+        stratified_prefixes(2, 1.0, device="nowhere")
+    probs = torch.tensor([0.5, 0.1, 0.4], dtype=F64)
+    for args, match in (
+        ((probs, 3, 1.0, 0.0), "min_prob"),  # gave weights 0
+        ((probs, 3, -1.0, 0.1), "beta"),  # gave a weight of 2
+        ((torch.tensor([-0.5, 0.1], dtype=F64), 3, 1.0, 0.1), "probs must lie in"),  # gave NaN
+        ((torch.tensor([0.5, float("nan")]), 3, 1.0, 0.1), "probs must lie in"),
+        ((probs, 3, 1.0, 0.2), "min_prob must lie in"),  # above the smallest probability: weight > 1
+        ((torch.tensor([1, 1]), 2, 1.0, 1), "floating"),
+        ((probs, 0, 1.0, 0.1), "size"),
+        ((probs, 3, 1.0, "0.1"), "min_prob must be a number"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            importance_weights(*args)
+    torch.testing.assert_close(importance_weights(probs, 3, 0.5, probs.min()), (probs / 0.1) ** -0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        priority(torch.ones(2), float("nan"), 0.1)
+    with pytest.raises(ValueError, match="real numbers"):
+        priority(torch.ones(2, dtype=torch.complex64), 1.0, 0.1)
