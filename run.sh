@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# memtutor's two entry points. Both set up a virtual environment in .venv when needed
-# (idempotent: a second run skips what is already installed) and then:
+# memtutor's two entry points, and the book. Each sets up a virtual environment in .venv when
+# needed (idempotent: a second run skips what is already installed) and then:
 #   ./run.sh lab    open JupyterLab on notebooks/
+#   ./run.sh book   build the collection as a static site into _build/book/ (Sphinx + myst-nb, from the
+#                   committed, executed notebooks; nothing is re-executed) and say how to open it.
+#                   Extra arguments go to sphinx-build (e.g. -E for a full rebuild).
 #   ./run.sh test   lint and format check (ruff), type check (mypy on memtutor/), then every test:
 #                   unit tests, benchmark smoke tests, every notebook under nbval, the notebooks run
 #                   from the installed wheel outside the clone, and the JupyterLab browser test.
@@ -54,8 +57,16 @@ case "${1:-}" in
         [ "$(id -u)" = "0" ] && root_flag=(--allow-root)  # containers often run as root
         exec "$VENV/bin/python" -m jupyter lab "${root_flag[@]}" notebooks/ "${@:2}"
         ;;
+    book)
+        setup docs
+        echo "[memtutor] building the book into _build/book (the committed notebooks, not re-executed)"
+        start=$(date +%s)
+        "$VENV/bin/python" -m sphinx -b html -q docs _build/book -d _build/doctrees "${@:2}"
+        echo "[memtutor] built in $(( $(date +%s) - start )) s: open _build/book/index.html in a browser," \
+             "or serve it with: $VENV/bin/python -m http.server -d _build/book 8000 (then http://localhost:8000)"
+        ;;
     test)
-        setup test,bench
+        setup test,bench,docs
         echo "[memtutor] ruff check, ruff format --check, mypy memtutor"
         "$VENV/bin/ruff" check --quiet .
         "$VENV/bin/ruff" format --check --quiet .
@@ -69,7 +80,7 @@ case "${1:-}" in
             "${@:2}"   # no path given: pyproject testpaths (tests, notebooks)
         ;;
     *)
-        echo "usage: ./run.sh lab | ./run.sh test [pytest args]" >&2
+        echo "usage: ./run.sh lab | ./run.sh test [pytest args] | ./run.sh book [sphinx-build args]" >&2
         exit 2
         ;;
 esac

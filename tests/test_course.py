@@ -58,6 +58,48 @@ def test_student_notebook_stubs_solutions_and_clears_exercise_outputs():
     assert "secret_solution_line" in teacher.cells[3].source and teacher.cells[3].outputs
 
 
+def test_stub_keeps_the_signature_and_hint_and_replaces_the_answer_region():
+    solution = (
+        "def double(v):\n"
+        '    """v -> 2 v."""\n'
+        "    # Hint: multiply by two.\n"
+        f"    {course.BEGIN_SOLUTION}\n"
+        "    return v * 2 + 0  # secret_solution_line\n"
+        f"    {course.END_SOLUTION}\n"
+        "print(double(21))"
+    )
+    assert course.answer_lines(solution) == ["    return v * 2 + 0  # secret_solution_line"]
+    stub = course.stub_source(solution)
+    assert "secret_solution_line" not in stub and "SOLUTION" not in stub
+    assert "def double(v):" in stub and '"""v -> 2 v."""' in stub and "# Hint: multiply by two." in stub
+    assert "    raise NotImplementedError('multiply by two.')" in stub, "the raise keeps the region's indentation"
+    ns: dict = {}
+    with pytest.raises(NotImplementedError, match="multiply by two"):
+        exec(compile(stub, "<stub>", "exec"), ns)
+    assert callable(ns["double"])
+    with pytest.raises(ValueError, match="never closed"):
+        course.answer_lines(f"{course.BEGIN_SOLUTION}\nx = 1")
+
+
+def test_exercises_need_a_star_rating():
+    nb = _toy()
+    with pytest.raises(ValueError, match="follows no exercise statement"):
+        course.exercises(nb)
+    nb.cells[2].source = "## Exercise 1: double it"
+    with pytest.raises(ValueError, match="star rating"):
+        course.exercises(nb)
+    nb.cells[2].source = "## Exercise 1: double it (★)"
+    (ex,) = course.exercises(nb)
+    assert (ex.number, ex.stars, ex.solution, ex.checks) == (1, 1, 3, (4,))
+    graded = course.nbgrader_notebook(nb, "01")
+    meta = [c.metadata["nbgrader"] for c in graded.cells]
+    assert meta[3]["solution"] and not meta[3]["locked"] and course.BEGIN_SOLUTION in graded.cells[3].source
+    assert meta[4]["grade"] and meta[4]["locked"] and meta[4]["points"] == 1
+    assert all(m["locked"] for i, m in enumerate(meta) if i != 3), "lesson cells are read-only"
+    assert graded.cells[1].outputs and not graded.cells[4].outputs, "lesson outputs kept, exercise outputs cleared"
+    assert len({m["grade_id"] for m in meta}) == len(meta)
+
+
 def test_stub_without_hint_uses_the_default_hint_and_raises():
     src = course.stub_source("y = 3")
     assert "y = 3" not in src
@@ -72,6 +114,10 @@ def test_build_refuses_bad_locations(tmp_path):
     nbformat.write(_toy(), tmp_path / "notebooks" / "01_toy.ipynb")
     with pytest.raises(ValueError, match="outside the notebooks"):
         course.build_student_edition(tmp_path, tmp_path / "notebooks" / "student")
+    with pytest.raises(ValueError, match="outside the notebooks"):
+        course.build_nbgrader_course(tmp_path, tmp_path / "notebooks" / "course")
+    with pytest.raises(ValueError, match="unknown notebooks"):
+        course.build_nbgrader_course(tmp_path, tmp_path / "course", ["09_nothing"])
     written = course.build_student_edition(tmp_path, tmp_path / "out")
     assert [p.name for p in written] == ["01_toy.ipynb"]
     assert course.exercise_counts(tmp_path / "notebooks") == {"01_toy.ipynb": 1}
@@ -105,7 +151,7 @@ def _solution_lines(path: Path) -> list[str]:
     solution, lesson = [], []
     for cell in nb.cells:
         if cell.cell_type == "code" and course.SOLUTION_TAG in cell.metadata.get("tags", []):
-            for line in cell.source.splitlines():
+            for line in course.answer_lines(cell.source):
                 s = line.strip()
                 if len(s) >= 25 and not s.startswith("#") and not re.match(r"^(import|from) ", s):
                     solution.append(s)
@@ -160,3 +206,66 @@ def test_student_edition_leaks_no_solution(edition, path):
             assert cell.outputs == [], f"{path.name}: an exercise cell kept its output"
         if course.SOLUTION_TAG in tags:
             assert "raise NotImplementedError" in cell.source
+
+
+def _defined_names(solution: str) -> list[str]:
+    """What a solution cell asks the learner to define: its top-level functions and '# Define NAME' lines."""
+    names = re.findall(r"^def (\w+)\(", solution, re.M)
+    for line in re.findall(r"^# Define (.+?):", solution, re.M):
+        names += re.findall(r"\w+", line.replace(" and ", " "))
+    return names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_every_stub_has_a_signature_a_hint_and_the_names_of_statement_and_check(path):
+    nb = nbformat.read(path, as_version=4)
+    exs = course.exercises(nb)  # raises if a statement has no star rating
+    assert exs, f"{path.name} has no exercise statements"
+    for ex in exs:
+        statement = nb.cells[ex.statement].source
+        if not ex.checks:
+            assert ex.stars == 3 and "open" in statement, f"{path.name} exercise {ex.number}: unchecked but not open"
+            continue
+        assert ex.solution is not None, f"{path.name} exercise {ex.number} has a check but no solution cell"
+        solution = nb.cells[ex.solution].source
+        assert course.BEGIN_SOLUTION in solution and course.END_SOLUTION in solution, (
+            f"{path.name} exercise {ex.number}: mark the answer with BEGIN/END SOLUTION"
+        )
+        hint = course.solution_hint(solution)
+        assert hint != course.DEFAULT_HINT and len(hint) > 20, f"{path.name} exercise {ex.number} has no real hint"
+        names = _defined_names(solution)
+        assert names, f"{path.name} exercise {ex.number}: the stub names nothing to define"
+        stub = course.stub_source(solution)
+        checks = "\n".join(nb.cells[j].source for j in ex.checks)
+        for name in names:
+            assert f"`{name}" in statement, f"{path.name} exercise {ex.number}: {name} is not in the statement"
+            assert name in stub, f"{path.name} exercise {ex.number}: {name} is not in the stub"
+            assert re.search(rf"\b{name}\b", checks), f"{path.name} exercise {ex.number}: the check ignores {name}"
+
+
+def test_exercise_modules_export_no_reference_solution():
+    import importlib
+
+    for n in range(1, 8):
+        module = importlib.import_module(f"memtutor.exercises.ex{n:02d}")
+        own = [a for a in dir(module) if getattr(getattr(module, a), "__module__", None) == module.__name__]
+        suspicious = [a for a in own if re.search(r"reference|solution|answer", a, re.I)]
+        assert not suspicious, f"memtutor.exercises.ex{n:02d} exposes {suspicious}"
+
+
+def test_student_edition_installs_on_its_own(edition):
+    for name in ("pyproject.toml", "constraints.txt", "run.sh", "README.md", "LICENSE", "memtutor/__init__.py"):
+        assert (edition / name).exists(), f"the student edition lacks {name}"
+    assert not list(edition.rglob("docs")), "teacher documents must not ship in the student edition"
+    readme = (edition / "README.md").read_text()
+    assert "./run.sh lab" in readme and "run.sh test" not in readme
+    assert (edition / "notebooks" / "checkpoints").is_dir()
+
+
+@pytest.mark.parametrize("command", ["list", "build", "nbgrader"])
+def test_course_kit_says_where_the_notebooks_are_missing(tmp_path, capsys, command):
+    """An installed package carries no notebooks: the kit must say so, not print nothing or fail later."""
+    args = [command, "--src", str(tmp_path)] + ([] if command == "list" else ["--out", str(tmp_path / "out")])
+    assert course.main(args) == 2
+    assert "no notebooks" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -40,9 +40,9 @@ def test_student_edition_executes_up_to_its_exercises(path, tmp_path):
         tags = set(cell.metadata.get("tags", []))
         errors = [o for o in cell.outputs if o.output_type == "error"]
         if course.SOLUTION_TAG in tags:
-            stubs += 1
-            assert errors and errors[0].ename == "NotImplementedError", (
-                f"{path.name} cell {i}: a solution stub must raise NotImplementedError, got {errors}"
+            stubs += 1  # a stub defines functions that raise, or raises itself
+            assert not errors or errors[0].ename == "NotImplementedError", (
+                f"{path.name} cell {i}: a solution stub may only raise NotImplementedError, got {errors}"
             )
         elif course.CHECK_TAG in tags:
             checks += 1

@@ -10,9 +10,12 @@ so that a broken solution fails the teacher edition's CI.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import ModuleType
 
-__all__ = ["CheckResult", "passed", "failed"]
+__all__ = ["CheckResult", "passed", "failed", "record_calls"]
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,24 @@ def passed(message: str = "well done.") -> CheckResult:
 
 def failed(message: str) -> CheckResult:
     return CheckResult(False, message)
+
+
+@contextmanager
+def record_calls(module: ModuleType, name: str) -> Iterator[list[int]]:
+    """Within the block, ``module.name`` is wrapped so that each call appends to the yielded list.
+
+    A check uses it to tell a learner who calls the package's own answer (``memtutor.meta.maml_adapt``
+    for "write one inner step") that the exercise is to write it.
+    """
+    original = getattr(module, name)
+    calls: list[int] = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    setattr(module, name, spy)
+    try:
+        yield calls
+    finally:
+        setattr(module, name, original)

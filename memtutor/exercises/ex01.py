@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from memtutor import memory as mem
-from memtutor.exercises import CheckResult, failed, passed
+from memtutor.exercises import CheckResult, failed, passed, record_calls
 
 __all__ = ["check_allocation", "check_strength"]
 
@@ -36,10 +36,13 @@ def _allocation_cases() -> list[tuple[str, torch.Tensor, bool]]:
 def check_allocation(fn: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
     """Exercise 1: ``fn(usage (B, N)) -> allocation (B, N)``, batched, no loops over samples."""
     for what, usage, ties in _allocation_cases():
-        try:
-            got = fn(usage.clone())
-        except Exception as exc:  # report, do not crash the check cell
-            return failed(f"calling it on {what} raised {type(exc).__name__}: {exc}")
+        with record_calls(mem, "allocation_weights") as calls:  # the exercise is to write it, not to call it
+            try:
+                got = fn(usage.clone())
+            except Exception as exc:  # report, do not crash the check cell
+                return failed(f"calling it on {what} raised {type(exc).__name__}: {exc}")
+        if calls or fn is mem.allocation_weights:
+            return failed("that calls memtutor.memory.allocation_weights: write the allocation yourself.")
         if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(usage.shape):
             shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
             return failed(f"on {what} it should return a tensor of shape {tuple(usage.shape)}, got {shape}")

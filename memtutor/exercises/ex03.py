@@ -24,12 +24,6 @@ def _call(fn: Callable, *args):
         return None, failed(f"your function raised {type(exc).__name__}: {exc}")
 
 
-def _reference_weights(prios: torch.Tensor, indices: torch.Tensor, beta: float) -> torch.Tensor:
-    probs = prios / prios.sum()
-    n = prios.numel()
-    return (n * probs[indices]) ** (-beta) / (n * probs.min()) ** (-beta)
-
-
 def check_importance_weights(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> CheckResult:
     """``fn(priorities, indices, beta)`` with ``priorities`` ``(N,)`` the stored ``p_i^alpha`` (all
     positive), ``indices`` ``(B,)`` sampled slots; must return ``(B,)`` weights
@@ -50,7 +44,8 @@ def check_importance_weights(fn: Callable[[torch.Tensor, torch.Tensor, float], t
             return failed(f"return a torch.Tensor, got {type(got).__name__}")
         if got.shape != idx.shape:
             return failed(f"expected one weight per sampled index, shape {tuple(idx.shape)}, got {tuple(got.shape)}")
-        want = _reference_weights(prios, idx, beta)
+        probs = prios / prios.sum()
+        want = (probs.min() / probs[idx]) ** beta  # (N P_min)^-beta is the largest weight
         got = got.to(torch.float64)
         if beta == 0 and not torch.allclose(got, torch.ones_like(got)):
             return failed("with beta = 0 there is no correction: every weight should be 1")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from memtutor import meta
-from memtutor.exercises import CheckResult, failed, passed
+from memtutor.exercises import CheckResult, failed, passed, record_calls
 
 __all__ = ["check_inner_step", "check_lr_sweep", "check_steps_to_threshold"]
 
@@ -43,10 +43,13 @@ def check_inner_step(inner_step: Callable) -> CheckResult:
         return failed("inner_step must be a function inner_step(model, params, x, y, lr).")
     for seed, lr in ((0, 0.1), (1, 0.03)):
         model, params, x, y = _probe_problem(seed)
-        try:
-            out = inner_step(model, dict(params), x, y, lr)
-        except Exception as exc:  # report the student's error instead of raising it
-            return failed(f"inner_step raised {type(exc).__name__}: {exc}")
+        with record_calls(meta, "maml_adapt") as calls:  # the exercise is to write it, not to call it
+            try:
+                out = inner_step(model, dict(params), x, y, lr)
+            except Exception as exc:  # report the student's error instead of raising it
+                return failed(f"inner_step raised {type(exc).__name__}: {exc}")
+        if calls:
+            return failed("inner_step calls memtutor.meta.maml_adapt: write the step with grad and functional_call.")
         if not isinstance(out, Mapping):
             return failed(f"inner_step must return a dict name -> tensor, got {type(out).__name__}.")
         if set(out) != set(params):

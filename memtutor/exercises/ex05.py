@@ -1,7 +1,7 @@
 """Checks for notebook 05's exercises (continual learning metrics and replay).
 
-1. :func:`check_forgetting` - write the average forgetting of an accuracy matrix.
-2. :func:`check_forward_transfer` - write GEM's forward transfer, with its baseline term.
+1. :func:`check_forgetting_curve` - the average forgetting after every stage of the stream.
+2. :func:`check_intransigence` - how far a learner falls short of joint training on each new task.
 3. :func:`check_balanced_exemplars` - pick an equal number of replay items per class.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from memtutor.continual import average_forgetting, forward_transfer
+from memtutor.continual import average_forgetting
 from memtutor.exercises import CheckResult, failed, passed
 
-__all__ = ["check_forgetting", "check_forward_transfer", "check_balanced_exemplars"]
+__all__ = ["check_forgetting_curve", "check_intransigence", "check_balanced_exemplars"]
 
 
 def _matrices(seed: int = 0, count: int = 6, T: int = 4) -> list[torch.Tensor]:
@@ -37,50 +37,66 @@ def _as_float(value, what: str):
         return None, failed(f"{what} must return one number (a float or a 0-d tensor), got {type(value).__name__}")
 
 
-def check_forgetting(fn) -> CheckResult:
-    """``fn(R (T, T)) -> float``: average forgetting over the first T-1 tasks."""
-    for R in _matrices():
-        out, err = _call(fn, R)
+def check_forgetting_curve(fn) -> CheckResult:
+    """``fn(R (T, T)) -> (T-1,)``: the average forgetting measured after each stage k = 1..T-1."""
+    for R in _matrices() + _matrices(seed=3, count=2, T=6):
+        out, err = _call(fn, R.clone())
         if err is not None:
             return err
-        got, err = _as_float(out, "forgetting")
-        if err is not None:
-            return err
-        want = float(average_forgetting(R))
-        if abs(got - want) > 1e-6:
-            T = R.shape[0]
-            if abs(got - float((R[:-1, :-1].amax(0) - R[-1, :-1]).sum() / T)) < 1e-6:
-                return failed("you average over T tasks; the last task cannot be forgotten yet, so average over T-1.")
-            if abs(got - float((R.diagonal()[:-1] - R[-1, :-1]).mean())) < 1e-6:
-                return failed(
-                    "that is -BWT (the accuracy right after learning minus the final one); forgetting uses the "
-                    "best accuracy the task ever reached before the end, which can come later than R[j, j]."
-                )
-            return failed(f"on a {T}x{T} matrix you return {got:.4f}, expected {want:.4f}.")
-    return passed("your forgetting matches the package on random and hand-made matrices.")
+        T = R.shape[0]
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (T - 1,):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            return failed(f"on a {T}x{T} matrix return a tensor of shape ({T - 1},), one value per stage; got {shape}.")
+        got = out.to(torch.float64)
+        want = torch.stack([average_forgetting(R[: k + 1, : k + 1]) for k in range(1, T)])
+        if torch.allclose(got, want, atol=1e-6, rtol=0):
+            continue
+        minus_bwt = torch.stack([(R.diagonal()[:k] - R[k, :k]).mean() for k in range(1, T)])
+        if torch.allclose(got, minus_bwt, atol=1e-6, rtol=0):
+            return failed(
+                "that is -BWT after each stage (the accuracy right after learning minus the current one); "
+                "forgetting uses the best accuracy the task reached before stage k, which can come later than R[j, j]."
+            )
+        with_k = torch.stack([(R[: k + 1, :k].amax(0) - R[k, :k]).mean() for k in range(1, T)])
+        if torch.allclose(got, with_k, atol=1e-6, rtol=0):
+            return failed(
+                "the best accuracy must come from the stages *before* k: your maximum includes stage k itself."
+            )
+        over_all = torch.stack([(R[:k, :k].amax(0) - R[k, :k]).sum() / (T - 1) for k in range(1, T)])
+        if torch.allclose(got, over_all, atol=1e-6, rtol=0):
+            return failed("at stage k only the k tasks learned before it can be forgotten: average over them, not T-1.")
+        if abs(float(got[-1]) - float(want[-1])) > 1e-6 and torch.allclose(got[:-1], want[:-1], atol=1e-6, rtol=0):
+            return failed("every stage but the last is right: the last entry is the forgetting after the final stage.")
+        bad = int((got - want).abs().argmax()) + 1
+        return failed(f"on a {T}x{T} matrix your value after stage {bad} is {float(got[bad - 1]):.4f}, not right.")
+    return passed("your forgetting curve is right on random and hand-made matrices, stage by stage.")
 
 
-def check_forward_transfer(fn) -> CheckResult:
-    """``fn(R (T, T), b (T,)) -> float``: GEM's FWT."""
+def check_intransigence(fn) -> CheckResult:
+    """``fn(R (T, T), R_joint (T, T)) -> float``: mean over tasks of R_joint[k, k] - R[k, k]."""
     g = torch.Generator().manual_seed(1)
     for R in _matrices(seed=1):
-        b = torch.rand(R.shape[0], generator=g, dtype=torch.float64)
-        out, err = _call(fn, R, b)
+        R_joint = torch.rand(R.shape, generator=g, dtype=torch.float64)
+        out, err = _call(fn, R.clone(), R_joint.clone())
         if err is not None:
             return err
-        got, err = _as_float(out, "forward transfer")
+        got, err = _as_float(out, "intransigence")
         if err is not None:
             return err
-        want = float(forward_transfer(R, b))
-        if abs(got - want) > 1e-6:
-            if abs(got - float(R.diagonal(1).mean())) < 1e-6:
-                return failed("you forgot the baseline: subtract b[j], the accuracy of the untrained model on task j.")
-            if abs(got - float((R.diagonal(1) - b[:-1]).mean())) < 1e-6:
-                return failed("the baseline is misaligned: R[j-1, j] must be compared with b of the same task j.")
-            if abs(got - float((R.diagonal() - b).mean())) < 1e-6:
-                return failed("FWT looks at each task *before* it is trained on, one row above the diagonal.")
-            return failed(f"you return {got:.4f}, expected {want:.4f}.")
-    return passed("your FWT matches GEM's definition, baseline term included.")
+        want = float((R_joint.diagonal() - R.diagonal()).mean())
+        if abs(got - want) <= 1e-6:
+            continue
+        if abs(got + want) <= 1e-6:
+            return failed("the sign is reversed: intransigence is how far the learner falls *short* of the reference.")
+        if abs(got - float((R_joint[-1] - R.diagonal()).mean())) <= 1e-6:
+            return failed(
+                "a*_k is the joint model trained on tasks 1..k (row k of R_joint), not the final joint model "
+                "trained on every task."
+            )
+        if abs(got - float((R_joint[-1] - R[-1]).mean())) <= 1e-6:
+            return failed("that compares final accuracies; intransigence looks at each task right after it is learned.")
+        return failed(f"on a {R.shape[0]}x{R.shape[0]} pair of matrices you return {got:.4f}, which is not right.")
+    return passed("your intransigence matches Chaudhry et al.'s definition.")
 
 
 def check_balanced_exemplars(fn) -> CheckResult:
