@@ -42,9 +42,25 @@ def _scores(folder: Path, assignment: str, students: list[str]) -> dict[str, tup
         }
 
 
+#: The round trips are split over two test files (this one and test_nbgrader_rest.py) so that the
+#: suite's two workers share them (pytest-xdist's --dist loadfile keeps a file on one worker);
+#: notebooks 04 and 07 have the longest cells.
+HEAVY = [n for n in NOTEBOOKS if n[:2] in ("04", "06", "07")]
+LIGHT = [n for n in NOTEBOOKS if n not in HEAVY]
+
+
+def test_the_two_halves_cover_every_notebook():
+    assert sorted(HEAVY + LIGHT) == NOTEBOOKS and len(NOTEBOOKS) >= 7
+
+
 @pytest.mark.slow  # generate_assignment, then three notebook executions under autograde
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", LIGHT)
 def test_nbgrader_round_trip(name, tmp_path):
+    round_trip(name, tmp_path)
+
+
+def round_trip(name: str, tmp_path: Path) -> None:
+    """Write the course for ``name``, generate the assignment, autograde three submissions."""
     folder = tmp_path / "course"
     _run([sys.executable, "-m", "memtutor.course", "nbgrader", "--out", str(folder), "--notebook", name], cwd=tmp_path)
     config = (folder / "nbgrader_config.py").read_text()
