@@ -16,7 +16,12 @@ The pieces, in the paper's notation:
   selected targets, so a gradient crosses at most ``r`` memory steps and ``K`` targets.
 
 Baselines: the same LSTM trained to predict ``y_t`` from its own state with truncated BPTT of
-``r`` steps, or with full BPTT (``r = T``).
+``r`` steps, or with full BPTT (``r = T``), the loss on every step or (``loss_mask``) on the recall
+steps only.
+
+Memory: every activation and gradient of a MemUP update is bounded by the rollout; the detector
+scores the sequence :data:`SCORE_CHUNK` steps at a time, so only per-step scalars (the inputs, the
+targets, the surprise of each step) grow with ``T``.
 
 Seeding: :func:`train_memup` and :func:`train_tbptt` take a ``seed``, call ``torch.manual_seed(seed)``
 before building their models, and draw the training sequences from ``generator(seed,
@@ -64,6 +69,8 @@ __all__ = [
     "Detector",
     "surprise",
     "surprise_from_windows",
+    "SCORE_CHUNK",
+    "score_steps",
     "select_targets",
     "rollout_targets",
     "RolloutTargets",
@@ -84,6 +91,8 @@ __all__ = [
     "train_memup",
     "tbptt_update",
     "train_tbptt",
+    "EVAL_CHUNK",
+    "outputs_at",
     "memup_logits",
     "recurrent_logits",
     "recall_accuracy",
@@ -282,6 +291,24 @@ def surprise_from_windows(detector: Detector, windows: torch.Tensor, y: torch.Te
     check_tensor(y, "y", shape=tuple(windows.shape[:2]))
     logits = detector.forward_windows(windows)  # (B, T, C)
     return F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, T)
+
+
+#: Steps the detector scores at once in :func:`score_steps`: its activations are
+#: (B, SCORE_CHUNK, D) whatever the sequence length.
+SCORE_CHUNK = 256
+
+
+@torch.no_grad()
+def score_steps(detector: Detector, windows: torch.Tensor, y: torch.Tensor, chunk: int = SCORE_CHUNK) -> torch.Tensor:
+    """:func:`surprise_from_windows` without a graph, ``chunk`` steps at a time: (B, T, w) windows
+    and (B, T) targets -> (B, T) surprise. Only the (B, T) result grows with T."""
+    chunk = check_positive_int(chunk, "chunk")
+    check_tensor(windows, "windows", ndim=3)
+    parts = [
+        surprise_from_windows(detector, windows[:, s : s + chunk], y[:, s : s + chunk])
+        for s in range(0, windows.shape[1], chunk)
+    ]
+    return torch.cat(parts, 1)
 
 
 # ----------------------------------------------------------------------------- target selection
@@ -580,19 +607,20 @@ def memup_update(
 ) -> dict[str, float]:
     """One MemUP pass over a batch of sequences (B, T), with an optimiser step per rollout.
 
-    1. The EMA detector scores every step (no graph: it only ranks steps).
+    1. The EMA detector scores every step (no graph: it only ranks steps), :data:`SCORE_CHUNK`
+       steps at a time, so its activations do not grow with T.
     2. The memory runs rollout by rollout from the detached carried state; for each rollout the
        predictor's NLL on the selected targets of its prediction steps is back-propagated through
        at most r memory steps and K targets, and applied. The detector takes a step on the same
        r-step chunk, so nothing in the update builds a graph longer than a rollout.
 
     ``generator`` draws the random targets of ``cfg.selection == 'random'``; ``run_forward`` runs
-    each rollout's loss closure (see :data:`RunForward`). Returns the mean losses.
+    each rollout's loss closure (see :data:`RunForward`). Returns the mean losses and ``steps``,
+    the optimiser steps taken (one per rollout).
     """
     run_forward = run_forward or _call
-    windows = local_windows(x, cfg.window)  # (B, T, w), built once for detector and predictor
-    with torch.no_grad():  # the detector's estimate only ranks steps; no gradient flows into it
-        u = surprise_from_windows(det_ema, windows, y)  # (B, T)
+    windows = local_windows(x, cfg.window)  # (B, T, w), a view of x built once for detector and predictor
+    u = score_steps(det_ema, windows, y)  # (B, T), chunk by chunk: no (B, T, D) activations
     mem_params = list(nets["memory"].parameters()) + list(nets["predictor"].parameters())
     mem_losses, det_losses = [], []
     state = None
@@ -636,7 +664,11 @@ def memup_update(
         _clip_step(opts["detector"], nets["detector"].parameters(), cfg.clip)
         det_losses.append(det_loss.item())
     ema_update(det_ema, nets["detector"], cfg.ema_decay)
-    return {"loss": sum(mem_losses) / len(mem_losses), "detector_loss": sum(det_losses) / len(det_losses)}
+    return {
+        "loss": sum(mem_losses) / len(mem_losses),
+        "detector_loss": sum(det_losses) / len(det_losses),
+        "steps": len(mem_losses),
+    }
 
 
 def filler_schedule(cfg: MemUPConfig) -> list[int]:
@@ -696,23 +728,40 @@ def tbptt_update(
     rollout: int,
     clip: float,
     run_forward: RunForward | None = None,
+    loss_mask: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """One pass of the baseline over a batch (B, T): cross-entropy of y_t from h_t on every step,
+    """One pass of the baseline over a batch (B, T): cross-entropy of y_t from h_t,
     back-propagated within rollouts of ``rollout`` steps (T gives full BPTT), a step per rollout.
-    ``run_forward`` as in :func:`memup_update`. Returns the mean loss."""
+
+    ``loss_mask`` (T,) bool restricts the loss to its steps (e.g. :func:`recall_mask`); a rollout
+    without any of them runs without a graph and takes no optimiser step. By default every step
+    counts. ``run_forward`` as in :func:`memup_update`. Returns the mean loss and ``steps``, the
+    optimiser steps taken.
+    """
     rollout = check_positive_int(rollout, "rollout")
     if x.shape[1] < rollout:
         raise ValueError(f"sequence length {x.shape[1]} is shorter than one rollout ({rollout})")
+    if loss_mask is not None:
+        check_tensor(loss_mask, "loss_mask", shape=(x.shape[1],), finite=False)
+        if loss_mask.dtype != torch.bool or not bool(loss_mask.any()):
+            raise ValueError("loss_mask must be a bool tensor with at least one True step")
     run_forward = run_forward or _call
     losses, state = [], None
     for start in range(0, x.shape[1], rollout):
         xs = x[:, start : start + rollout].contiguous()  # (B, n); a copy, see memup_update
         ys = y[:, start : start + rollout].contiguous()
         carried = detach_state(state)  # truncation: the value goes on, the gradient stops
+        keep = None if loss_mask is None else loss_mask[start : start + rollout]  # (n,)
+        if keep is not None and not bool(keep.any()):  # no loss here: carry the state on, no step
+            with torch.no_grad():
+                _, state = model(xs, carried)
+            continue
 
-        def rollout_loss(xs=xs, ys=ys, carried=carried) -> torch.Tensor:
+        def rollout_loss(xs=xs, ys=ys, carried=carried, keep=keep) -> torch.Tensor:
             nonlocal state
             logits, state = model(xs, carried)  # (B, n, C)
+            if keep is not None:
+                logits, ys = logits[:, keep], ys[:, keep]
             return F.cross_entropy(logits.transpose(1, 2), ys)
 
         loss = run_forward(rollout_loss)
@@ -720,7 +769,7 @@ def tbptt_update(
         loss.backward()
         _clip_step(opt, model.parameters(), clip)
         losses.append(loss.item())
-    return {"loss": sum(losses) / len(losses)}
+    return {"loss": sum(losses) / len(losses), "steps": len(losses)}
 
 
 def train_tbptt(
@@ -752,20 +801,46 @@ def train_tbptt(
 # ----------------------------------------------------------------------------- evaluation
 
 
+#: Steps of a sequence that the evaluation runs through a network at once (:func:`outputs_at`).
+EVAL_CHUNK = 256
+
+
+@torch.no_grad()
+def outputs_at(run: Callable, x: torch.Tensor, steps: torch.Tensor, chunk: int = EVAL_CHUNK) -> torch.Tensor:
+    """The outputs of a recurrent ``run(x_chunk, state) -> (outputs (B, n, ...), state)`` at ``steps``
+    (S,) of the inputs ``x`` (B, T), running ``chunk`` steps at a time with the state carried on, so
+    that only (B, chunk, ...) outputs exist at once whatever T. -> (B, S, ...)."""
+    check_tensor(x, "x", ndim=2)
+    check_tensor(steps, "steps", ndim=1)
+    chunk = check_positive_int(chunk, "chunk")
+    T = x.shape[1]
+    if steps.numel() and (int(steps.min()) < 0 or int(steps.max()) >= T):
+        raise ValueError(f"steps must lie in [0, {T}), got {int(steps.min())}..{int(steps.max())}")
+    out: torch.Tensor | None = None
+    state = None
+    for start in range(0, T, chunk):
+        h, state = run(x[:, start : start + chunk], state)  # (B, n, ...)
+        inside = ((steps >= start) & (steps < start + h.shape[1])).nonzero().squeeze(1)
+        if out is None:
+            out = h.new_empty(h.shape[0], steps.numel(), *h.shape[2:])
+        out[:, inside] = h[:, steps[inside] - start]
+    assert out is not None
+    return out
+
+
 @torch.no_grad()
 def memup_logits(memory: MemoryLSTM, predictor: Predictor, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """Online prediction at ``steps`` (S,): the predictor reads m_k (the memory after step k)
     and c_k. (B, T) inputs -> (B, S, C) logits."""
-    h, _ = memory(x)  # (B, T, D)
+    m = outputs_at(memory, x, steps)  # (B, S, D), the memory run EVAL_CHUNK steps at a time
     win = local_windows(x, predictor.context.window)[:, steps]  # (B, S, w)
-    return predictor(h[:, steps], win.unsqueeze(2)).squeeze(2)  # (B, S, C)
+    return predictor(m, win.unsqueeze(2)).squeeze(2)  # (B, S, C)
 
 
 @torch.no_grad()
 def recurrent_logits(model: RecurrentClassifier, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """The baseline's read-out at ``steps``: (B, T) -> (B, S, C)."""
-    logits, _ = model(x)
-    return logits[:, steps]
+    return outputs_at(model, x, steps)
 
 
 def recall_accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:

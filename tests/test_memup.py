@@ -397,28 +397,7 @@ def test_saved_bytes_grow_with_bptt_length_not_with_rollouts():
     assert xp.saved_tensor_bytes(lambda: (win.float() * 2).sum())[1] == 0  # leaf ints: none
 
 
-# ----------------------------------------------------------------------------- exercises
-
-
-def test_ex07_checks():
-    from memtutor.exercises.ex07 import check_random_drop, check_topk_selector
-
-    assert check_topk_selector(mu.select_targets)
-    wrong = lambda u, steps, k: mu.select_targets(u, torch.zeros_like(steps), k)  # noqa: E731
-    r = check_topk_selector(wrong)
-    assert not r and "future" in r.message
-
-    assert check_random_drop(0.43, 0.12)
-    assert not check_random_drop(0.43, 0.40)
-    assert not check_random_drop(1.5, 0.2)
-
-
-def test_ex07_rollout_check():
-    from memtutor.exercises.ex07 import check_saved_bytes
-
-    assert check_saved_bytes({300: 1000, 1000: 1000, 3000: 1010}, {300: 10, 1000: 33, 3000: 100})
-    r = check_saved_bytes({300: 1000, 1000: 3000, 3000: 9000}, {300: 10, 1000: 33, 3000: 100})
-    assert not r and "MemUP" in r.message
+# ----------------------------------------------------------------------------- benchmark
 
 
 @pytest.mark.slow
@@ -480,6 +459,12 @@ def notebook_runs(ns: dict) -> list[tuple[str, int, float | None]]:
     return runs + [("random", ns["N_FILLER"], None), ("memup", ns["N_FILLER"], 0.0)]
 
 
+def committed_training_runs() -> list[str]:
+    """The committed runs of sections 7 and 8 (not the equal-budget study's ``07_eq_*`` files nor
+    the extra training seeds' ``*_seed<n>`` files)."""
+    return [p.name for p in CHECKPOINTS.glob("07_*.pt") if not p.name.startswith("07_eq_") and "_seed" not in p.name]
+
+
 def committed_config(name: str) -> dict:
     data = torch.load(CHECKPOINTS / name, weights_only=True, map_location="cpu")
     assert data["format"] == RESULT_FORMAT
@@ -522,7 +507,7 @@ def test_committed_runs_record_the_config_the_notebook_builds():
         name = xp.run_name(method, cfg, base)
         names.add(name)
         assert committed_config(name) == config_dict(xp.run_config(method, cfg, ns["TRAIN_SEED"])), name
-    assert names == {p.name for p in CHECKPOINTS.glob("07_*.pt")}
+    assert names == set(committed_training_runs())
     assert len(names) == 11
     recorded = committed_config("07_memup_L1000_fb0.pt")
     assert recorded["method"] == "memup" and recorded["train_seed"] == ns["TRAIN_SEED"] == 1
@@ -533,7 +518,7 @@ def test_committed_runs_record_the_config_the_notebook_builds():
 def test_committed_runs_reproduce_their_first_batches():
     """The recorded config is the one that made each file: training it again for two batches
     (the warm-up length, a few seconds) gives the recorded first two losses."""
-    for name in sorted(p.name for p in CHECKPOINTS.glob("07_*.pt")):
+    for name in sorted(committed_training_runs()):
         data = torch.load(CHECKPOINTS / name, weights_only=True)
         method, seed = data["config"]["method"], data["config"]["train_seed"]
         cfg = mu.MemUPConfig(**data["config"]["config"])
@@ -667,3 +652,204 @@ def test_accuracy_table_rows():
     lines = xp.accuracy_table(acc, (10, 20), n_head=3, n_filler=20).splitlines()
     assert lines[1].split() == ["16", "|", "0.500", "|", "0.500", "|", "0.500"]
     assert lines[-1] == "MemUP with random targets at 26: 0.125  (chance 1/8 = 0.125)"
+
+
+# ----------------------------------------------------------------------------- equal budgets, peak memory
+
+
+def test_tbptt_update_loss_mask_steps_only_where_the_loss_is():
+    torch.manual_seed(0)
+    model = mu.RecurrentClassifier(embed=4, hidden=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    x, y = mu.memup_copy_task(3, 2, 14, torch.Generator().manual_seed(0))  # T = 18: rollouts of 5, 5, 5, 3
+    mask = mu.recall_mask(2, 14)
+    out = mu.tbptt_update(model, opt, x, y, 5, 1.0, loss_mask=mask)
+    assert out["steps"] == 1  # only the last rollout holds recall steps
+    logits, _ = model(x)
+    expected = torch.nn.functional.cross_entropy(logits[:, mask].transpose(1, 2), y[:, mask]).item()
+    assert out["loss"] == pytest.approx(expected, rel=1e-5)
+    assert mu.tbptt_update(model, opt, x, y, 5, 1.0)["steps"] == 4
+    steps_seen = []
+    real_step = opt.step
+    opt.step = lambda *a, **k: steps_seen.append(1) or real_step(*a, **k)
+    mu.tbptt_update(model, opt, x, y, 5, 1.0, loss_mask=mask)
+    assert len(steps_seen) == 1
+    with pytest.raises(ValueError, match="loss_mask"):
+        mu.tbptt_update(model, opt, x, y, 5, 1.0, loss_mask=torch.zeros(18, dtype=torch.bool))
+    with pytest.raises(ValueError, match="loss_mask"):
+        mu.tbptt_update(model, opt, x, y, 5, 1.0, loss_mask=mask[:-1])
+
+
+def test_score_steps_matches_whole_sequence_scoring():
+    torch.manual_seed(0)
+    det = mu.Detector(window=4, embed=4, hidden=8)
+    x, y = mu.memup_copy_task(3, 2, 40, torch.Generator().manual_seed(1))
+    win = mu.local_windows(x, 4)
+    whole = mu.surprise_from_windows(det, win, y).detach()
+    for chunk in (1, 7, 44, 100):
+        torch.testing.assert_close(mu.score_steps(det, win, y, chunk), whole)
+    assert not mu.score_steps(det, win, y).requires_grad
+    with pytest.raises(ValueError, match="chunk"):
+        mu.score_steps(det, win, y, 0)
+
+
+def test_memup_update_counts_one_step_per_rollout():
+    cfg = mu.MemUPConfig(**{**TINY, "n_filler": 13})  # T = 15: three rollouts of 5
+    x, y = mu.memup_copy_task(4, 1, 13, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    nets, det_ema, opts = mu.make_memup(cfg)
+    assert mu.memup_update(nets, det_ema, opts, x, y, cfg)["steps"] == 3
+
+
+def test_peak_allocated_bytes_sees_a_known_peak():
+    def two_buffers():
+        a = torch.ones(250_000)  # 1 MB
+        b = a * 2  # a second MB while a is alive
+        del a
+        return (b + 1).sum()  # b + 1 is a new MB after a is gone: the peak stays at 2 MB
+
+    out, peak = xp.peak_allocated_bytes(two_buffers)
+    assert out.item() == 750_000
+    assert 2_000_000 <= peak < 2_100_000
+
+
+def test_peak_memory_of_an_update_is_flat_for_memup_and_grows_for_bptt():
+    """The claim of notebook 07's section 9, at small sizes: the allocator's peak during a MemUP
+    update grows by the (B, T) inputs, targets and surprise only (far under 100 bytes per step of
+    each sequence); full BPTT's grows in proportion to T."""
+    base = mu.MemUPConfig(n_head=2, k=2, hidden=16, embed=4, rollout=25, batch=4)
+    peak = {
+        (m, T): xp.update_cost(replace(base, n_filler=T - 4), m, repeats=0)["peak_bytes"]
+        for m in ("memup", "bptt")
+        for T in (200, 1200)
+    }
+    assert peak["memup", 1200] - peak["memup", 200] < 100 * 4 * 1000
+    assert peak["bptt", 1200] > 4 * peak["bptt", 200]
+
+
+def test_memup_step_budget_counts_rollouts_of_the_schedule():
+    cfg = mu.MemUPConfig(n_head=2, k=2, n_filler=50, rollout=5, batches=5, warmup_batches=2, warmup_filler=10)
+    assert xp.memup_step_budget(cfg) == (2 * 3 + 3 * 11, 2 * 3)  # T = 14 -> 3 rollouts, T = 54 -> 11
+    assert xp.memup_step_budget(replace(cfg, warmup_batches=0)) == (55, 0)
+
+
+@pytest.mark.parametrize("method", xp.EQUAL_METHODS)
+def test_train_equal_steps_gives_every_method_memups_steps(method, monkeypatch):
+    seen = []
+    real = mu.memup_copy_task
+
+    def spy(batch, n_head, n_filler, generator, device=None):
+        seen.append(n_filler)
+        return real(batch, n_head, n_filler, generator, device)
+
+    monkeypatch.setattr(mu, "memup_copy_task", spy)
+    cfg = mu.MemUPConfig(**{**TINY, "n_filler": 12, "batches": 3, "warmup_batches": 2, "warmup_filler": 6})
+    total, warm = xp.memup_step_budget(cfg)  # T = 8 -> 2 rollouts, T = 14 -> 3: (7, 4)
+    assert (total, warm) == (7, 4)
+    out = xp.train_equal_steps(method, cfg, seed=0, val_seed=5, n_val=8, n_evals=3)
+    assert out["steps"] == total
+    train = seen[1:]  # the first call draws the validation sequences
+    assert seen[0] == 12
+    if method in ("memup", "tbptt"):  # a step per rollout: MemUP's own batches
+        assert train == [6, 6, 12]
+    else:  # one step per batch: as many batches as MemUP's steps, the curriculum kept in steps
+        assert train == [6] * warm + [12] * (total - warm)
+    curve = out["curve"]
+    assert curve[0, 0] == 0 and curve[-1, 0] == total and curve.shape[1] == 3
+    assert (curve[1:, 1] >= curve[:-1, 1]).all() and ((curve[:, 2] >= 0) & (curve[:, 2] <= 1)).all()
+    with pytest.raises(ValueError, match="method must be one of"):
+        xp.train_equal_steps("lstm", cfg, seed=0, val_seed=5)
+
+
+def test_run_equal_caches_with_its_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEMTUTOR_CHECKPOINTS", str(tmp_path))
+    base = mu.MemUPConfig(**{**TINY, "batches": 2})
+    cfg, first = xp.run_equal("tbptt_recall", 8, base, lr=3e-3, seed=0, val_seed=5, n_val=8, progress=False)
+    assert cfg.lr == 3e-3 and (tmp_path / "07_eq_tbptt_recall_L8_lr0.003.pt").is_file()
+    monkeypatch.setattr(xp, "train_equal_steps", lambda *a, **k: pytest.fail("trained again"))
+    _, again = xp.run_equal("tbptt_recall", 8, base, lr=3e-3, seed=0, val_seed=5, n_val=8, progress=False)
+    torch.testing.assert_close(again["curve"], first["curve"])
+    saved = torch.load(tmp_path / "07_eq_tbptt_recall_L8_lr0.003.pt", weights_only=True)["config"]
+    assert saved["val_seed"] == 5 and saved["train_seed"] == 0 and saved["config"]["lr"] == 3e-3
+
+
+def test_cost_table_marks_lengths_measured_for_memory_only():
+    cost = {
+        (m, T): {"seconds": 1.0, "saved_bytes": 2.0**20, "peak_bytes": 2.0**21}
+        for m in ("memup", "bptt", "bptt_denormal")
+        for T in (10, 20)
+    }
+    cost["memup", 40] = {"seconds": float("nan"), "saved_bytes": 2.0**20, "peak_bytes": 2.0**21}
+    lines = xp.cost_table(cost, (10, 20), (40,)).splitlines()
+    assert lines[3].split("|")[:3] == ["    40 ", "        1.00 ", "       2.00 "]
+    assert lines[3].split("|")[3].strip() == "-"
+
+
+def test_committed_study_runs_load_with_the_notebook_parameters(monkeypatch, tmp_path):
+    """Sections 7b and 7c: every committed ``07_eq_*`` and ``*_seed<n>`` file is one the notebook asks
+    for with its parameters (the learning rates chosen on validation at the first length), and each
+    loads without training."""
+    monkeypatch.setenv("MEMTUTOR_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setattr(xp, "train_equal_steps", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(xp, "train_method", lambda *a, **k: pytest.fail("trained"))
+    ns = notebook_parameters()
+    base = xp.base_config(ns)
+    kw = {"seed": ns["TRAIN_SEED"], "val_seed": ns["VAL_SEED"], "n_val": ns["N_VAL"], "progress": False}
+    L0, asked = ns["EQUAL_LENGTHS"][0], set()
+    chosen = {}
+    for m in xp.EQUAL_METHODS:
+        val = {}
+        for lr in ns["LRS"]:
+            _, res = xp.run_equal(m, L0, base, lr=lr, **kw)
+            val[lr] = res["curve"][-1, 2].item()
+            asked.add(xp.equal_name(m, L0, lr))
+        chosen[m] = xp.choose_lr(val)
+    for L in ns["EQUAL_LENGTHS"][1:]:
+        for m in xp.EQUAL_METHODS:
+            _, res = xp.run_equal(m, L, base, lr=chosen[m], **kw)
+            assert res["steps"] == xp.memup_step_budget(replace(base, n_filler=L))[0]
+            asked.add(xp.equal_name(m, L, chosen[m]))
+    for s in ns["HEADLINE_SEEDS"]:
+        cfg, _, _ = xp.run("memup", ns["N_FILLER"], base, seed=s, progress=False, seed_in_name=True)
+        asked.add(xp.run_name("memup", cfg, base, s))
+    committed = {p.name for p in CHECKPOINTS.glob("07_*.pt")} - set(committed_training_runs())
+    assert asked == committed
+    assert not any(tmp_path.iterdir())
+
+
+def test_evaluate_equal_scores_answers_against_the_recall_symbols():
+    cfg = mu.MemUPConfig(**TINY)
+    torch.manual_seed(0)
+    model = mu.build_recurrent(cfg)
+    result = {"model": model.state_dict()}
+    answers, targets = xp.predict_equal("bptt", result, cfg, 8, 16, torch.Generator().manual_seed(1))
+    assert answers.shape == targets.shape == (16, 1)
+    _, y = mu.memup_copy_task(16, 1, 8, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(targets, y[:, -1:])
+    hits = xp.evaluate_equal("bptt", result, cfg, 8, 16, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(hits, answers == targets)
+    nets = mu.build_memup(cfg)
+    memup_result = {name: nets[name].state_dict() for name in ("detector", "memory", "predictor")}
+    assert xp.evaluate_equal("memup", memup_result, cfg, 8, 16, torch.Generator().manual_seed(1)).shape == (16, 1)
+
+
+def test_wilson_interval_and_choose_lr():
+    lo, hi = xp.wilson_interval(187, 1500)
+    assert lo < 187 / 1500 < hi and hi - lo < 0.04
+    assert xp.wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12)
+    assert xp.wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="successes"):
+        xp.wilson_interval(11, 10)
+    assert xp.choose_lr({1e-3: 0.5, 3e-3: 0.7}) == 3e-3
+    assert xp.choose_lr({1e-3: 0.7, 3e-3: 0.7}) == 1e-3  # a tie: the smaller rate
+    with pytest.raises(ValueError, match="val_acc"):
+        xp.choose_lr({})
+
+
+@pytest.mark.slow
+def test_update_cost_in_a_fresh_process_measures_the_same_memory(denormals_back_on):
+    cfg = mu.MemUPConfig(n_head=2, k=2, hidden=8, embed=4, rollout=10, n_filler=36, batch=2)
+    here = xp.update_cost(cfg, "memup", repeats=0)
+    there = xp.update_cost(cfg, "memup", repeats=0, isolate=True)
+    assert there["saved_bytes"] == here["saved_bytes"]
+    assert abs(there["peak_bytes"] - here["peak_bytes"]) < 0.05 * here["peak_bytes"]

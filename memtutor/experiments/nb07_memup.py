@@ -10,9 +10,14 @@ baseline. This module runs them as the notebook does:
   depends on, stored with it), :func:`training_minutes` and :func:`run`, which loads a run or
   trains it;
 * :func:`evaluate_method`: held-out recall accuracy of a trained run;
+* the equal-budget study: every method of :data:`EQUAL_METHODS` trained for MemUP's number of
+  optimiser steps (:func:`memup_step_budget`, :func:`train_equal_steps`, cached by
+  :func:`run_equal`), with validation accuracy recorded against steps and wall time, the learning
+  rate chosen on validation sequences (:func:`choose_lr`), test predictions
+  (:func:`evaluate_equal`) and Wilson intervals (:func:`wilson_interval`);
 * the cost of one update pass: :func:`saved_tensor_bytes`, :class:`PeakSavedBytes`,
-  :func:`update_cost`, :func:`measure_cost`;
-* the notebook's text tables: :func:`accuracy_table`, :func:`cost_table`.
+  :func:`peak_allocated_bytes` (the allocator's peak), :func:`update_cost`, :func:`measure_cost`;
+* the notebook's text tables: :func:`accuracy_table`, :func:`cost_table`, :func:`equal_table`.
 
 Seeding follows :mod:`memtutor.memup`: a run with training seed ``s`` starts from
 ``torch.manual_seed(s)`` and draws its sequences from ``generator(s, "memup/train-data")`` and
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -47,10 +53,23 @@ __all__ = [
     "evaluate_method",
     "saved_tensor_bytes",
     "PeakSavedBytes",
+    "peak_allocated_bytes",
     "update_cost",
     "measure_cost",
     "accuracy_table",
     "cost_table",
+    "EQUAL_METHODS",
+    "EQUAL_LABELS",
+    "memup_step_budget",
+    "equal_steps_minutes",
+    "train_equal_steps",
+    "equal_name",
+    "run_equal",
+    "evaluate_equal",
+    "predict_equal",
+    "choose_lr",
+    "wilson_interval",
+    "equal_table",
 ]
 
 #: What notebook 07 trains: MemUP with the detector's top-K targets, MemUP with random targets
@@ -109,11 +128,14 @@ def base_config(parameters: Mapping[str, Any]) -> mu.MemUPConfig:
     return mu.MemUPConfig(**{field: parameters[name] for name, field in NOTEBOOK_PARAMETERS.items()})
 
 
-def run_name(method: str, cfg: mu.MemUPConfig, base: mu.MemUPConfig) -> str:
+def run_name(method: str, cfg: mu.MemUPConfig, base: mu.MemUPConfig, seed: int | None = None) -> str:
     """The cached file of a run: ``07_<method>_L<n_filler>.pt``, with ``_fb<bias>`` when the
-    forget bias differs from ``base``'s."""
+    forget bias differs from ``base``'s, and ``_seed<seed>`` when ``seed`` is given (the runs of
+    the extra training seeds)."""
     _check_method(method)
     suffix = "" if cfg.forget_bias == base.forget_bias else f"_fb{cfg.forget_bias:g}"
+    if seed is not None:
+        suffix += f"_seed{seed}"
     return f"07_{method}_L{cfg.n_filler}{suffix}.pt"
 
 
@@ -139,13 +161,15 @@ def run(
     forget_bias: float | None = None,
     retrain: bool = False,
     progress: bool = True,
+    seed_in_name: bool = False,
 ) -> tuple[mu.MemUPConfig, dict, float]:
     """Load the cached run of ``method`` at ``n_filler`` fillers (``base`` otherwise, its forget
     bias unless ``forget_bias`` is given) trained from ``seed``, or train it.
 
     The cached file records :func:`run_config`; a file made with another configuration retrains
     (with a printed reason) when :func:`training_minutes` is at most 3, and raises a ``ValueError``
-    naming the differing fields otherwise (``retrain=True`` trains it). Returns
+    naming the differing fields otherwise (``retrain=True`` trains it). ``seed_in_name`` caches
+    it under :func:`run_name` with the seed (a run of an extra training seed). Returns
     ``(config, result, seconds)``.
     """
     changes: dict[str, Any] = {"n_filler": n_filler}
@@ -154,7 +178,7 @@ def run(
     cfg = replace(base, **changes)
     with timer() as t:
         result = load_or_train(
-            run_name(method, cfg, base),
+            run_name(method, cfg, base, seed if seed_in_name else None),
             run_config(method, cfg, seed),
             lambda: train_method(method, cfg, seed, progress=progress),
             minutes=training_minutes(method, cfg),
@@ -215,6 +239,32 @@ def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, in
     return loss, counter.total
 
 
+def peak_allocated_bytes(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """Run ``fn()`` and return ``(its result, the peak of torch's CPU allocator during it)``, in
+    bytes above what was allocated when it started.
+
+    The peak is read from the allocation and free events of ``torch.profiler`` with
+    ``profile_memory=True`` (their running sum); blocks allocated before ``fn`` and freed inside
+    it are not seen, so the peak may be over-estimated by at most those, never under-estimated.
+    It counts every tensor torch allocates (activations, gradients, optimiser state,
+    temporaries), not the interpreter's own memory.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Memory block of unknown size.*")
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            out = fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    total = peak = 0
+    for e in events:
+        if getattr(e.device_type(), "name", "") == "CPU":
+            total += e.nbytes()
+            peak = max(peak, total)
+    return out, peak
+
+
 class PeakSavedBytes:
     """A ``run_forward`` for :func:`~memtutor.memup.memup_update` and
     :func:`~memtutor.memup.tbptt_update`: runs each loss closure under :func:`saved_tensor_bytes`
@@ -229,15 +279,8 @@ class PeakSavedBytes:
         return loss
 
 
-def update_cost(cfg: mu.MemUPConfig, method: str, seed: int = 0, repeats: int = 1) -> dict[str, float]:
-    """Time and peak saved-tensor bytes of one update pass over a batch of ``cfg.length`` steps.
-
-    ``method``: 'memup' (every rollout of :func:`~memtutor.memup.memup_update`) or 'bptt' (one
-    full-BPTT step). ``seed`` sets the weights and the batch. Seconds are the median of
-    ``repeats`` timed passes after one warm-up pass; bytes are counted in that warm-up pass (the
-    hooks cost time).
-    """
-    repeats = check_positive_int(repeats, "repeats")
+def _update_fn(cfg: mu.MemUPConfig, method: str, seed: int) -> Callable[[mu.RunForward | None], None]:
+    """One update pass of ``method`` on a fixed batch: ``update(run_forward)``; seeded weights."""
     torch.manual_seed(seed)  # the initial weights
     data = utils.generator(seed, mu.TRAIN_DATA_SEED)
     x, y = mu.memup_copy_task(cfg.batch, cfg.n_head, cfg.n_filler, data)
@@ -247,23 +290,73 @@ def update_cost(cfg: mu.MemUPConfig, method: str, seed: int = 0, repeats: int = 
         def update(run_forward: mu.RunForward | None) -> None:
             mu.memup_update(nets, det_ema, opts, x, y, cfg, data, run_forward)
 
-    elif method == "bptt":
+        return update
+    if method == "bptt":
         model = mu.build_recurrent(cfg)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
-        def update(run_forward: mu.RunForward | None) -> None:
+        def update_bptt(run_forward: mu.RunForward | None) -> None:
             mu.tbptt_update(model, opt, x, y, x.shape[1], cfg.clip, run_forward)
 
+        return update_bptt
+    raise ValueError(f"method must be 'memup' or 'bptt', got {method!r}")
+
+
+def _memory_of_update(
+    cfg: mu.MemUPConfig, method: str, seed: int, threads: int | None = None, flush_denormal: bool | None = None
+) -> tuple[int, int]:
+    """``(saved_bytes, peak_bytes)`` of a first update pass (see :func:`update_cost`)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if flush_denormal is not None:
+        torch.set_flush_denormal(flush_denormal)
+    update = _update_fn(cfg, method, seed)
+    saved = PeakSavedBytes()
+    _, peak = peak_allocated_bytes(lambda: update(saved))
+    return saved.bytes, peak
+
+
+def update_cost(
+    cfg: mu.MemUPConfig, method: str, seed: int = 0, repeats: int = 1, *, isolate: bool = False
+) -> dict[str, float]:
+    """Time and memory of one update pass over a batch of ``cfg.length`` steps.
+
+    ``method``: 'memup' (every rollout of :func:`~memtutor.memup.memup_update`) or 'bptt' (one
+    full-BPTT step). ``seed`` sets the weights and the batch. A first pass (it also creates the
+    optimiser state, a few parameter-sized tensors whatever T) counts ``saved_bytes``, the peak
+    bytes autograd saves for one backward pass, and ``peak_bytes``, the peak of torch's CPU
+    allocator during the pass above what was allocated before it (:func:`peak_allocated_bytes`).
+    ``isolate=True`` makes that pass in a fresh process (the profiler's records of a long pass take
+    far more memory than the pass itself; they go with the process). ``seconds`` is the median of
+    ``repeats`` timed passes after a warm-up pass (none with ``repeats=0``: memory only, ``seconds``
+    is NaN).
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 0:
+        raise ValueError(f"repeats must be an int >= 0, got {repeats!r}")
+    update = _update_fn(cfg, method, seed)
+    if isolate:
+        import multiprocessing
+
+        flush = _flush_denormal_now()
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            saved_bytes, peak = pool.apply(_memory_of_update, (cfg, method, seed, torch.get_num_threads(), flush))
     else:
-        raise ValueError(f"method must be 'memup' or 'bptt', got {method!r}")
-    peak = PeakSavedBytes()
-    update(peak)  # also the warm-up
+        saved_bytes, peak = _memory_of_update(cfg, method, seed)
     times = []
+    if repeats:
+        update(None)  # warm-up
     for _ in range(repeats):
         t0 = time.perf_counter()
         update(None)
         times.append(time.perf_counter() - t0)
-    return {"seconds": sorted(times)[len(times) // 2], "saved_bytes": peak.bytes}
+    seconds = sorted(times)[len(times) // 2] if times else math.nan
+    return {"seconds": seconds, "saved_bytes": saved_bytes, "peak_bytes": peak}
+
+
+def _flush_denormal_now() -> bool:
+    """Whether denormal floats are flushed to zero now (read without changing it)."""
+    tiny = torch.tensor([1e-40], dtype=torch.float32)  # a denormal float32
+    return bool((tiny * 1.0).item() == 0.0)
 
 
 def measure_cost(
@@ -273,21 +366,28 @@ def measure_cost(
     batch: int,
     repeats: int = 3,
     seed: int = 0,
+    memory_lengths: Iterable[int] = (),
+    isolate: bool = False,
     progress: bool = False,
 ) -> dict[tuple[str, int], dict[str, float]]:
     """:func:`update_cost` of MemUP and full BPTT at each sequence length T in ``lengths``
     (``base`` with ``T - 2H`` fillers and ``batch`` sequences), with denormal floats flushed to
-    zero, and of full BPTT once more with them allowed. Keys ``(method, T)``, methods 'memup',
-    'bptt' and 'bptt_denormal'. Leaves ``torch.set_flush_denormal(True)``."""
+    zero, and of full BPTT once more with them allowed; then MemUP's memory only (no timing) at
+    each T of ``memory_lengths``, where full BPTT would not fit. Keys ``(method, T)``, methods
+    'memup', 'bptt' and 'bptt_denormal'. ``isolate`` as in :func:`update_cost`. Leaves
+    ``torch.set_flush_denormal(True)``."""
     cost = {}
     for T in utils.progress(lengths, enabled=progress, desc="cost"):
         cfg = replace(base, n_filler=T - 2 * base.n_head, batch=batch)
         torch.set_flush_denormal(True)
         for method in ("memup", "bptt"):
-            cost[method, T] = update_cost(cfg, method, seed, repeats)
+            cost[method, T] = update_cost(cfg, method, seed, repeats, isolate=isolate)
         torch.set_flush_denormal(False)
-        cost["bptt_denormal", T] = update_cost(cfg, "bptt", seed, repeats)
+        cost["bptt_denormal", T] = update_cost(cfg, "bptt", seed, repeats, isolate=isolate)
         torch.set_flush_denormal(True)
+    for T in memory_lengths:
+        cfg = replace(base, n_filler=T - 2 * base.n_head, batch=batch)
+        cost["memup", T] = update_cost(cfg, "memup", seed, repeats=0, isolate=isolate)
     return cost
 
 
@@ -308,19 +408,39 @@ def accuracy_table(acc: Mapping[tuple[str, int], float], lengths: Iterable[int],
     return "\n".join(lines)
 
 
-def cost_table(cost: Mapping[tuple[str, int], Mapping[str, float]], lengths: Iterable[int]) -> str:
-    """:func:`measure_cost`'s result as a table (MiB saved for backward, seconds per pass), then
-    the time ratios at the longest T."""
-    lengths = list(lengths)
+def cost_table(
+    cost: Mapping[tuple[str, int], Mapping[str, float]], lengths: Iterable[int], memory_lengths: Iterable[int] = ()
+) -> str:
+    """:func:`measure_cost`'s result as a table (MiB saved for backward, MiB peak of the
+    allocator, seconds per pass; ``-`` where not measured), then the time ratios at the longest
+    of ``lengths``."""
+    lengths, memory_lengths = list(lengths), list(memory_lengths)
     mib = 2.0**20
-    header = ("T", "MemUP MiB", "BPTT MiB", "MemUP s", "BPTT s", "BPTT s, denormals")
-    lines = [" | ".join(f"{h:>{w}}" for h, w in zip(header, (6, 9, 8, 7, 6, 17), strict=True))]
-    for T in lengths:
-        lines.append(
-            f"{T:>6} | {cost['memup', T]['saved_bytes'] / mib:>9.2f} | {cost['bptt', T]['saved_bytes'] / mib:>8.2f} | "
-            f"{cost['memup', T]['seconds']:>7.3f} | {cost['bptt', T]['seconds']:>6.3f} | "
-            f"{cost['bptt_denormal', T]['seconds']:>17.3f}"
-        )
+
+    def cell(method: str, T: int, key: str, width: int, fmt: str) -> str:
+        value = cost.get((method, T), {}).get(key, math.nan)
+        return f"{'-':>{width}}" if math.isnan(value) else f"{value / (mib if 'bytes' in key else 1):>{width}{fmt}}"
+
+    header = ("T", "MemUP saved", "MemUP peak", "BPTT saved", "BPTT peak", "MemUP s", "BPTT s", "BPTT s, denormals")
+    widths = (6, 11, 10, 10, 9, 7, 6, 17)
+    lines = [" | ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)) + "   (MiB, seconds per pass)"]
+    for T in lengths + memory_lengths:
+        cells = [f"{T:>6}"]
+        for (method, key), w in zip(
+            (
+                ("memup", "saved_bytes"),
+                ("memup", "peak_bytes"),
+                ("bptt", "saved_bytes"),
+                ("bptt", "peak_bytes"),
+                ("memup", "seconds"),
+                ("bptt", "seconds"),
+                ("bptt_denormal", "seconds"),
+            ),
+            widths[1:],
+            strict=True,
+        ):
+            cells.append(cell(method, T, key, w, ".3f" if key == "seconds" else ".2f"))
+        lines.append(" | ".join(cells))
     hi = lengths[-1]
     memup_s, bptt_s, denormal_s = (cost[method, hi]["seconds"] for method in ("memup", "bptt", "bptt_denormal"))
     lines.append(
@@ -328,3 +448,245 @@ def cost_table(cost: Mapping[tuple[str, int], Mapping[str, float]], lengths: Ite
         f"full BPTT with / without denormals = {denormal_s / bptt_s:.2f}"
     )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- equal optimiser steps
+
+#: The methods of the equal-budget study: MemUP, truncated BPTT (r = ``cfg.rollout``) with the
+#: loss on every step, truncated BPTT with the loss on the recall steps only, and full BPTT.
+EQUAL_METHODS = ("memup", "tbptt", "tbptt_recall", "bptt")
+
+#: Seconds of one optimiser step of each equal-budget method on one CPU core per sequence step of
+#: a batch of 64 (HIDDEN = 128, r = 20): used only for the training-time estimate.
+SECONDS_PER_EQUAL_STEP = {"memup": 0.87e-3, "tbptt": 0.28e-3, "tbptt_recall": 0.2e-3, "bptt": 0.53e-3}
+
+
+def memup_step_budget(cfg: mu.MemUPConfig) -> tuple[int, int]:
+    """MemUP's optimiser steps under ``cfg``'s batch schedule (one per rollout of every batch):
+    ``(total, warm)``, ``warm`` of them in the curriculum's short batches."""
+    total = warm = 0
+    for n_filler in mu.filler_schedule(cfg):
+        n = -(-(n_filler + 2 * cfg.n_head) // cfg.rollout)
+        total += n
+        if n_filler < cfg.n_filler:
+            warm += n
+    return total, warm
+
+
+def _equal_rollout(method: str, cfg: mu.MemUPConfig, n_filler: int) -> int:
+    return n_filler + 2 * cfg.n_head if method == "bptt" else cfg.rollout
+
+
+def _check_equal(method: str) -> str:
+    if method not in EQUAL_METHODS:
+        raise ValueError(f"method must be one of {EQUAL_METHODS}, got {method!r}")
+    return method
+
+
+def equal_steps_minutes(method: str, cfg: mu.MemUPConfig) -> float:
+    """Estimated minutes of :func:`train_equal_steps` on one CPU core."""
+    total, warm = memup_step_budget(cfg)
+    if method in ("memup", "tbptt"):
+        seq_steps = sum(f + 2 * cfg.n_head for f in mu.filler_schedule(cfg))
+    else:  # one optimiser step per batch: as many batches as MemUP's steps
+        short = min(cfg.warmup_filler, cfg.n_filler)
+        seq_steps = warm * (short + 2 * cfg.n_head) + (total - warm) * cfg.length
+    sec = SECONDS_PER_EQUAL_STEP[_check_equal(method)] * seq_steps * cfg.batch / 64
+    return max(0.1, math.ceil(sec / 6) / 10)
+
+
+def _state_accuracy(method: str, model: Any, x: torch.Tensor, y: torch.Tensor, steps: torch.Tensor) -> float:
+    with torch.no_grad():
+        if method == "memup":
+            logits = mu.memup_logits(model["memory"], model["predictor"], x, steps)
+        else:
+            logits = mu.recurrent_logits(model, x, steps)
+    return mu.recall_accuracy(logits, y[:, steps])
+
+
+def train_equal_steps(
+    method: str,
+    cfg: mu.MemUPConfig,
+    seed: int,
+    *,
+    val_seed: int,
+    n_val: int = 256,
+    n_evals: int = 12,
+    progress: bool = False,
+) -> dict:
+    """Train one of :data:`EQUAL_METHODS` for MemUP's number of optimiser steps under ``cfg``
+    (:func:`memup_step_budget`), recording recall accuracy on validation sequences on the way.
+
+    Every method draws its batches from ``generator(seed, "memup/train-data")`` and starts from
+    ``torch.manual_seed(seed)``. A method with one optimiser step per batch (full BPTT, and
+    truncated BPTT with the loss on the recall steps) gets as many batches as MemUP has steps; the
+    curriculum is kept in steps: the first ``warm`` steps (MemUP's warm-up steps) are on
+    ``cfg.warmup_filler`` fillers. ``n_val`` validation sequences at ``cfg.n_filler`` from
+    ``torch.Generator().manual_seed(val_seed)`` are scored about ``n_evals`` times (not timed).
+
+    Returns the state dict(s), ``curve`` (E, 3) float64 rows of (optimiser steps, training seconds,
+    validation accuracy), ``losses`` (one per batch) and ``steps`` (taken, >= the budget).
+    """
+    _check_equal(method)
+    n_val = check_positive_int(n_val, "n_val")
+    n_evals = check_positive_int(n_evals, "n_evals")
+    total, warm = memup_step_budget(cfg)
+    torch.manual_seed(seed)  # the initial weights
+    data_gen = utils.generator(seed, mu.TRAIN_DATA_SEED)
+    x_val, y_val = mu.memup_copy_task(n_val, cfg.n_head, cfg.n_filler, torch.Generator().manual_seed(val_seed))
+    val_steps = mu.recall_mask(cfg.n_head, cfg.n_filler).nonzero().squeeze(1)
+    model: Any
+    if method == "memup":
+        model, det_ema, opts = mu.make_memup(cfg)
+    else:
+        model = mu.build_recurrent(cfg)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    short = cfg.warmup_filler if cfg.warmup_filler < cfg.n_filler else cfg.n_filler
+    steps, seconds, losses = 0, 0.0, []
+    curve = [(0.0, 0.0, _state_accuracy(method, model, x_val, y_val, val_steps))]
+    next_eval = total / n_evals
+    bar = utils.progress(total=total, enabled=progress, desc=f"{method} (lr {cfg.lr:g})")
+    while steps < total:
+        n_filler = short if steps < warm else cfg.n_filler
+        x, y = mu.memup_copy_task(cfg.batch, cfg.n_head, n_filler, data_gen)
+        t0 = time.perf_counter()
+        if method == "memup":
+            out = mu.memup_update(model, det_ema, opts, x, y, cfg)
+        else:
+            mask = mu.recall_mask(cfg.n_head, n_filler) if method == "tbptt_recall" else None
+            rollout = _equal_rollout(method, cfg, n_filler)
+            out = mu.tbptt_update(model, opt, x, y, rollout, cfg.clip, loss_mask=mask)
+        seconds += time.perf_counter() - t0
+        steps += int(out["steps"])
+        losses.append(out["loss"])
+        bar.update(int(out["steps"]))
+        if steps >= next_eval or steps >= total:
+            curve.append((float(steps), seconds, _state_accuracy(method, model, x_val, y_val, val_steps)))
+            next_eval += total / n_evals
+    bar.close()
+    result: dict[str, Any]
+    if method == "memup":
+        result = {name: model[name].state_dict() for name in ("detector", "memory", "predictor")}
+    else:
+        result = {"model": model.state_dict()}
+    result["curve"] = torch.tensor(curve, dtype=torch.float64)
+    result["losses"] = torch.tensor(losses)
+    result["steps"] = steps
+    return result
+
+
+def equal_name(method: str, n_filler: int, lr: float) -> str:
+    """Cached file of an equal-budget run: ``07_eq_<method>_L<n_filler>_lr<lr>.pt``."""
+    return f"07_eq_{_check_equal(method)}_L{n_filler}_lr{lr:g}.pt"
+
+
+def run_equal(
+    method: str,
+    n_filler: int,
+    base: mu.MemUPConfig,
+    *,
+    lr: float,
+    seed: int,
+    val_seed: int,
+    n_val: int = 500,
+    n_evals: int = 12,
+    retrain: bool = False,
+    progress: bool = True,
+) -> tuple[mu.MemUPConfig, dict]:
+    """Load or train (:func:`train_equal_steps`) ``method`` at ``n_filler`` fillers with Adam
+    ``lr``, ``base`` otherwise. The cached file records the method, the seeds, the validation set
+    and every config field. Returns ``(config, result)``."""
+    cfg = replace(base, n_filler=n_filler, lr=lr)
+    config = {
+        "method": _check_equal(method),
+        "train_seed": seed,
+        "val_seed": val_seed,
+        "n_val": n_val,
+        "n_evals": n_evals,
+        "budget": "memup_optimiser_steps",
+        "config": cfg,
+    }
+    result = load_or_train(
+        equal_name(method, n_filler, lr),
+        config,
+        lambda: train_equal_steps(
+            method, cfg, seed, val_seed=val_seed, n_val=n_val, n_evals=n_evals, progress=progress
+        ),
+        minutes=equal_steps_minutes(method, cfg),
+        retrain=retrain,
+    )
+    return cfg, result
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95% with the default ``z``) of a proportion ``successes / n``."""
+    n = check_positive_int(n, "n")
+    if isinstance(successes, bool) or not isinstance(successes, int) or not 0 <= successes <= n:
+        raise ValueError(f"successes must be an int in [0, n={n}], got {successes!r}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def evaluate_equal(
+    method: str, result: Mapping, cfg: mu.MemUPConfig, n_filler: int, n_seqs: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Recall predictions of an equal-budget run on ``n_seqs`` fresh sequences with ``n_filler``
+    fillers: (n_seqs, H) bool, True where the symbol is right."""
+    answers, targets = predict_equal(method, result, cfg, n_filler, n_seqs, generator)
+    return answers == targets
+
+
+@torch.no_grad()
+def predict_equal(
+    method: str, result: Mapping, cfg: mu.MemUPConfig, n_filler: int, n_seqs: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The answers of an equal-budget run at the recall steps of ``n_seqs`` fresh sequences, and
+    the right symbols: both (n_seqs, H) long."""
+    _check_equal(method)
+    x, y = mu.memup_copy_task(n_seqs, cfg.n_head, n_filler, generator)
+    steps = mu.recall_mask(cfg.n_head, n_filler).nonzero().squeeze(1)  # (H,)
+    if method == "memup":
+        nets = mu.build_memup(cfg)
+        for name in ("memory", "predictor"):
+            nets[name].load_state_dict(result[name])
+        logits = mu.memup_logits(nets["memory"], nets["predictor"], x, steps)
+    else:
+        model = mu.build_recurrent(cfg)
+        model.load_state_dict(result["model"])
+        logits = mu.recurrent_logits(model, x, steps)
+    return logits.argmax(-1), y[:, steps]
+
+
+def choose_lr(val_acc: Mapping[float, float]) -> float:
+    """The learning rate with the best validation accuracy (the smaller one on a tie)."""
+    if not val_acc:
+        raise ValueError("val_acc must not be empty")
+    return max(val_acc, key=lambda lr: (val_acc[lr], -lr))
+
+
+def equal_table(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The equal-budget study as text: one row per (L, method) with keys ``L``, ``method``,
+    ``lr``, ``steps``, ``val`` (final validation accuracy), ``test``, ``ci`` (a Wilson interval)
+    and ``seconds`` (training wall time)."""
+    lines = [
+        f"{'L':>5} | {'method':<27} | {'lr':>6} | {'steps':>5} | {'val acc':>7} | "
+        f"{'test acc [95% CI]':>22} | {'train s':>7}"
+    ]
+    for r in rows:
+        lo, hi = r["ci"]
+        lines.append(
+            f"{r['L']:>5} | {EQUAL_LABELS[r['method']]:<27} | {r['lr']:>6g} | {r['steps']:>5} | {r['val']:>7.3f} | "
+            f"{r['test']:>7.3f} [{lo:.3f}, {hi:.3f}] | {r['seconds']:>7.0f}"
+        )
+    return "\n".join(lines)
+
+
+#: How the equal-budget methods are named in tables and plots.
+EQUAL_LABELS = {
+    "memup": "MemUP",
+    "tbptt": "truncated BPTT, all steps",
+    "tbptt_recall": "truncated BPTT, recall only",
+    "bptt": "full BPTT",
+}
