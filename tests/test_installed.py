@@ -128,3 +128,27 @@ def test_notebook_runs_outside_the_clone(installed, notebook, tmp_path):
     assert _listing(installed["package"]) == before, "the notebook wrote into site-packages"
     trained = list((installed["home"] / ".cache" / "memtutor").rglob("*.pt"))
     assert not trained, f"the notebook trained instead of loading the shipped results: {trained}"
+
+
+def test_student_edition_installs_on_its_own_with_its_readme_commands(tmp_path):
+    """The student edition's README command, `./run.sh lab`, in a fresh folder with no clone in reach:
+    it creates .venv, installs the edition's own package and JupyterLab, and starts the lab (asked
+    here for its version only); the installed package loads a cached result shipped with the edition."""
+    edition = tmp_path / "edition"
+    _run([sys.executable, "-m", "memtutor.course", "build", "--out", str(edition)], cwd=tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _clean_env(home)
+    env["PYTHON"] = getattr(sys, "_base_executable", sys.executable)
+    env["PIP_CACHE_DIR"] = os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
+    out = _run(["./run.sh", "lab", "--version"], env=env, cwd=edition, timeout=900)
+    assert out.stdout.strip().splitlines()[-1][:1].isdigit(), out.stdout
+    python = edition / ".venv" / "bin" / "python"
+    check = (
+        "import memtutor, pathlib; from memtutor.utils import checkpoint_dirs; "
+        "print(pathlib.Path(memtutor.__file__).parent); "
+        "print(sorted(p.name for d in checkpoint_dirs() if d.is_dir() for p in d.glob('02_copy_seed0.pt')))"
+    )
+    where, found = _run([python, "-c", check], env=env, cwd=home).stdout.strip().splitlines()
+    assert (edition / ".venv") in Path(where).parents, where
+    assert found == "['02_copy_seed0.pt']", found
