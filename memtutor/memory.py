@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memtutor.utils import check_positive_int, check_tensor
+from memtutor.utils import check_device, check_positive_int, check_tensor
 
 __all__ = [
     "fused_content_weights",
@@ -309,7 +309,7 @@ def initial_state(
     dt = dtype if dtype is not None else torch.get_default_dtype()
     if not (isinstance(dt, torch.dtype) and dt.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    device = _check_device(device)
+    device = check_device(device)
     return MemoryState(
         memory=torch.zeros(b, n, w, device=device, dtype=dt),
         usage=torch.zeros(b, n, device=device, dtype=dt),
@@ -318,15 +318,6 @@ def initial_state(
         read_weights=torch.zeros(b, r, n, device=device, dtype=dt),
         write_weights=torch.zeros(b, n, device=device, dtype=dt),
     )
-
-
-def _check_device(device) -> torch.device | None:
-    if device is None or isinstance(device, torch.device):
-        return device
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be a torch.device or a device string such as 'cpu', got {device!r}") from err
 
 
 # --------------------------------------------------------------------------- content addressing

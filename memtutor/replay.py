@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import torch
 
-from memtutor.utils import check_positive_int, check_tensor
+from memtutor.utils import check_device, check_positive_int, check_tensor
 
 __all__ = [
     "SumTree",
@@ -153,7 +153,7 @@ def stratified_prefixes(
     """
     batch_size = check_positive_int(batch_size, "batch_size")
     total = _check_number(total, "total", low=0.0, low_open=True)
-    return _stratified_prefixes(batch_size, total, _check_generator(generator), _check_device(device))
+    return _stratified_prefixes(batch_size, total, _check_generator(generator), check_device(device))
 
 
 def _stratified_prefixes(batch_size: int, total: float, generator, device) -> torch.Tensor:
@@ -205,15 +205,6 @@ def _check_generator(generator) -> torch.Generator | None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     return generator
-
-
-def _check_device(device) -> torch.device | None:
-    if device is None or isinstance(device, torch.device):
-        return device
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be a torch.device or a device string such as 'cpu', got {device!r}") from err
 
 
 def _check_cast(value: torch.Tensor, dtype: torch.dtype, name: str) -> None:
@@ -538,7 +529,7 @@ class PrioritizedReplay:
                 "with TD error 0 would get priority 0 and never be sampled; use a larger eps or a smaller alpha"
             )
         self.alpha, self.eps = float(alpha), float(eps)
-        self.device = _check_device(device) or torch.device("cpu")
+        self.device = check_device(device) or torch.device("cpu")
         self.tree = SumTree(self.capacity, branching=branching, root_fanout=root_fanout, device=self.device)
         self.storage: dict[str, torch.Tensor] = {}
         self.max_priority = 1.0  # largest raw priority |delta| + eps seen so far

@@ -45,6 +45,7 @@ __all__ = [
     "timer",
     "check_tensor",
     "check_positive_int",
+    "check_device",
 ]
 
 #: Environment variable read by :func:`set_threads` when no count is given.
@@ -399,6 +400,16 @@ def timer() -> Iterator[dict]:
         yield out
     finally:
         out["seconds"] = time.perf_counter() - start
+
+
+def check_device(device: torch.device | str | None) -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` stays ``None``), or ``ValueError`` if it names no device."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be a torch.device or a device string such as 'cpu', got {device!r}") from err
 
 
 def check_positive_int(value, name: str) -> int:

@@ -347,3 +347,10 @@ def test_search_order_is_env_user_clone_package(tmp_path, monkeypatch):
         folder.mkdir(parents=True, exist_ok=True)
         torch.save({"format": utils.RESULT_FORMAT, "config": {"a": 1}, "result": {"i": i}}, folder / "s.pt")
         assert utils.load_or_train("s.pt", {"a": 1}, dict, minutes=9)["i"] == i  # the newest, earliest folder wins
+
+
+def test_check_device_names_what_is_wrong():
+    assert utils.check_device(None) is None and utils.check_device("cpu") == torch.device("cpu")
+    for bad in ("gpu0", 3.5, object()):
+        with pytest.raises(ValueError, match="device must be a torch.device"):
+            utils.check_device(bad)
