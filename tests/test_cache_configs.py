@@ -31,7 +31,7 @@ CHECKPOINTS = ROOT / "notebooks" / "checkpoints"
 EVALUATION_ONLY = {
     "02_memory_controller.ipynb": {"TEST_SIZE", "TEST_SEED", "RETRAIN"},
     "03_prioritized_replay.ipynb": {
-        "ALPHA", "BETA0", "TIMING_SIZES", "TIMING_BATCH", "TIMING_REPEATS", "DIST_DRAWS",
+        "ALPHA", "BETA0", "TIMING_SIZES", "TIMING_BATCHES", "TIMING_REPEATS", "DIST_DRAWS",
         "CLIFF_RECHECK_MAX_N", "RETRAIN",
     },
     "04_meta_learning.ipynb": {

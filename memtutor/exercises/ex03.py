@@ -33,7 +33,8 @@ def check_importance_weights(fn: Callable[[torch.Tensor, torch.Tensor, float], t
         (torch.tensor([1.0, 2.0, 4.0, 1.0], dtype=torch.float64), torch.tensor([0, 2, 2, 1]), 0.5),
         (torch.rand(50, dtype=torch.float64, generator=g) + 0.01, torch.randint(0, 50, (20,), generator=g), 1.0),
         (torch.rand(30, dtype=torch.float64, generator=g) + 0.1, torch.tensor([5, 7]), 0.0),
-        # the least likely item is *not* in the batch: normalising by the batch max is wrong here
+        # the least likely item is *not* in the batch: normalising by the batch's largest weight (another
+        # valid design, not the one this exercise asks for) gives other numbers here
         (torch.tensor([0.1, 1.0, 2.0, 3.0], dtype=torch.float64), torch.tensor([2, 3]), 0.7),
     ]
     for prios, idx, beta in cases:
@@ -55,8 +56,9 @@ def check_importance_weights(fn: Callable[[torch.Tensor, torch.Tensor, float], t
             ratio = got / want
             if torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-5):
                 return failed(
-                    "your weights are proportional to the right ones but scaled wrongly: the largest "
-                    "possible weight belongs to the least likely stored item, not to the batch's"
+                    "your weights are proportional to the asked ones but scaled differently: this exercise "
+                    "divides by the largest weight any stored item could get, which belongs to the least likely "
+                    "stored item, not by the batch's largest (a valid design too, with another trade-off)"
                 )
             return failed(f"weights differ from (N P(i))^-beta / max_j (N P(j))^-beta (case beta={beta})")
     return passed("your weights match the normalised importance-sampling weights.")

@@ -14,12 +14,15 @@ so any single cell of the table can be recomputed on its own. Nothing else is ra
 
 from __future__ import annotations
 
+import bisect
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from memtutor.replay import TREE_DTYPE, PrioritizedReplay
+from memtutor.replay import DEFAULT_EPS, TREE_DTYPE, PrioritizedReplay, priority
 from memtutor.utils import (
     check_positive_int,
     derive_seed,
@@ -44,6 +47,24 @@ __all__ = [
     "cliffwalk_run_seed",
     "cliffwalk_sweep",
     "load_cliffwalk",
+    "CLIFFWALK_VARIANTS",
+    "VARIANTS_FILE",
+    "VARIANTS_MINUTES",
+    "cliffwalk_td_errors",
+    "rank_probabilities",
+    "frozen_probabilities",
+    "cliffwalk_variant_updates",
+    "CliffwalkVariantsConfig",
+    "cliffwalk_variants_sweep",
+    "load_cliffwalk_variants",
+    "IS_BIAS_FILE",
+    "IS_BIAS_MINUTES",
+    "noisy_reward_memory",
+    "is_fixed_point",
+    "is_bias_run",
+    "IsBiasConfig",
+    "is_bias_sweep",
+    "load_is_bias",
 ]
 
 #: Actions of the Blind Cliffwalk: the "wrong" one ends the episode, the "right" one moves on.
@@ -297,4 +318,367 @@ def cliffwalk_minutes(config: CliffwalkConfig) -> float:
         CLIFFWALK_MINUTES
         * work(config.ns, config.num_seeds, len(config.alphas))
         / work(default.ns, default.num_seeds, len(default.alphas))
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# More ways to choose the replayed transition: the paper's greedy agent, rank-based sampling,
+# and priorities frozen at insertion
+# --------------------------------------------------------------------------------------------
+#: Variants of :func:`cliffwalk_variant_updates` (the three of :data:`CLIFFWALK_METHODS` are in the main table).
+CLIFFWALK_VARIANTS = ("greedy", "rank", "frozen")
+#: The cached table of the variants.
+VARIANTS_FILE = "03_cliffwalk_variants.pt"
+#: Estimated time of the notebook's variant sweep (n = 2..12, 5 runs each), in minutes: 16 s measured on one
+#: core of a busy 2-core machine.
+VARIANTS_MINUTES = 0.5
+#: Memory order of run ``r`` on the chain with ``n`` states (greedy and rank ties): index ``1000 * n + r``.
+#: Greedy prioritisation counts a |TD error| below this as 0: near Q ~ 1 an update lr * delta that small
+#: no longer changes Q in float64, so the same transition would keep the largest priority forever.
+GREEDY_ZERO_ERROR = 1e-12
+
+
+def cliffwalk_td_errors(q: list[list[float]], mem: dict[str, list], j: int, gamma: float) -> float:
+    """TD error of stored transition ``j``: ``r + gamma * (1 - done) * max_a' Q(s', a') - Q(s, a)``."""
+    bootstrap = 0.0 if mem["done"][j] else gamma * max(q[mem["next_state"][j]])
+    return mem["reward"][j] + bootstrap - q[mem["state"][j]][mem["action"][j]]
+
+
+def rank_probabilities(size: int, alpha: float) -> torch.Tensor:
+    """``(size,)`` probabilities of ranks 1..size under rank-based prioritisation:
+    ``P(rank k) = k^-alpha / sum_j j^-alpha`` (rank 1: the largest ``|TD error|``)."""
+    p = torch.arange(1, size + 1, dtype=TREE_DTYPE) ** (-float(alpha))
+    return p / p.sum()
+
+
+def frozen_probabilities(initial_errors: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:
+    """``(M,)`` sampling probabilities when each priority is set once, from the TD error a transition had
+    when it was stored, and never updated: ``P(i) = (|delta_i^0| + eps)^alpha / sum_k (...)``."""
+    p = priority(initial_errors, alpha, eps)
+    return p / p.sum()
+
+
+def cliffwalk_variant_updates(
+    n: int,
+    variant: str,
+    *,
+    alpha: float = 0.7,
+    eps: float = DEFAULT_EPS,
+    lr: float = 0.25,
+    gamma: float | None = None,
+    tol: float = 1e-3,
+    max_updates: int = 10_000_000,
+    generator: torch.Generator | None = None,
+) -> int:
+    """Updates until the ``n``-state Blind Cliffwalk's Q-table is learned (the stopping rule of
+    :func:`cliffwalk_updates`), choosing the replayed transition by ``variant``:
+
+    * ``"greedy"``: the paper's greedy TD-error prioritisation (its tabular panel): replay the
+      transition with the largest ``|TD error|`` of its last replay; a transition never replayed has
+      infinite priority, so the first sweep visits every one once, in a memory shuffled by ``generator``
+      (the paper fills its memory in random order). Ties go to the transition replayed least recently:
+      with ``Q = 0`` at the start many TD errors are exactly 0, and a tie-break that always picks the same
+      transition replays it forever.
+    * ``"rank"``: rank-based prioritisation, ``P(i) = rank(i)^-alpha / sum_k k^-alpha`` with ranks by the
+      last ``|TD error|`` (never replayed first), ties in the shuffled order; exact ranks, kept in a
+      sorted list.
+    * ``"frozen"``: proportional, ``P(i) ~ (|delta_i^0| + eps)^alpha`` with ``delta_i^0`` the TD error
+      when the transition was stored (under ``Q = 0``) and never updated, the way a buffer that takes
+      its priority at insertion behaves.
+
+    No importance weights (the targets are deterministic, as in :func:`cliffwalk_updates`).
+    """
+    if variant not in CLIFFWALK_VARIANTS:
+        raise ValueError(f"variant must be one of {CLIFFWALK_VARIANTS}, got {variant!r}")
+    n = check_positive_int(n, "n")
+    max_updates = check_positive_int(max_updates, "max_updates")
+    gamma = 1.0 - 1.0 / n if gamma is None else float(gamma)
+    if not (0.0 <= gamma <= 1.0 and 0.0 < lr <= 1.0 and 0.0 < tol < 1.0 and alpha >= 0.0 and eps > 0.0):
+        raise ValueError(
+            "need 0 <= gamma <= 1, 0 < lr <= 1, 0 < tol < 1, alpha >= 0, eps > 0; "
+            f"got {gamma}, {lr}, {tol}, {alpha}, {eps}"
+        )
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    mem_t = cliffwalk_memory(n)
+    order = torch.randperm(len(mem_t["state"]), generator=gen)  # the memory in random order
+    mem = {k: v[order].tolist() for k, v in mem_t.items()}
+    target = cliffwalk_true_q(n, gamma).tolist()
+    q = [[0.0, 0.0] for _ in range(n)]
+    err = [[target[i][a] ** 2 for a in range(2)] for i in range(n)]
+    sq_err = sum(map(sum, err))
+    stop = tol * sq_err
+    pick = {"greedy": _greedy_picker, "rank": _rank_picker, "frozen": _frozen_picker}[variant]
+    choose, record = pick(mem, q, gamma, alpha, eps, gen)
+    for step in range(1, max_updates + 1):
+        j = choose()
+        delta = cliffwalk_td_errors(q, mem, j, gamma)
+        s, a = mem["state"][j], mem["action"][j]
+        q[s][a] += lr * delta
+        new_err = (q[s][a] - target[s][a]) ** 2
+        sq_err += new_err - err[s][a]
+        err[s][a] = new_err
+        record(j, abs(delta))
+        if sq_err <= stop:
+            return step
+    return max_updates
+
+
+def _greedy_picker(
+    mem: dict[str, list], q: list[list[float]], gamma: float, alpha: float, eps: float, gen: torch.Generator
+) -> tuple[Callable[[], int], Callable[[int, float], None]]:
+    """Greedy TD-error prioritisation: argmax of the last |TD error| (inf until first replayed); among
+    tied maxima, the transition replayed least recently (a first-in-first-out heap order)."""
+    size = len(mem["state"])
+    prio = torch.full((size,), math.inf, dtype=TREE_DTYPE)
+    last = torch.arange(-size, 0, dtype=TREE_DTYPE)  # never replayed: in (shuffled) memory order
+    clock = [0]
+
+    def choose() -> int:
+        tied = prio == prio.max()
+        return int(torch.where(tied, last, math.inf).argmin())
+
+    def record(j: int, abs_delta: float) -> None:
+        prio[j] = abs_delta if abs_delta > GREEDY_ZERO_ERROR else 0.0
+        clock[0] += 1
+        last[j] = clock[0]
+
+    return choose, record
+
+
+def _rank_picker(
+    mem: dict[str, list], q: list[list[float]], gamma: float, alpha: float, eps: float, gen: torch.Generator
+) -> tuple[Callable[[], int], Callable[[int, float], None]]:
+    """Rank-based prioritisation: a list sorted by (-priority, position); draw a rank, replay its item."""
+    size = len(mem["state"])
+    prio = [math.inf] * size
+    ranked = [(-math.inf, j) for j in range(size)]  # ascending = largest priority first, ties by position
+    cdf = torch.cumsum(rank_probabilities(size, alpha), 0).tolist()
+    draws: list[float] = []
+
+    def choose() -> int:
+        if not draws:  # uniform numbers in chunks from the run's generator
+            draws.extend(torch.rand(4096, dtype=TREE_DTYPE, generator=gen).tolist())
+        k = min(bisect.bisect_right(cdf, draws.pop() * cdf[-1]), size - 1)  # rank k + 1
+        return ranked[k][1]
+
+    def record(j: int, abs_delta: float) -> None:
+        del ranked[bisect.bisect_left(ranked, (-prio[j], j))]
+        prio[j] = abs_delta
+        bisect.insort(ranked, (-abs_delta, j))
+
+    return choose, record
+
+
+def _frozen_picker(
+    mem: dict[str, list], q: list[list[float]], gamma: float, alpha: float, eps: float, gen: torch.Generator
+) -> tuple[Callable[[], int], Callable[[int, float], None]]:
+    """Priorities taken once, from the TD error at insertion (Q = 0), never updated: i.i.d. draws."""
+    delta0 = torch.tensor([cliffwalk_td_errors(q, mem, j, gamma) for j in range(len(mem["state"]))])
+    probs = frozen_probabilities(delta0, alpha, eps)
+    draws: list[int] = []
+
+    def choose() -> int:
+        if not draws:
+            draws.extend(torch.multinomial(probs, 4096, replacement=True, generator=gen).tolist())
+        return draws.pop()
+
+    def record(j: int, abs_delta: float) -> None:  # the priority stays what it was at insertion
+        pass
+
+    return choose, record
+
+
+@dataclass(frozen=True)
+class CliffwalkVariantsConfig:
+    """Everything the variants' table depends on (the cached result's configuration)."""
+
+    ns: tuple[int, ...] = tuple(range(2, 13))
+    """Chain lengths n (the main table's)."""
+    num_seeds: int = 5
+    """Runs per size; run r of size n uses the main table's seed for that cell."""
+    rank_alpha: float = 0.7
+    """Exponent of rank-based prioritisation (the paper's Atari value)."""
+    frozen_alpha: float = 0.6
+    """Exponent of the frozen-priority ablation (the proportional default)."""
+    lr: float = 0.25
+    """Q-learning step size."""
+    tol: float = 1e-3
+    """Learned when MSE(Q) <= tol * MSE(Q_0)."""
+    seed: int = 0
+    """Experiment seed (see :func:`cliffwalk_run_seed`)."""
+    max_updates: int = 10_000_000
+    """A run that has not learned after so many updates reports this number."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ns", tuple(check_positive_int(n, "n") for n in self.ns))
+        if not self.ns:
+            raise ValueError("ns must not be empty")
+        check_positive_int(self.num_seeds, "num_seeds")
+        check_positive_int(self.max_updates, "max_updates")
+
+
+def cliffwalk_variants_sweep(config: CliffwalkVariantsConfig, *, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Updates-to-learn of every variant: ``greedy``, ``rank``, ``frozen`` ``(S, num_seeds)`` int64 and ``ns``.
+
+    Run ``r`` of size ``n`` draws from ``generator(cliffwalk_run_seed(seed, n, r))`` (the main table's seed
+    of that cell) and shuffles the memory with that generator first."""
+    c = config
+    out = {v: torch.zeros(len(c.ns), c.num_seeds, dtype=torch.int64) for v in CLIFFWALK_VARIANTS}
+    alphas = {"greedy": 0.0, "rank": c.rank_alpha, "frozen": c.frozen_alpha}
+    cells = [(i, n, r) for i, n in enumerate(c.ns) for r in range(c.num_seeds)]
+    for i, n, r in progress_bar(cells, enabled=progress, desc="Blind Cliffwalk variants"):
+        for v in CLIFFWALK_VARIANTS:
+            out[v][i, r] = cliffwalk_variant_updates(
+                n, v, alpha=alphas[v], lr=c.lr, tol=c.tol, max_updates=c.max_updates,
+                generator=generator(cliffwalk_run_seed(c.seed, n, r)),
+            )  # fmt: skip
+    out["ns"] = torch.tensor(c.ns)
+    return out
+
+
+def load_cliffwalk_variants(
+    config: CliffwalkVariantsConfig, *, retrain: bool = False, progress: bool = False
+) -> dict[str, torch.Tensor]:
+    """The cached table :data:`VARIANTS_FILE` made with ``config``, or :func:`cliffwalk_variants_sweep` of it."""
+    return load_or_train(
+        VARIANTS_FILE,
+        config,
+        lambda: cliffwalk_variants_sweep(config, progress=progress),
+        minutes=VARIANTS_MINUTES,
+        retrain=retrain,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The importance-sampling half: a noisy reward, where prioritisation biases the estimate
+# --------------------------------------------------------------------------------------------
+#: The cached runs of the noisy-reward experiment.
+IS_BIAS_FILE = "03_is_bias.pt"
+#: Estimated time of the notebook's noisy-reward runs, in minutes (15 s measured on one core of a busy 2-core machine).
+IS_BIAS_MINUTES = 0.5
+#: Replay draws of run ``r`` (the same for every beta): index ``r``.
+IS_BIAS_DRAWS = register_seed_offset("nb03/is-bias-draws", 500_000)
+
+
+def noisy_reward_memory(size: int, reward_prob: float) -> dict[str, torch.Tensor]:
+    """A replay memory of ``size`` one-step transitions of the same state and action whose reward is
+    1 in ``round(size * reward_prob)`` of them and 0 in the others (a noisy reward of mean
+    ``reward_prob``, exactly). Returns ``{"reward": (size,)}`` float."""
+    size = check_positive_int(size, "size")
+    if not 0.0 < reward_prob < 1.0:
+        raise ValueError(f"reward_prob must lie in (0, 1), got {reward_prob}")
+    reward = torch.zeros(size)
+    reward[: round(size * reward_prob)] = 1.0
+    return {"reward": reward}
+
+
+def is_fixed_point(reward_prob: float, alpha: float, beta: float) -> float:
+    """Where replay with priorities ``|delta|^alpha`` and IS exponent ``beta`` settles on the noisy reward.
+
+    The expected update is 0 when ``sum_i P(i) w_i delta_i = 0``; with ``P(i) w_i ~ |delta_i|^(alpha (1 - beta))``
+    (eps neglected) and a fraction ``f`` of rewards 1, that is ``f (1 - q)^c = (1 - f) q^c`` with
+    ``c = 1 + alpha (1 - beta)``, so ``q = 1 / (1 + ((1 - f) / f)^(1 / c))``; ``beta = 1`` (or
+    ``alpha = 0``) gives the mean ``f``.
+    """
+    c = 1.0 + alpha * (1.0 - beta)
+    return 1.0 / (1.0 + ((1.0 - reward_prob) / reward_prob) ** (1.0 / c))
+
+
+def is_bias_run(
+    memory: dict[str, torch.Tensor],
+    *,
+    alpha: float,
+    beta: float,
+    lr: float,
+    updates: int,
+    batch_size: int,
+    initial_value: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Learn the value ``q`` of the noisy-reward memory by replay: ``q += lr * mean_b(w_b delta_b)``,
+    ``delta_b = r_b - q``, from :class:`~memtutor.replay.PrioritizedReplay` with ``alpha`` and IS
+    exponent ``beta`` (priorities set to the last ``|delta|``), starting from ``q = initial_value``.
+    Returns the ``(updates,)`` trace of ``q``."""
+    buffer = PrioritizedReplay(len(memory["reward"]), alpha=alpha)
+    buffer.add(memory)
+    q = float(initial_value)
+    trace = torch.empty(updates, dtype=TREE_DTYPE)
+    for t in range(updates):
+        batch, idx, w = buffer.sample(batch_size, beta, generator)
+        delta = batch["reward"].double() - q  # (B,)
+        q += lr * float((w.double() * delta).mean())
+        buffer.update_priorities(idx, delta)
+        trace[t] = q
+    return trace
+
+
+@dataclass(frozen=True)
+class IsBiasConfig:
+    """Everything the noisy-reward runs depend on (the cached result's configuration)."""
+
+    memory_size: int = 1000
+    """Transitions in the memory."""
+    reward_prob: float = 0.1
+    """Fraction of them with reward 1 (the true value)."""
+    alpha: float = 0.6
+    """Prioritisation exponent."""
+    betas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    """IS exponents, each held fixed for a whole run."""
+    lr: float = 0.01
+    """Step size."""
+    updates: int = 2000
+    """Updates per run; the estimate is the mean of q over the second half."""
+    batch_size: int = 32
+    """Transitions per update."""
+    initial_value: float = 0.5
+    """Starting estimate; not 0, where every reward-0 transition's first TD error would be exactly 0."""
+    num_seeds: int = 5
+    """Runs per setting; run r replays from the same seed for every beta and for uniform replay."""
+    seed: int = 0
+    """Experiment seed; run r draws from seed + 500,000 + r."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        for name in ("memory_size", "updates", "batch_size", "num_seeds"):
+            check_positive_int(getattr(self, name), name)
+        if not self.betas or not all(0.0 <= b <= 1.0 for b in self.betas):
+            raise ValueError(f"betas must be a non-empty list of numbers in [0, 1], got {self.betas}")
+        if self.updates < 2:
+            raise ValueError(f"updates must be >= 2 (the estimate averages the second half), got {self.updates}")
+
+
+def is_bias_sweep(config: IsBiasConfig, *, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Estimates (mean of ``q`` over the second half of each run) and traces of every setting.
+
+    Returns ``prioritized`` ``(len(betas), num_seeds)`` and ``uniform`` ``(num_seeds,)`` estimates,
+    the traces of run 0 (kept small: run 0 is the one plotted) ``trace_prioritized`` ``(len(betas), updates)``
+    and ``trace_uniform`` ``(updates,)`` in float32, ``betas``, and the true value ``target`` (the memory's
+    mean reward)."""
+    c = config
+    memory = noisy_reward_memory(c.memory_size, c.reward_prob)
+    kw: dict[str, Any] = dict(lr=c.lr, updates=c.updates, batch_size=c.batch_size, initial_value=c.initial_value)
+    traces = torch.empty(len(c.betas), c.num_seeds, c.updates, dtype=TREE_DTYPE)
+    uniform = torch.empty(c.num_seeds, c.updates, dtype=TREE_DTYPE)
+    runs = [(b, r) for b in range(len(c.betas) + 1) for r in range(c.num_seeds)]
+    for b, r in progress_bar(runs, enabled=progress, desc="noisy-reward runs"):
+        g = generator(c.seed, IS_BIAS_DRAWS, r)
+        if b < len(c.betas):
+            traces[b, r] = is_bias_run(memory, alpha=c.alpha, beta=c.betas[b], generator=g, **kw)
+        else:
+            uniform[r] = is_bias_run(memory, alpha=0.0, beta=0.0, generator=g, **kw)
+    half = c.updates // 2
+    return {
+        "prioritized": traces[..., half:].mean(-1),
+        "uniform": uniform[:, half:].mean(-1),
+        "trace_prioritized": traces[:, 0].float(),
+        "trace_uniform": uniform[0].float(),
+        "betas": torch.tensor(c.betas, dtype=TREE_DTYPE),
+        "target": memory["reward"].double().mean(),
+    }
+
+
+def load_is_bias(config: IsBiasConfig, *, retrain: bool = False, progress: bool = False) -> dict[str, torch.Tensor]:
+    """The cached runs :data:`IS_BIAS_FILE` made with ``config``, or :func:`is_bias_sweep` of it."""
+    return load_or_train(
+        IS_BIAS_FILE, config, lambda: is_bias_sweep(config, progress=progress), minutes=IS_BIAS_MINUTES, retrain=retrain
     )
