@@ -1,22 +1,36 @@
-"""Prioritized replay speed: memtutor's wide sum tree vs the seed's O(N) sampler vs cpprb.
+"""Prioritized replay speed: memtutor's buffer (fast and readable trees) vs cpprb vs the seed's O(N) sampler.
 
-For a filled buffer of ``--capacity`` items (default 1,000,000) and each batch size, one *step*
-is ``sample(batch, beta=0.4)`` followed by ``update_priorities`` of the sampled indices with new
-TD errors; all three implementations store the same transitions (obs 4 floats, action, reward,
-next obs, done) and return them with their IS weights. The steps of the implementations and
-batch sizes are interleaved in blocks of ``--block`` consecutive steps (so each runs with its own
-data in cache, as in a training loop) and repeated, and the median over blocks of the time per
-step is reported, so that load from other processes hits all of them alike; the CPU time of the
-process is reported beside the wall-clock time, because on a machine shared with other jobs the
-wall clock also counts the time the process was preempted. The table is printed for 1 torch
-thread and for torch's default thread count (cpprb and NumPy ignore it; memtutor's replay
-operations switch to one intra-op thread internally, because a parallel region over such small
-tensors can stall for milliseconds on a busy machine).
-Interleaving single steps instead (``--block 1``) shows a cold-cache penalty on memtutor at small
-batches: each of its ~60 small torch calls then starts with cold caches.
+For a filled buffer of each capacity (default 100,000 and 1,000,000 items) and each batch size
+(32, 256, 1024, 4096), one *step* is ``sample(batch, beta=0.4)`` followed by
+``update_priorities`` of the sampled indices with new TD errors; every implementation stores the
+same transitions (obs 4 floats, action, reward, next obs, done) and returns them with their IS
+weights. memtutor runs twice: ``PrioritizedReplay(capacity)``, the default (on the CPU the fast
+tree, whose search and update are compiled by Numba), and ``PrioritizedReplay(capacity,
+tree="readable")``, the vectorised torch tree that notebook 03 builds.
 
-    .venv/bin/python benchmarks/replay.py            # full table (about a minute)
-    .venv/bin/python benchmarks/replay.py --quick    # tiny sizes, a few seconds (smoke test)
+The steps of the implementations and batch sizes are interleaved in blocks of ``--block``
+consecutive steps (each runs with its own data in cache, as in a training loop), in a new random
+order in every round (so that none always follows the same other one, whose data has just evicted
+the caches), and repeated; the median over blocks of the time per step is reported, so that load
+from other processes hits all of them alike. The O(N) sampler, 10 to 1000 times slower and
+sweeping its whole priority array at every step, is timed on its own after them.
+The CPU time of the process (``time.process_time``) is reported beside the
+wall-clock time (``time.perf_counter``): on a machine shared with other jobs the wall clock also
+counts the time the process was preempted, so CPU time is the figure to compare there. The table
+is printed for 1 torch thread and for torch's default thread count (cpprb, NumPy and the
+compiled kernels ignore it; memtutor's replay operations switch to one intra-op thread
+internally, because a parallel region over such small tensors can stall for milliseconds on a
+busy machine).
+
+Filling: the time to add ``capacity`` items with their priorities (TD errors) in chunks of
+``--chunk`` (default 1,000), and in one call, for each implementation.
+
+With CUDA present, the same step runs with the buffer on the GPU (batch up to 65,536, capacity up
+to 10,000,000; wall time with ``torch.cuda.synchronize``), beside cpprb on the CPU.
+
+    .venv/bin/python benchmarks/replay.py                     # full table (a few minutes)
+    .venv/bin/python benchmarks/replay.py --quick             # tiny sizes, a few seconds (smoke test)
+    .venv/bin/python benchmarks/replay.py --json results.json # the table as JSON too
 
 cpprb is the ``bench`` extra (``pip install -e .[bench]``); without it its rows are skipped.
 """
@@ -24,6 +38,7 @@ cpprb is the ``bench`` extra (``pip install -e .[bench]``); without it its rows 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -34,6 +49,7 @@ from memtutor.replay import PrioritizedReplay
 
 ALPHA, BETA, EPS = 0.6, 0.4, 1e-6
 OBS_DIM = 4
+FAST, READABLE, CPPRB, SEED = "memtutor fast", "memtutor readable", "cpprb", "seed O(N)"
 
 
 def transitions_np(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -58,14 +74,14 @@ class SeedStyleReplay:
         self.store: dict[str, np.ndarray] = {}
         self.rng = np.random.RandomState(seed)
 
-    def add(self, tr: dict[str, np.ndarray]) -> None:
+    def add(self, tr: dict[str, np.ndarray], errors: np.ndarray) -> None:
         n = len(next(iter(tr.values())))
         if not self.store:
             self.store = {k: np.zeros((self.capacity, *v.shape[1:]), v.dtype) for k, v in tr.items()}
         idx = (self.next + np.arange(n)) % self.capacity
         for k, v in tr.items():
             self.store[k][idx] = v
-        self.prios[idx] = self.prios[: self.size].max() if self.size else 1.0
+        self.prios[idx] = (np.abs(errors) + EPS) ** ALPHA
         self.next, self.size = (self.next + n) % self.capacity, min(self.size + n, self.capacity)
 
     def sample(self, batch: int, beta: float):
@@ -78,126 +94,196 @@ class SeedStyleReplay:
         self.prios[idx] = (np.abs(errors) + EPS) ** ALPHA
 
 
-def make_memtutor(capacity, data, chunk):
-    buf = PrioritizedReplay(capacity, alpha=ALPHA, eps=EPS)
-    for s in range(0, capacity, chunk):
-        buf.add({k: torch.from_numpy(v[s : s + chunk]) for k, v in data.items()})
-    gen = torch.Generator().manual_seed(0)
+def fill_memtutor(tree, device):
+    def fill(capacity, data, errors, chunk):
+        buf = PrioritizedReplay(capacity, alpha=ALPHA, eps=EPS, tree=tree, device=device)
+        tdata = {k: torch.from_numpy(v).to(device) for k, v in data.items()}
+        terr = torch.from_numpy(errors).to(device)
+        for s in range(0, capacity, chunk):
+            buf.add({k: v[s : s + chunk] for k, v in tdata.items()}, terr[s : s + chunk])
+        gen = torch.Generator(device).manual_seed(0)
+        terr_step = terr[: 1 << 16].abs() + 0.01
 
-    def step(batch, errors):
-        _, idx, _ = buf.sample(batch, BETA, gen)
-        buf.update_priorities(idx, torch.from_numpy(errors[:batch]))
+        def step(batch):
+            _, idx, _ = buf.sample(batch, BETA, gen)
+            buf.update_priorities(idx, terr_step[:batch])
 
-    return step
+        return step
+
+    return fill
 
 
-def make_seed(capacity, data, chunk):
+def fill_seed(capacity, data, errors, chunk):
     buf = SeedStyleReplay(capacity)
     for s in range(0, capacity, chunk):
-        buf.add({k: v[s : s + chunk] for k, v in data.items()})
+        buf.add({k: v[s : s + chunk] for k, v in data.items()}, errors[s : s + chunk])
+    err_step = np.abs(errors[: 1 << 16]) + 0.01
 
-    def step(batch, errors):
+    def step(batch):
         _, idx, _ = buf.sample(batch, BETA)
-        buf.update_priorities(idx, errors[:batch])
+        buf.update_priorities(idx, err_step[:batch])
 
     return step
 
 
-def make_cpprb(capacity, data, chunk):
+def fill_cpprb(capacity, data, errors, chunk):
     import cpprb
 
     env = {"obs": {"shape": OBS_DIM}, "act": {"dtype": np.int64}, "rew": {}, "next_obs": {"shape": OBS_DIM}, "done": {}}
     buf = cpprb.PrioritizedReplayBuffer(capacity, env, alpha=ALPHA, eps=EPS)
+    prios = np.abs(errors) + EPS  # cpprb raises priorities to alpha itself
     for s in range(0, capacity, chunk):
-        buf.add(**{k: v[s : s + chunk] for k, v in data.items()})
+        buf.add(**{k: v[s : s + chunk] for k, v in data.items()}, priorities=prios[s : s + chunk])
+    err_step = np.abs(errors[: 1 << 16]) + 0.01
 
-    def step(batch, errors):
+    def step(batch):
         out = buf.sample(batch, beta=BETA)
-        buf.update_priorities(out["indexes"], np.abs(errors[:batch]))
+        buf.update_priorities(out["indexes"], err_step[:batch])
 
     return step
 
 
-def time_add(name, make, capacity, data, chunk):
+def timed(fn, sync=None):
+    """``(wall s, cpu s, fn's result)`` of one call."""
     w0, c0 = time.perf_counter(), time.process_time()
-    make(capacity, data, chunk)
-    return time.perf_counter() - w0, time.process_time() - c0
+    out = fn()
+    if sync is not None:
+        sync()
+    return time.perf_counter() - w0, time.process_time() - c0, out
+
+
+def medians(times: list[tuple[float, float]]) -> tuple[float, float]:
+    """``(median wall, median cpu)`` of ``(wall, cpu)`` pairs."""
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+
+
+def has_cpprb() -> bool:
+    try:
+        import cpprb  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def measure(makers, capacity, batches, reps, block, chunk, seed_reps, sync=None, threads=(1,)):
+    """Fill times and the step table for one capacity: ``{"fill": ..., "steps": {threads: ...}}``."""
+    rng = np.random.default_rng(0)
+    data = transitions_np(capacity, rng)
+    errors = rng.standard_normal(capacity)
+    result: dict = {"capacity": capacity, "fill": {}, "steps": {}}
+    torch.set_num_threads(1)
+    for fill in makers.values():  # warm-up at full size (Numba compiles or loads its kernels once)
+        fill(capacity, data, errors, capacity)(batches[0])
+    steps = {}
+    for name, fill in makers.items():
+        wall, cpu, _ = timed(lambda fill=fill: fill(capacity, data, errors, capacity), sync)
+        result["fill"][name] = {"one call": (wall, cpu)}
+        wall, cpu, steps[name] = timed(lambda fill=fill: fill(capacity, data, errors, chunk), sync)
+        result["fill"][name][f"chunks of {chunk}"] = (wall, cpu)
+    for nthreads in threads:
+        torch.set_num_threads(nthreads)
+        times: dict[str, dict[int, list]] = {name: {b: [] for b in batches} for name in steps}
+        for step in steps.values():  # warm-up at every batch size
+            for b in batches:
+                step(b)
+        order = np.random.default_rng(1)
+        fast_ones = [name for name in steps if name != SEED]
+        for _ in range(reps):
+            for b in batches:
+                # A new order in every round, so that no implementation always runs right after the
+                # same other one (whose data has just evicted the caches).
+                for i in order.permutation(len(fast_ones)):
+                    name = fast_ones[i]
+                    wall, cpu, _ = timed(lambda s=steps[name], b=b: [s(b) for _ in range(block)], sync)
+                    times[name][b].append((wall / block, cpu / block))
+        if SEED in steps:  # 10+ ms per step and it sweeps the whole priority array: timed on its own
+            for _ in range(seed_reps):
+                for b in batches:
+                    wall, cpu, _ = timed(lambda b=b: steps[SEED](b), sync)
+                    times[SEED][b].append((wall, cpu))
+        result["steps"][nthreads] = {name: {b: medians(ts) for b, ts in per.items()} for name, per in times.items()}
+    return result
+
+
+def print_result(result, chunk, cpu_time=True):
+    cap = result["capacity"]
+    print(f"\n=== capacity {cap:,} ===")
+    print(f"filling {cap:,} items with their priorities (wall s | cpu s):")
+    for name, modes in result["fill"].items():
+        cells = "   ".join(f"{mode}: {w:6.3f} | {c:6.3f}" for mode, (w, c) in modes.items())
+        print(f"  {name:18s} {cells}")
+    for nthreads, per in result["steps"].items():
+        names = list(per)
+        batches = list(next(iter(per.values())))
+        print(f"\nsample + update_priorities, torch threads {nthreads}, median us per step (wall | cpu):")
+        print(
+            f"  {'batch':>6s}"
+            + "".join(f" {n:>20s}" for n in names)
+            + (f" {'fast vs cpprb (wall|cpu)':>26s}" if CPPRB in per and FAST in per else "")
+        )
+        for b in batches:
+            row = f"  {b:6d}" + "".join(f" {per[n][b][0] * 1e6:10.0f} | {per[n][b][1] * 1e6:7.0f}" for n in names)
+            if CPPRB in per and FAST in per:
+                (fw, fc), (cw, cc) = per[FAST][b], per[CPPRB][b]
+                row += f" {cw / fw:15.2f} | {cc / max(fc, 1e-12):6.2f}"
+            print(row)
+    if not cpu_time:
+        print("  (CUDA: the CPU column counts the host's time only; compare wall times)")
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
-    p.add_argument("--capacity", type=int, default=None)
-    p.add_argument("--reps", type=int, default=None, help="timed steps per cell")
-    p.add_argument("--skip-seed", action="store_true", help="leave out the (slow) O(N) sampler")
+    p.add_argument("--capacity", type=int, nargs="+", default=None)
+    p.add_argument("--batch", type=int, nargs="+", default=None)
+    p.add_argument("--reps", type=int, default=None, help="timed blocks per cell")
     p.add_argument("--block", type=int, default=10, help="consecutive steps timed together (warm caches)")
+    p.add_argument("--chunk", type=int, default=1000, help="items per add when filling")
+    p.add_argument("--skip-seed", action="store_true", help="leave out the (slow) O(N) sampler")
+    p.add_argument("--skip-cuda", action="store_true", help="CPU only, even with CUDA present")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
-    capacity = args.capacity or (20_000 if args.quick else 1_000_000)
-    reps = args.reps or (3 if args.quick else 30)
-    batches = [32, 256] if args.quick else [32, 256, 1024, 4096]
-    chunk = 1000
+    capacities = args.capacity or ([20_000] if args.quick else [100_000, 1_000_000])
+    batches = args.batch or ([32, 256] if args.quick else [32, 256, 1024, 4096])
+    reps = args.reps or (3 if args.quick else 25)
     default_threads = torch.get_num_threads()
-    rng = np.random.default_rng(0)
-    data = transitions_np(capacity, rng)
-    errors = np.abs(rng.standard_normal(max(batches))) + 0.01
 
-    makers = {"memtutor": make_memtutor, "cpprb": make_cpprb}
-    if not args.skip_seed:
-        makers["seed O(N)"] = make_seed
-    try:
-        import cpprb  # noqa: F401
-    except ImportError:
+    makers = {FAST: fill_memtutor("fast", "cpu"), READABLE: fill_memtutor("readable", "cpu")}
+    if has_cpprb():
+        makers[CPPRB] = fill_cpprb
+    else:
         print("cpprb not installed (pip install -e .[bench]): its rows are skipped")
-        makers.pop("cpprb")
-
+    if not args.skip_seed:
+        makers[SEED] = fill_seed
     print(
-        f"capacity {capacity:,}, alpha {ALPHA}, beta {BETA}; median over {reps} interleaved blocks of "
-        f"{args.block} steps (seed O(N): a few single steps)"
+        f"alpha {ALPHA}, beta {BETA}; median over {reps} interleaved blocks of {args.block} steps "
+        f"(seed O(N): a few single steps); torch {torch.__version__}"
     )
-    torch.set_num_threads(1)
-    print(f"\nadding {capacity:,} items in batches of {chunk:,} (torch threads 1):")
-    for name, make in makers.items():
-        wall, cpu = time_add(name, make, capacity, data, chunk)
-        print(
-            f"  {name:10s} wall {wall:6.2f} s ({capacity / wall / 1e6:5.2f} M items/s)   "
-            f"cpu {cpu:6.2f} s ({capacity / cpu / 1e6:5.2f} M items/s)"
-        )
+    results = []
+    for cap in capacities:
+        res = measure(makers, cap, batches, reps, args.block, args.chunk, max(2, reps // 10),
+                      threads=sorted({1, default_threads}))  # fmt: skip
+        print_result(res, args.chunk)
+        results.append({"device": "cpu", **res})
 
-    steps = {name: make(capacity, data, chunk) for name, make in makers.items()}
-    for threads in sorted({1, default_threads}):
-        torch.set_num_threads(threads)
-        times: dict[tuple[str, int], list[float]] = {}
-        for step in steps.values():  # warm-up
-            for b in batches:
-                step(b, errors)
-        for r in range(reps):
-            for b in batches:
-                for name, step in steps.items():
-                    slow = name == "seed O(N)"
-                    if slow and r >= max(3, reps // 10):
-                        continue  # 10+ ms per step: a few repeats are plenty
-                    inner = 1 if slow else args.block
-                    w0, c0 = time.perf_counter(), time.process_time()
-                    for _ in range(inner):
-                        step(b, errors)
-                    wall = (time.perf_counter() - w0) / inner
-                    cpu = (time.process_time() - c0) / inner
-                    times.setdefault((name, b), []).append((wall, cpu))
-        print(f"\nsample + update_priorities, torch threads {threads} (median wall-clock | CPU time per step):")
-        others = [n for n in steps if n != "memtutor"]
-        head = f"  {'batch':>6s}" + "".join(f" {n + ' wall us':>17s} {'cpu us':>8s} {'samples/s':>10s}" for n in steps)
-        print(head + "".join(f" {'x vs ' + n + ' (wall|cpu)':>26s}" for n in others))
-        for b in batches:
-            wall = {n: statistics.median(t[0] for t in times[(n, b)]) for n in steps}
-            cpu = {n: statistics.median(t[1] for t in times[(n, b)]) for n in steps}
-            row = f"  {b:6d}" + "".join(
-                f" {wall[n] * 1e6:17.0f} {cpu[n] * 1e6:8.0f} {b / wall[n]:10.3g}" for n in steps
-            )
-            row += "".join(
-                f" {wall[n] / wall['memtutor']:17.2f} | {cpu[n] / max(cpu['memtutor'], 1e-9):6.2f}" for n in others
-            )
-            print(row)
-    print("\n'x vs cpprb' > 1 means memtutor is that many times faster per step.")
+    if torch.cuda.is_available() and not args.skip_cuda:
+        device = torch.device("cuda")
+        gpu = {f"{FAST} (cuda)": fill_memtutor("fast", device)}
+        if has_cpprb():
+            gpu[CPPRB] = fill_cpprb
+        cuda_caps = [20_000] if args.quick else [1_000_000, 10_000_000]
+        cuda_batches = [256, 4096] if args.quick else [256, 4096, 16384, 65536]
+        print(f"\nCUDA: {torch.cuda.get_device_name(device)}; the buffer's tensors on the GPU, cpprb on the CPU")
+        for cap in cuda_caps:
+            res = measure(gpu, cap, cuda_batches, max(3, reps // 3), args.block, 100_000, 0,
+                          sync=torch.cuda.synchronize)  # fmt: skip
+            print_result(res, 100_000, cpu_time=False)
+            results.append({"device": "cuda", **res})
+    print("\n'fast vs cpprb' > 1 means memtutor's default buffer is that many times faster per step.")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Schaul, Quan, Antonoglou, Silver, "Prioritized Experience Replay", ICLR 2016 (arXiv 1511.05952),
 proportional variant:
 
-* priority        p_i = (|delta_i| + eps)^alpha                       (:func:`priority`)
-* probability     P(i) = p_i / sum_k p_k                               (the sum tree)
+* priority        p_i = |delta_i| + eps; the tree stores p_i^alpha     (:func:`priority`)
+* probability     P(i) = p_i^alpha / sum_k p_k^alpha                   (the sum tree)
 * IS weight       w_i = (N P(i))^-beta / max_j (N P(j))^-beta          (:func:`importance_weights`)
 
 Shapes: ``B`` batch (number of sampled or updated items), ``C`` capacity, ``k`` branching factor.
@@ -34,6 +34,14 @@ positive; a prefix that rounds up to (or past) a node's total is moved to the la
 it, so the walk never steps past the last positive child (the bug of cleanrl#546 and
 ReinforcementLearningTrajectories.jl#59).
 
+Two trees, one behaviour. :class:`SumTree` is the vectorised torch tree that notebook 03 builds
+and checks; ``PrioritizedReplay(..., tree="readable")`` uses it. By default, on the CPU and with
+Numba installed, the buffer uses :class:`memtutor._replay_fast.FastSumTree`: the same levels and
+the same descent rule, walked once per sample by two compiled loops (one call per ``sample``,
+one per ``update_priorities``), because at small batches the fixed cost of ~60 torch calls per
+step, not arithmetic, is what a replay step spends. Both trees draw the same indices from the
+same generator state (tested); on a GPU, or without Numba, the default is :class:`SumTree`.
+
 Notebook 03's Blind Cliffwalk study (tabular Q-learning from this buffer under uniform,
 prioritized and oracle replay) is in :mod:`memtutor.experiments.nb03_replay`.
 """
@@ -46,6 +54,7 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from memtutor.utils import check_device, check_positive_int, check_tensor
@@ -505,7 +514,14 @@ class PrioritizedReplay:
         eps: offset > 0 added to |TD error| (default :data:`DEFAULT_EPS`); ``eps ** alpha`` must be
             a normal float64 (>= 2.2e-308), else a zero error would get priority 0 and never be drawn.
         device: where storage and tree live (default CPU).
-        branching, root_fanout: passed to :class:`SumTree`.
+        tree: ``"fast"`` (default) or ``"readable"``. ``"readable"`` is :class:`SumTree`, the
+            vectorised torch tree that notebook 03 builds. ``"fast"`` is, on the CPU,
+            :class:`~memtutor._replay_fast.FastSumTree`: the same levels and the same descent rule
+            in two loops compiled by Numba (one call per ``sample`` and per ``update_priorities``),
+            which draws the same indices from the same generator state; on another device, or
+            without Numba installed, it is :class:`SumTree`.
+        branching, root_fanout: passed to the tree (default: the chosen tree's own defaults,
+            ``k = 16`` and 4096 for :class:`SumTree`, 32 and 2048 for the fast tree).
     """
 
     def __init__(
@@ -515,8 +531,9 @@ class PrioritizedReplay:
         alpha: float = 0.6,
         eps: float = DEFAULT_EPS,
         device: torch.device | str | None = None,
-        branching: int = DEFAULT_BRANCHING,
-        root_fanout: int = DEFAULT_ROOT_FANOUT,
+        tree: str = "fast",
+        branching: int | None = None,
+        root_fanout: int | None = None,
     ) -> None:
         self.capacity = check_positive_int(capacity, "capacity")
         if not (_is_real(alpha) and 0 <= alpha < float("inf")):
@@ -530,7 +547,23 @@ class PrioritizedReplay:
             )
         self.alpha, self.eps = float(alpha), float(eps)
         self.device = check_device(device) or torch.device("cpu")
-        self.tree = SumTree(self.capacity, branching=branching, root_fanout=root_fanout, device=self.device)
+        if tree not in ("fast", "readable"):
+            raise ValueError(f"tree must be 'fast' or 'readable', got tree={tree!r}")
+        self._fast = False
+        if tree == "fast" and self.device.type == "cpu":
+            from memtutor._replay_fast import HAVE_NUMBA  # it imports this module: imported here
+
+            self._fast = HAVE_NUMBA
+        if self._fast:
+            from memtutor._replay_fast import FAST_BRANCHING, FAST_ROOT_FANOUT, FastSumTree
+
+            k = FAST_BRANCHING if branching is None else branching
+            top = FAST_ROOT_FANOUT if root_fanout is None else root_fanout
+            self.tree: SumTree = FastSumTree(self.capacity, branching=k, root_fanout=top)
+        else:
+            k = DEFAULT_BRANCHING if branching is None else branching
+            top = DEFAULT_ROOT_FANOUT if root_fanout is None else root_fanout
+            self.tree = SumTree(self.capacity, branching=k, root_fanout=top, device=self.device)
         self.storage: dict[str, torch.Tensor] = {}
         self.max_priority = 1.0  # largest raw priority |delta| + eps seen so far
         self._size = 0
@@ -538,6 +571,8 @@ class PrioritizedReplay:
         self._written = torch.zeros(self.capacity, dtype=torch.int64, device=self.device)
         self._num_added = 0  # items ever added; _written[i] = value of this counter when i was written
         self._sampled_at = 0  # _num_added at the last sample() call
+        self._log_limit = math.log(_priority_limit(self.capacity))  # the fast update's overflow check
+        self._stats = np.empty(3)  # the fast update's [min index, max index, max raw priority]
 
     def __len__(self) -> int:
         return self._size
@@ -616,18 +651,21 @@ class PrioritizedReplay:
         """``(|errors| + eps, its max)`` in float64 (one sync); raises on NaN/inf and on priorities
         so large that ``capacity`` of them would overflow the tree's total. Changes nothing."""
         raw = errors.detach().to(device=self.device, dtype=TREE_DTYPE).abs().add_(self.eps)  # (B,)
-        top = 0.0
-        if raw.numel():
-            top = float(raw.max())  # NaN propagates through max, inf stays inf
-            if not top < float("inf"):
-                raise ValueError("errors contain NaN or infinite values")
-            limit = _priority_limit(self.capacity)
-            if self.alpha * math.log(top) > math.log(limit):  # top ** alpha > limit, without overflow
-                raise ValueError(
-                    f"errors too large: (|error| + eps) ** alpha = {top:.4g} ** {self.alpha} exceeds "
-                    f"{limit:.4g}, the largest priority whose sum over {self.capacity} slots stays finite"
-                )
+        top = self._check_top(float(raw.max())) if raw.numel() else 0.0  # NaN propagates through max
         return raw, top
+
+    def _check_top(self, top: float) -> float:
+        """``top``, the largest raw priority of a batch, or ValueError if it is NaN, infinite, or
+        so large that ``capacity`` priorities ``top ** alpha`` would overflow the tree's total."""
+        if not top < math.inf:
+            raise ValueError("errors contain NaN or infinite values")
+        limit = _priority_limit(self.capacity)
+        if self.alpha * math.log(top) > math.log(limit):  # top ** alpha > limit, without overflow
+            raise ValueError(
+                f"errors too large: (|error| + eps) ** alpha = {top:.4g} ** {self.alpha} exceeds "
+                f"{limit:.4g}, the largest priority whose sum over {self.capacity} slots stays finite"
+            )
+        return top
 
     # ---- sample -------------------------------------------------------------------------------
     @_single_threaded
@@ -649,6 +687,8 @@ class PrioritizedReplay:
             raise ValueError(f"beta must be a number in [0, 1], got beta={beta!r}")
         if self._size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
+        if self._fast:
+            return self._sample_fast(batch_size, float(beta), _check_generator(generator))
         idx = self.tree.sample(batch_size, generator)  # (B,)
         # P(i) = p_i / total and P_min = p_min / total: the total cancels in the weight ratio.
         prios = self.tree._sums[0].index_select(0, idx)  # (B,) p_i^alpha
@@ -656,6 +696,24 @@ class PrioritizedReplay:
         self._sampled_at = self._num_added
         batch = {key: value.index_select(0, idx) for key, value in self.storage.items()}
         return batch, idx, weights.to(torch.get_default_dtype())
+
+    def _sample_fast(
+        self, batch_size: int, beta: float, generator: torch.Generator | None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """:meth:`sample` on the fast tree (checked arguments): one compiled call draws the indices
+        and computes their weights, from the same uniform draws as the readable tree."""
+        draw_on = _CPU if generator is None else generator.device  # draw where the generator lives
+        draws = torch.rand(batch_size, dtype=TREE_DTYPE, generator=generator, device=draw_on)
+        u = (draws if draw_on.type == "cpu" else draws.cpu()).numpy()
+        idx_np = np.empty(batch_size, dtype=np.int64)
+        dtype = torch.get_default_dtype()
+        weights = np.empty(batch_size, dtype=np.float32 if dtype == torch.float32 else np.float64)
+        self.tree.sample_weights_np(u, beta, idx_np, weights)  # type: ignore[attr-defined]
+        self._sampled_at = self._num_added
+        idx = torch.from_numpy(idx_np)
+        batch = {key: value.index_select(0, idx) for key, value in self.storage.items()}
+        w = torch.from_numpy(weights)
+        return batch, idx, w if w.dtype == dtype else w.to(dtype)
 
     # ---- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -722,6 +780,8 @@ class PrioritizedReplay:
             raise ValueError(f"indices must be an integer tensor, got {indices.dtype}")
         if indices.numel() == 0:
             return torch.ones(0, dtype=torch.bool, device=self.device)
+        if self._fast and indices.device.type == "cpu" and errors.device.type == "cpu":
+            return self._update_priorities_fast(indices, errors)
         bounds = torch.aminmax(indices)
         lo, hi = int(bounds.min), int(bounds.max)
         if lo < 0 or hi >= self._size:
@@ -741,6 +801,47 @@ class PrioritizedReplay:
         self.max_priority = max(self.max_priority, top)
         self.tree._update(idx, raw.pow_(self.alpha))
         return fresh
+
+    def _update_priorities_fast(self, indices: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:
+        """:meth:`update_priorities` on the fast tree (checked shapes and dtypes, CPU tensors)."""
+        idx = indices.numpy()
+        if idx.dtype != np.int64:
+            idx = idx.astype(np.int64)
+        if not self._num_added > self._sampled_at > 0:  # the common case: one compiled call
+            err = errors.detach()
+            if err.dtype not in _KERNEL_DTYPES:
+                err = err.to(TREE_DTYPE)
+            stats = self._stats
+            args = (idx, err.numpy(), self.eps, self.alpha, self._size, self._log_limit, stats)
+            code = self.tree.update_errors_np(*args)  # type: ignore[attr-defined]
+            if code == 1:
+                lo, hi = int(stats[0]), int(stats[1])
+                raise ValueError(f"indices must lie in the filled part [0, {self._size}), got values in [{lo}, {hi}]")
+            if code:
+                self._check_top(float(stats[2]))  # raises the message for a NaN/inf (2) or too large (3) error
+            self.max_priority = max(self.max_priority, float(stats[2]))
+            return torch.ones(idx.shape[0], dtype=torch.bool)
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= self._size:
+            raise ValueError(f"indices must lie in the filled part [0, {self._size}), got values in [{lo}, {hi}]")
+        errors = errors.detach()  # every error is checked before the stale ones are dropped
+        raw = np.abs(errors.numpy() if errors.dtype == TREE_DTYPE else errors.to(TREE_DTYPE).numpy())  # a copy
+        raw += self.eps
+        self._check_top(float(raw.max()))
+        # Added since the last sample: a slot may have changed hands (see update_priorities).
+        sampled = self._sampled_at
+        fresh = (self._written.numpy()[idx] <= sampled) | (idx >= sampled)  # (B,)
+        idx, raw = idx[fresh], raw[fresh]
+        top = float(raw.max()) if raw.size else 0.0  # the largest *applied* priority
+        self.max_priority = max(self.max_priority, top)
+        np.power(raw, self.alpha, out=raw)
+        self.tree.update_np(idx, raw)  # type: ignore[attr-defined]
+        return torch.from_numpy(fresh)
+
+
+_CPU = torch.device("cpu")
+#: dtypes whose NumPy view the compiled update reads directly (others are converted to float64 first).
+_KERNEL_DTYPES = (torch.float64, torch.float32, torch.int64, torch.int32)
 
 
 def _ring_write(dst: torch.Tensor, src: torch.Tensor, start: int) -> None:

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from notebook_cells import notebook_parameters as run_parameters_cell
 
+from memtutor._replay_fast import HAVE_NUMBA, FastSumTree
 from memtutor.experiments.nb03_replay import (
     CLIFFWALK_FILE,
     CLIFFWALK_MINUTES,
@@ -43,10 +44,37 @@ ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
 
 
-def make_tree(capacity, branching, fanout, values):
-    tree = SumTree(capacity, branching=branching, root_fanout=fanout)
+#: The two trees behind PrioritizedReplay(tree=...): "readable" is the vectorised torch tree that
+#: notebook 03 builds, "fast" (the default on the CPU) the compiled one. Every tree and buffer test
+#: runs on both (without Numba, "fast" falls back to the readable tree and is tested as such).
+TREES = {"readable": SumTree, "fast": FastSumTree if HAVE_NUMBA else SumTree}
+
+
+@pytest.fixture(params=list(TREES), scope="module")
+def tree_cls(request):
+    """The tree class (module scope, so that hypothesis tests can use it)."""
+    return TREES[request.param]
+
+
+@pytest.fixture(params=list(TREES))
+def tree_kind(request, monkeypatch):
+    """Each kind of tree as PrioritizedReplay's default for the test."""
+    monkeypatch.setitem(PrioritizedReplay.__init__.__kwdefaults__, "tree", request.param)
+    return request.param
+
+
+def make_tree(capacity, branching, fanout, values, cls=SumTree):
+    tree = cls(capacity, branching=branching, root_fanout=fanout)
     tree.update(torch.arange(capacity), values)
     return tree
+
+
+def row_sums(tree: SumTree, rows: torch.Tensor) -> torch.Tensor:
+    """``(P,)`` parent sums of ``(P, k)`` children in the order the tree adds them: torch's
+    reduction for the readable tree, left to right (a NumPy cumulative sum) for the fast one."""
+    if isinstance(tree, FastSumTree):
+        return torch.from_numpy(np.cumsum(rows.numpy(), axis=1)[:, -1].copy())
+    return rows.sum(1)
 
 
 def check_invariants(tree: SumTree, leaves: torch.Tensor) -> None:
@@ -55,7 +83,7 @@ def check_invariants(tree: SumTree, leaves: torch.Tensor) -> None:
     levels = tree.levels
     torch.testing.assert_close(tree.leaves(), leaves, rtol=0, atol=0)
     for lower, upper in zip(levels[:-1], levels[1:], strict=True):
-        sums = lower.view(-1, k).sum(1)  # one per parent; the rest of `upper` is zero padding
+        sums = row_sums(tree, lower.view(-1, k))  # one per parent; the rest of `upper` is zero padding
         torch.testing.assert_close(upper[: sums.numel()], sums, rtol=0, atol=0)
         assert not bool(upper[sums.numel() :].any())
     assert math.isclose(float(tree.total), math.fsum(leaves.tolist()), rel_tol=1e-12, abs_tol=1e-300)
@@ -78,9 +106,9 @@ def check_invariants(tree: SumTree, leaves: torch.Tensor) -> None:
         max_size=6,
     ),
 )
-def test_invariants_after_any_batched_updates(capacity, branching, fanout, ops):
+def test_invariants_after_any_batched_updates(capacity, branching, fanout, ops, tree_cls):
     """Root = sum of leaves, every node = sum of its children, last write wins on duplicates."""
-    tree = SumTree(capacity, branching=branching, root_fanout=fanout)
+    tree = tree_cls(capacity, branching=branching, root_fanout=fanout)
     naive = [0.0] * capacity
     for batch in ops:
         idx = [i % capacity for i, _ in batch]
@@ -91,8 +119,8 @@ def test_invariants_after_any_batched_updates(capacity, branching, fanout, ops):
         check_invariants(tree, torch.tensor(naive, dtype=F64))
 
 
-def test_duplicate_indices_last_value_wins_and_ancestors_follow():
-    tree = SumTree(10, branching=3, root_fanout=2)
+def test_duplicate_indices_last_value_wins_and_ancestors_follow(tree_kind):
+    tree = TREES[tree_kind](10, branching=3, root_fanout=2)
     tree.update(torch.tensor([4, 7, 4, 4, 7]), torch.tensor([1.0, 2.0, 3.0, 5.0, 0.5], dtype=F64))
     leaves = torch.zeros(10, dtype=F64)
     leaves[4], leaves[7] = 5.0, 0.5
@@ -101,19 +129,19 @@ def test_duplicate_indices_last_value_wins_and_ancestors_follow():
 
 @pytest.mark.parametrize("capacity", [1, 2, 3, 5, 17, 100, 1000, 4097])
 @pytest.mark.parametrize("branching,fanout", [(2, 1), (3, 2), (16, 4096), (64, 16384)])
-def test_any_capacity_builds_a_consistent_tree(capacity, branching, fanout):
+def test_any_capacity_builds_a_consistent_tree(capacity, branching, fanout, tree_kind):
     g = torch.Generator().manual_seed(capacity)
     values = torch.rand(capacity, dtype=F64, generator=g)
-    tree = make_tree(capacity, branching, fanout, values)
+    tree = make_tree(capacity, branching, fanout, values, cls=TREES[tree_kind])
     check_invariants(tree, values)
     assert tree.levels[-1].numel() <= max(fanout, 1)
 
 
-def test_no_drift_after_many_updates():
+def test_no_drift_after_many_updates(tree_kind):
     """Parents are recomputed from children, so a million small updates leave no residue."""
     g = torch.Generator().manual_seed(0)
     cap = 5000
-    tree = make_tree(cap, 4, 8, torch.rand(cap, dtype=F64, generator=g))
+    tree = make_tree(cap, 4, 8, torch.rand(cap, dtype=F64, generator=g), cls=TREES[tree_kind])
     for _ in range(100):
         idx = torch.randint(0, cap, (5000,), generator=g)
         scale = 10.0 ** torch.randint(-8, 4, (5000,), generator=g).double()  # 12 decades
@@ -146,12 +174,12 @@ def naive_find_ok(leaves: torch.Tensor, v: torch.Tensor, got: torch.Tensor) -> t
     zero_frac=st.floats(0, 0.95),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_find_matches_naive_and_never_returns_a_zero_leaf(capacity, branching, fanout, zero_frac, seed):
+def test_find_matches_naive_and_never_returns_a_zero_leaf(capacity, branching, fanout, zero_frac, seed, tree_cls):
     g = torch.Generator().manual_seed(seed)
     values = torch.rand(capacity, dtype=F64, generator=g)
     values[torch.rand(capacity, generator=g) < zero_frac] = 0.0
     values[int(torch.randint(0, capacity, (1,), generator=g))] = 0.5  # at least one positive leaf
-    tree = make_tree(capacity, branching, fanout, values)
+    tree = make_tree(capacity, branching, fanout, values, cls=tree_cls)
     total = float(tree.total)
     csum = torch.cumsum(values, 0)
     # random prefixes plus the adversarial ones: 0, every boundary, just below it, the total
@@ -170,9 +198,9 @@ def test_find_matches_naive_and_never_returns_a_zero_leaf(capacity, branching, f
     assert bool(naive_find_ok(values, v, got).all())
 
 
-def test_rounding_up_to_the_total_maps_to_the_last_positive_leaf():
+def test_rounding_up_to_the_total_maps_to_the_last_positive_leaf(tree_kind):
     values = torch.tensor([0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 0.0], dtype=F64)
-    tree = make_tree(7, 2, 1, values)
+    tree = make_tree(7, 2, 1, values, cls=TREES[tree_kind])
     assert int(tree.find(torch.tensor([float(tree.total)], dtype=F64))) == 2
     # one ulp below the total is still inside the last positive leaf, not in the zero padding
     below = torch.nextafter(tree.total, torch.zeros((), dtype=F64)).reshape(1)
@@ -185,27 +213,27 @@ def test_rounding_up_to_the_total_maps_to_the_last_positive_leaf():
 
 @settings(max_examples=30, deadline=None)
 @given(filled=st.integers(1, 200), capacity_extra=st.integers(0, 300), batch=st.integers(1, 700))
-def test_samples_never_leave_the_filled_part(filled, capacity_extra, batch):
+def test_samples_never_leave_the_filled_part(filled, capacity_extra, batch, tree_cls):
     cap = filled + capacity_extra
     g = torch.Generator().manual_seed(filled * 1000 + batch)
-    tree = SumTree(cap, branching=4, root_fanout=8)
+    tree = tree_cls(cap, branching=4, root_fanout=8)
     tree.update(torch.arange(filled), torch.rand(filled, dtype=F64, generator=g) + 1e-300)
     idx = tree.sample(batch, g)
     assert idx.shape == (batch,)
     assert int(idx.max()) < filled and int(idx.min()) >= 0
 
 
-def test_tiny_priorities_next_to_huge_ones_are_never_lost_or_overrun():
+def test_tiny_priorities_next_to_huge_ones_are_never_lost_or_overrun(tree_kind):
     """Float64 sums with a 1e-300 leaf beside 1e300 ones: no zero leaf, no index past the end."""
     values = torch.tensor([1e300, 0.0, 1e-300, 0.0, 1e300, 0.0], dtype=F64)
-    tree = make_tree(6, 2, 2, values)
+    tree = make_tree(6, 2, 2, values, cls=TREES[tree_kind])
     idx = tree.sample(10_000, torch.Generator().manual_seed(0))
     assert set(idx.tolist()) <= {0, 2, 4}
 
 
-def test_capacity_one():
+def test_capacity_one(tree_kind):
     """A size-1 tree (openai/baselines#170 overflowed its reduce) samples its only leaf."""
-    tree = SumTree(1)
+    tree = TREES[tree_kind](1)
     tree.update(torch.tensor([0]), torch.tensor([0.3], dtype=F64))
     assert tree.sample(5).tolist() == [0] * 5
     buf = PrioritizedReplay(1)
@@ -216,11 +244,11 @@ def test_capacity_one():
     assert len(buf) == 1 and buf.sample(1, 1.0)[0]["x"].tolist() == [[3.0, 4.0]]
 
 
-def test_empirical_frequencies_match_probabilities_chi_square():
+def test_empirical_frequencies_match_probabilities_chi_square(tree_kind):
     """Independent prefixes through find(): frequencies follow leaf / total (chi-square test)."""
     g = torch.Generator().manual_seed(1)
     values = torch.tensor([5.0, 0.0, 1.0, 0.25, 3.0, 0.0, 0.75, 2.0, 0.5, 1.5, 0.0], dtype=F64)
-    tree = make_tree(11, 3, 2, values)
+    tree = make_tree(11, 3, 2, values, cls=TREES[tree_kind])
     draws = 200_000
     idx = tree.find(torch.rand(draws, dtype=F64, generator=g) * float(tree.total))
     counts = torch.bincount(idx, minlength=11).double()
@@ -233,11 +261,11 @@ def test_empirical_frequencies_match_probabilities_chi_square():
     assert p_value > 1e-3, (chi2, p_value)
 
 
-def test_stratified_sampling_counts_are_within_one_per_segment_boundary():
+def test_stratified_sampling_counts_are_within_one_per_segment_boundary(tree_kind):
     """With B stratified draws, leaf i is drawn B*P(i) times up to the two segments it straddles."""
     g = torch.Generator().manual_seed(2)
     values = torch.rand(37, dtype=F64, generator=g)
-    tree = make_tree(37, 4, 3, values)
+    tree = make_tree(37, 4, 3, values, cls=TREES[tree_kind])
     batch = 10_000
     idx = tree.sample(batch, g)
     assert bool((idx[1:] >= idx[:-1]).all()), "stratified prefixes are sorted, so are the leaves"
@@ -265,13 +293,13 @@ def test_stratified_prefixes_one_per_segment():
         (dict(capacity=10, root_fanout=0), "root_fanout must be >= 1"),
     ],
 )
-def test_tree_constructor_errors(kwargs, match):
+def test_tree_constructor_errors(kwargs, match, tree_kind):
     with pytest.raises(ValueError, match=match):
-        SumTree(**kwargs)
+        TREES[tree_kind](**kwargs)
 
 
-def test_tree_update_errors():
-    tree = SumTree(5)
+def test_tree_update_errors(tree_kind):
+    tree = TREES[tree_kind](5)
     with pytest.raises(ValueError, match="NaN"):
         tree.update(torch.tensor([1]), torch.tensor([float("nan")], dtype=F64))
     with pytest.raises(ValueError, match="finite and >= 0"):
@@ -289,8 +317,8 @@ def test_tree_update_errors():
     assert float(tree.total) == 0.0, "a rejected update must leave the tree untouched"
 
 
-def test_tree_search_errors():
-    tree = SumTree(5)
+def test_tree_search_errors(tree_kind):
+    tree = TREES[tree_kind](5)
     with pytest.raises(ValueError, match="total is 0"):
         tree.sample(3)
     with pytest.raises(ValueError, match="total is 0"):
@@ -314,7 +342,7 @@ def transitions(n, start=0):
     return {"obs": torch.stack([x, -x], 1), "action": torch.arange(start, start + n), "reward": x / 10}
 
 
-def test_add_returns_ring_indices_and_stores_items():
+def test_add_returns_ring_indices_and_stores_items(tree_kind):
     buf = PrioritizedReplay(7)
     assert buf.add(transitions(5)).tolist() == [0, 1, 2, 3, 4]
     assert len(buf) == 5
@@ -324,7 +352,7 @@ def test_add_returns_ring_indices_and_stores_items():
     assert buf.storage["obs"].shape == (7, 2) and buf.storage["obs"].dtype == torch.float32
 
 
-def test_sample_shapes_and_returned_items_match_indices():
+def test_sample_shapes_and_returned_items_match_indices(tree_kind):
     buf = PrioritizedReplay(50, alpha=0.6)
     buf.add(transitions(30))
     batch, idx, w = buf.sample(16, 0.4, torch.Generator().manual_seed(0))
@@ -335,7 +363,7 @@ def test_sample_shapes_and_returned_items_match_indices():
     assert int(idx.max()) < 30
 
 
-def test_priorities_weights_and_new_item_priority_match_naive():
+def test_priorities_weights_and_new_item_priority_match_naive(tree_kind):
     alpha, beta, eps = 0.7, 0.5, 1e-3
     buf = PrioritizedReplay(20, alpha=alpha, eps=eps)
     buf.add(transitions(12))
@@ -360,7 +388,7 @@ def test_priorities_weights_and_new_item_priority_match_naive():
     assert float(w.max()) <= 1.0
 
 
-def test_is_weights_are_normalised_by_the_least_likely_stored_item_not_the_batch():
+def test_is_weights_are_normalised_by_the_least_likely_stored_item_not_the_batch(tree_kind):
     """The largest possible weight belongs to the least likely *stored* item, here one that the
     batch does not contain: normalising by the batch's largest weight would give weights of 1."""
     buf = PrioritizedReplay(10, alpha=1.0, eps=1e-6)
@@ -373,7 +401,7 @@ def test_is_weights_are_normalised_by_the_least_likely_stored_item_not_the_batch
     assert float(w.max()) < 0.01  # (p_min / p_i)^beta ~ 1e-3
 
 
-def test_add_with_errors_sets_initial_priorities():
+def test_add_with_errors_sets_initial_priorities(tree_kind):
     buf = PrioritizedReplay(5, alpha=0.5, eps=0.01)
     buf.add(transitions(3), errors=torch.tensor([0.0, -1.0, 3.0]))
     torch.testing.assert_close(buf.tree.leaves()[:3], torch.tensor([0.01, 1.01, 3.01], dtype=F64) ** 0.5)
@@ -388,7 +416,7 @@ def test_priority_and_importance_weight_functions():
     torch.testing.assert_close(w, (3 * probs) ** -1.0 / (3 * 0.1) ** -1.0)
 
 
-def test_alpha_zero_is_uniform():
+def test_alpha_zero_is_uniform(tree_kind):
     buf = PrioritizedReplay(10, alpha=0.0)
     buf.add(transitions(10))
     buf.sample(1, 0.0)
@@ -399,7 +427,7 @@ def test_alpha_zero_is_uniform():
     assert torch.equal(w, torch.ones(10_000))
 
 
-def test_stale_update_after_overwrite_is_skipped():
+def test_stale_update_after_overwrite_is_skipped(tree_kind):
     """cleanrl#511: a priority computed for a sampled item must not land on its replacement."""
     buf = PrioritizedReplay(4, alpha=1.0, eps=1e-6)
     buf.add(transitions(4))
@@ -418,7 +446,7 @@ def test_stale_update_after_overwrite_is_skipped():
     assert buf.update_priorities(torch.tensor([0]), torch.tensor([2.0])).tolist() == [True]
 
 
-def test_replay_bad_inputs():
+def test_replay_bad_inputs(tree_kind):
     with pytest.raises(ValueError, match="capacity must be >= 1"):
         PrioritizedReplay(0)
     fresh = PrioritizedReplay(4)
@@ -478,12 +506,12 @@ def test_beta_schedule():
         sched(-1)
 
 
-def test_default_eps_is_documented_constant():
+def test_default_eps_is_documented_constant(tree_kind):
     assert PrioritizedReplay(3).eps == DEFAULT_EPS
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_replay_on_cuda():
+def test_replay_on_cuda(tree_kind):
     buf = PrioritizedReplay(100, device="cuda")
     buf.add({"x": torch.randn(50, 3)})
     batch, idx, w = buf.sample(8, 0.4)
@@ -704,11 +732,11 @@ def test_a_changed_field_recomputes_the_table_and_says_why(tmp_path, capsys, fie
     assert "another configuration" in out and f"{field}: cached" in out
 
 
-def test_multithreaded_search_path_gives_the_same_leaves():
+def test_multithreaded_search_path_gives_the_same_leaves(tree_kind):
     """Replay operations run single-threaded inside and restore the caller's thread count."""
     g = torch.Generator().manual_seed(4)
     values = torch.rand(50_000, dtype=F64, generator=g) * (torch.rand(50_000, generator=g) > 0.5)
-    tree = make_tree(50_000, 16, 300, values)
+    tree = make_tree(50_000, 16, 300, values, cls=TREES[tree_kind])
     v = torch.rand(1000, dtype=F64, generator=g) * float(tree.total)
     one = tree.find(v)
     before = torch.get_num_threads()
@@ -723,7 +751,7 @@ def test_multithreaded_search_path_gives_the_same_leaves():
     assert bool((values[idx] > 0).all())
 
 
-def test_state_dict_round_trip(tmp_path):
+def test_state_dict_round_trip(tmp_path, tree_kind):
     g = torch.Generator().manual_seed(6)
     buf = PrioritizedReplay(9, alpha=0.7, eps=1e-3)
     buf.add(transitions(6))
@@ -803,7 +831,7 @@ REJECTED_BUFFER_CALLS = {
 
 
 @pytest.mark.parametrize("case", list(REJECTED_BUFFER_CALLS))
-def test_rejected_buffer_calls_change_nothing(case):
+def test_rejected_buffer_calls_change_nothing(case, tree_kind):
     call, message = REJECTED_BUFFER_CALLS[case]
     buf = filled_buffer()
     before = snapshot(buf)
@@ -812,7 +840,7 @@ def test_rejected_buffer_calls_change_nothing(case):
     assert_unchanged(buf, before)
 
 
-def test_float_into_bool_storage_is_rejected():
+def test_float_into_bool_storage_is_rejected(tree_kind):
     """0.5 stored as True: the cast is lossy, so it raises and stores nothing."""
     buf = PrioritizedReplay(4)
     buf.add({"done": torch.tensor([False, True])})
@@ -823,7 +851,7 @@ def test_float_into_bool_storage_is_rejected():
     assert_unchanged(buf, before)
 
 
-def test_lossless_casts_are_accepted():
+def test_lossless_casts_are_accepted(tree_kind):
     """int into float storage, bool into int, float32 into float64: no value can change."""
     buf = PrioritizedReplay(4)
     buf.add({"a": torch.zeros(1, dtype=F64), "b": torch.zeros(1, dtype=torch.int64)})
@@ -832,7 +860,7 @@ def test_lossless_casts_are_accepted():
     assert buf.storage["a"][:3].tolist() == [0.0, 3.0, 0.25] and buf.storage["b"][:3].tolist() == [0, 1, 7]
 
 
-def test_tensors_requiring_grad_are_stored_detached():
+def test_tensors_requiring_grad_are_stored_detached(tree_kind):
     """Storage holds numbers: a graph attached to an added tensor must not live on in the buffer."""
     w = torch.ones(3, requires_grad=True)
     buf = PrioritizedReplay(5)
@@ -844,12 +872,12 @@ def test_tensors_requiring_grad_are_stored_detached():
     batch, _, weights = buf.sample(4, 1.0)
     assert not batch["x"].requires_grad and not weights.requires_grad
     assert buf.storage["x"][:4, 0].tolist() == [2.0, 2.0, 2.0, 3.0]
-    tree = SumTree(3)
+    tree = TREES[tree_kind](3)
     tree.update(torch.arange(3), w * 1.5)
     assert not tree.total.requires_grad
 
 
-def test_priority_sums_stay_finite_and_sampling_stays_proportional():
+def test_priority_sums_stay_finite_and_sampling_stays_proportional(tree_kind):
     """alpha = 1 and errors [1e308, 1e308]: finite priorities whose sum overflowed to inf made
     sampling return slot 1 in every draw. Such priorities are rejected; the largest accepted ones
     keep a finite total and a proportional sampler."""
@@ -862,14 +890,14 @@ def test_priority_sums_stay_finite_and_sampling_stays_proportional():
     assert math.isfinite(float(buf.tree.total))
     _, idx, w = buf.sample(1000, 1.0, torch.Generator().manual_seed(0))
     assert 400 < int((idx == 0).sum()) < 600 and bool(torch.isfinite(w).all())
-    tree = SumTree(2)
+    tree = TREES[tree_kind](2)
     before = tree.leaves().clone()
     with pytest.raises(ValueError, match="at most"):
         tree.update(torch.tensor([0, 1]), _HUGE)
     assert torch.equal(tree.leaves(), before) and float(tree.total) == 0.0
 
 
-def test_eps_that_underflows_with_alpha_is_rejected():
+def test_eps_that_underflows_with_alpha_is_rejected(tree_kind):
     """eps = 1e-200 with alpha = 2 gives priority 1e-400 = 0 in float64: that item could never
     be drawn. The constructor says so; the same eps with alpha = 1 is fine."""
     with pytest.raises(ValueError, match="underflows float64"):
@@ -879,7 +907,7 @@ def test_eps_that_underflows_with_alpha_is_rejected():
     assert bool((buf.tree.leaves()[:2] > 0).all())
 
 
-def test_update_priorities_right_after_add_is_applied():
+def test_update_priorities_right_after_add_is_applied(tree_kind):
     """Before any sample, the slots add returned are updated (cpprb's default), not skipped."""
     buf = PrioritizedReplay(4, alpha=1.0, eps=1e-6)
     idx = buf.add(transitions(3))
