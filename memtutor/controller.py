@@ -410,7 +410,9 @@ def train_copy(
     from ``generator(seed, TRAIN_DATA)`` (seeded ``seed + 1000``). Every ``eval_every`` updates the
     mean bit error on the fixed :func:`validation_batches` is recorded; that evaluation is not timed.
     Returns a dict of tensors: ``state_dict``, ``loss`` (U,) bits per sequence, ``update_seconds``
-    (U,) wall time of each update (data, forward, backward, step), ``eval_updates`` (E,),
+    (U,) wall time of each update (data, forward, backward, step), ``update_cpu_seconds`` (U,) the
+    CPU time of this process over the same span (``time.process_time``: unlike the wall time, it
+    does not grow when another job shares the core), ``eval_updates`` (E,),
     ``eval_seconds`` (E,) training time spent so far, ``val_bits_train`` (E,), ``val_bits_long`` (E,),
     and ``snapshots`` {str(update): state_dict}.
     """
@@ -418,7 +420,7 @@ def train_copy(
     gen = generator(seed, TRAIN_DATA)
     val_short, val_long = validation_batches(cfg, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    losses, seconds, ev_u, ev_s, ev_a, ev_b, snaps = [], [], [], [], [], [], {}
+    losses, seconds, cpu_seconds, ev_u, ev_s, ev_a, ev_b, snaps = [], [], [], [], [], [], [], {}
     spent = 0.0
 
     def record(update: int) -> None:
@@ -430,7 +432,7 @@ def train_copy(
     record(0)
     bar = progress_bar(range(1, cfg.num_updates + 1), enabled=progress, desc=type(model).__name__)
     for update in bar:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         batch = copy_task(cfg.batch_size, cfg.min_length, cfg.max_length, cfg.width, generator=gen, device=device)
         logits, _ = model(batch.inputs)
         loss = masked_bce_loss(logits, batch.targets, batch.mask)
@@ -439,6 +441,7 @@ def train_copy(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
         spent += seconds[-1]
         losses.append(loss.item())
         if update in cfg.snapshot_at:
@@ -459,6 +462,7 @@ def train_copy(
         # per-update records in float32 keep a 100k-update run's file small
         "loss": as_tensor(losses, torch.float32),
         "update_seconds": as_tensor(seconds, torch.float32),
+        "update_cpu_seconds": as_tensor(cpu_seconds, torch.float32),
         "eval_updates": as_tensor(ev_u, torch.long),
         "eval_seconds": as_tensor(ev_s),
         "val_bits_train": as_tensor(ev_a),

@@ -11,13 +11,15 @@ from __future__ import annotations
 from memtutor import memory as mem
 from memtutor.utils import register_seed_offset, timer
 
-__all__ = ["OPTIMISATION_DATA", "HELD_OUT", "EXPLORE_NOISE", "batched_step_times"]
+__all__ = ["OPTIMISATION_DATA", "HELD_OUT", "EXPLORE_NOISE", "GRADIENT_CHECK", "batched_step_times"]
 
 #: Seed purposes, relative to the notebook's ``SEED``: the training words of the write-then-read
-#: optimisation, its held-out words, and the fixed noise direction of the lookup explorer.
+#: optimisation, its held-out words, the fixed noise direction of the lookup explorer, and the
+#: random inputs of the gradient check of the fused nodes.
 OPTIMISATION_DATA = register_seed_offset("nb01/optimisation-data", 1)
 HELD_OUT = register_seed_offset("nb01/held-out", 99)
 EXPLORE_NOISE = register_seed_offset("nb01/explore-noise", 7)
+GRADIENT_CHECK = register_seed_offset("nb01/gradient-check", 11)
 
 
 def batched_step_times(

@@ -4,7 +4,10 @@ The lesson module :mod:`memtutor.controller` holds the model and the training lo
 (:func:`~memtutor.controller.train_copy`). This module runs them as the notebook does: one
 comparison per seed (the controller, then an LSTM baseline with at least as many parameters, for
 the same number of updates and for the same training wall time), the cached-result configuration
-of those runs, and the tables the notebook prints.
+of those runs, and the tables the notebook prints. Also: the learning-rate search that both models
+get on the same grid and validation data (``02_lr_search.pt``), the per-length measurements (the
+fraction of sequences copied perfectly) and the memory variants that move the length where
+copying breaks (``02_variants.pt``), and a measurement of CPU and wall time per update.
 
 Implementation of the cached runs: the files ``02_copy_seed{0,1,2}.pt`` were trained with the
 memory step's fused link node and unfused content addressing (``fused=("link",)``, see
@@ -34,8 +37,8 @@ from memtutor.controller import (
     evaluate_copy,
     train_copy,
 )
-from memtutor.tasks import CopyBatch
-from memtutor.utils import load_or_train, register_seed_offset, seed_everything
+from memtutor.tasks import CopyBatch, copy_task
+from memtutor.utils import generator, load_or_train, register_seed_offset, seed_everything
 
 __all__ = [
     "CACHED_FUSED",
@@ -49,6 +52,27 @@ __all__ = [
     "print_budgets",
     "heldout_bit_errors",
     "print_heldout_table",
+    "heldout_per_sequence",
+    "LR_GRID",
+    "SEARCH_BUDGETS",
+    "search_point",
+    "search_points",
+    "assemble_search",
+    "learning_rate_search",
+    "search_config",
+    "load_learning_rate_search",
+    "searched_models",
+    "TEST_BEYOND",
+    "TEST_VARIANTS",
+    "PER_LENGTH_SIZE",
+    "VARIANTS",
+    "per_length_errors",
+    "variant_point",
+    "variant_config",
+    "assemble_variants",
+    "load_variants",
+    "first_failing_length",
+    "update_times",
 ]
 
 #: The memory-step implementation that trained the cached runs (see the module docstring).
@@ -195,16 +219,258 @@ def heldout_bit_errors(
     return results
 
 
-def print_heldout_table(results: Mapping[tuple[str, str], torch.Tensor], split_titles: Sequence[str]) -> None:
-    """Mean ± sd over seeds and the per-seed values of :func:`heldout_bit_errors`, one row per model;
-    ``split_titles`` names the splits in the order they were measured."""
+def heldout_per_sequence(
+    models: Mapping[int, Mapping[str, nn.Module]], batches: Mapping[str, CopyBatch]
+) -> dict[tuple[str, str], torch.Tensor]:
+    """``{(model name, split): (S, B) bit errors of every held-out sequence, one row per seed}``; its
+    mean over sequences is :func:`heldout_bit_errors`, and ``(errors == 0).mean(1)`` the fraction of
+    sequences copied perfectly."""
+    seeds = list(models)
+    return {
+        (name, split): torch.stack([evaluate_copy(models[s][name], batch) for s in seeds])
+        for name in models[seeds[0]]
+        for split, batch in batches.items()
+    }
+
+
+def print_heldout_table(
+    results: Mapping[tuple[str, str], torch.Tensor],
+    split_titles: Sequence[str],
+    *,
+    what: str = "bit errors per sequence",
+) -> None:
+    """Mean ± sd over seeds and the per-seed values of :func:`heldout_bit_errors` (or of another
+    per-seed measurement, named by ``what``), one row per model; ``split_titles`` names the splits
+    in the order they were measured."""
     names = list(dict.fromkeys(name for name, _ in results))
     splits = list(dict.fromkeys(split for _, split in results))
     seeds = len(next(iter(results.values())))
-    print(f"bit errors per sequence on held-out data, mean ± std over {seeds} seeds (per seed in brackets)")
+    print(f"{what} on held-out data, mean ± std over {seeds} seeds (per seed in brackets)")
     for name in names:
         cells = []
         for split, title in zip(splits, split_titles, strict=True):
             v = results[name, split]
             cells.append(f"{title}: {v.mean():6.2f} ± {v.std():5.2f} [{', '.join(f'{x:.2f}' for x in v)}]")
         print(f"{name:>22} | " + " | ".join(cells))
+
+
+# --------------------------------------------------------------------------------------------
+# The learning-rate search (the same grid and validation data for both models)
+
+#: Adam step sizes of the validation search, the same grid for the memory model and the LSTM.
+LR_GRID = (3e-4, 1e-3, 3e-3)
+#: The two models of the search, each trained for ``train.num_updates`` updates.
+SEARCH_BUDGETS = ("memory model", "LSTM")
+#: Estimated time of the whole search on one laptop core, in minutes.
+SEARCH_MINUTES = 25.0
+
+
+def search_point(
+    model_name: str, learning_rate: float, seed: int, config: ControllerConfig, train: CopyTrainConfig
+) -> dict:
+    """Train one point of the learning-rate search: ``"memory model"`` or ``"LSTM"`` (the baseline
+    of :func:`~memtutor.controller.baseline_hidden_size`) for ``train.num_updates`` updates at
+    ``learning_rate``, seeded as :func:`train_copy_comparison` does.
+
+    Returns ``{model_name: {"val_bits_train", "val_bits_long", "state_dict"}}``: the final
+    validation bit errors (lengths in and above the training range, from
+    :func:`~memtutor.controller.validation_batches`) and the final weights.
+    """
+    seed_everything(seed)
+    if model_name == "memory model":
+        model: nn.Module = MemoryController(config, fused=CACHED_FUSED)
+    elif model_name == "LSTM":
+        model = LSTMBaseline(config.input_size, config.output_size, baseline_hidden_size(config))
+    else:
+        raise ValueError(f"model_name must be 'memory model' or 'LSTM', got {model_name!r}")
+    res = train_copy(model, replace(train, learning_rate=learning_rate), seed=seed)
+    return {
+        model_name: {
+            "val_bits_train": float(res["val_bits_train"][-1]),
+            "val_bits_long": float(res["val_bits_long"][-1]),
+            "state_dict": res["state_dict"],
+        }
+    }
+
+
+def search_points(seeds: Sequence[int]) -> list[tuple[str, float, int]]:
+    """Every ``(model name, learning rate, seed)`` of the search, the slow points first."""
+    return [(name, lr, s) for name in ("memory model", "LSTM") for lr in LR_GRID for s in seeds]
+
+
+def assemble_search(points: Mapping[tuple[str, float, int], Mapping], seeds: Sequence[int]) -> dict:
+    """The search's result from its points (``(name, lr, seed) -> search_point(...)``).
+
+    For each model of :data:`SEARCH_BUDGETS`: ``val_bits_long`` and ``val_bits_train``, (L, S)
+    tensors over :data:`LR_GRID` and ``seeds``; ``chosen``, the learning rate with the lowest mean
+    validation error at lengths above the training range (ties: the smaller step); and
+    ``state_dicts``, the weights of the chosen rate, one per seed.
+    """
+    out: dict = {"grid": torch.tensor(LR_GRID, dtype=torch.float64), "seeds": torch.tensor(list(seeds))}
+    for name in SEARCH_BUDGETS:
+        long = torch.tensor([[points[name, lr, s][name]["val_bits_long"] for s in seeds] for lr in LR_GRID])
+        short = torch.tensor([[points[name, lr, s][name]["val_bits_train"] for s in seeds] for lr in LR_GRID])
+        best = int(torch.argmin(long.mean(1)))  # argmin returns the first (smallest lr) of equal values
+        lr = LR_GRID[best]
+        out[name] = {
+            "val_bits_long": long,
+            "val_bits_train": short,
+            "chosen": lr,
+            "state_dicts": {str(s): points[name, lr, s][name]["state_dict"] for s in seeds},
+        }
+    return out
+
+
+def learning_rate_search(seeds: Sequence[int], config: ControllerConfig, train: CopyTrainConfig) -> dict:
+    """Run every point of :func:`search_points` here, one after the other, and assemble them."""
+    points = {p: search_point(*p, config, train) for p in search_points(seeds)}
+    return assemble_search(points, seeds)
+
+
+def search_config(seeds: Sequence[int], config: ControllerConfig, train: CopyTrainConfig) -> dict:
+    """The configuration the cached search is stored with."""
+    return {
+        "seeds": list(seeds),
+        "controller": config,
+        "train": train,
+        "grid": list(LR_GRID),
+        "fused": [name for name in mem.FUSED_NODES if name in mem.fused_nodes(CACHED_FUSED)],
+    }
+
+
+def load_learning_rate_search(
+    seeds: Sequence[int], config: ControllerConfig, train: CopyTrainConfig, *, retrain: bool = False
+) -> dict:
+    """The cached ``02_lr_search.pt`` made with :func:`search_config`, or the search run here."""
+    return load_or_train(
+        "02_lr_search.pt",
+        search_config(seeds, config, train),
+        lambda: learning_rate_search(seeds, config, train),
+        minutes=SEARCH_MINUTES,
+        retrain=retrain,
+    )
+
+
+def searched_models(search: Mapping, config: ControllerConfig, budget: str, *, device=None) -> dict[int, nn.Module]:
+    """``{seed: model}`` of the learning rate the search chose for ``budget`` (a model name)."""
+    if budget not in SEARCH_BUDGETS:
+        raise ValueError(f"budget must be one of {SEARCH_BUDGETS}, got {budget!r}")
+    models: dict[int, nn.Module] = {}
+    for seed, state_dict in search[budget]["state_dicts"].items():
+        if budget == "memory model":
+            model: nn.Module = MemoryController(config)
+        else:
+            model = LSTMBaseline(config.input_size, config.output_size, baseline_hidden_size(config))
+        model.load_state_dict(state_dict)
+        models[int(seed)] = model.to(device)
+    return models
+
+
+# --------------------------------------------------------------------------------------------
+# Length generalisation: perfect copies by length, and what moves the point where it breaks
+
+#: Seed purposes (relative to the notebook's ``TEST_SEED``): the test at lengths 21-30 and the
+#: per-length test of the variants below.
+TEST_BEYOND = register_seed_offset("nb02/test-beyond-validation", 3)
+TEST_VARIANTS = register_seed_offset("nb02/test-variants", 4)
+#: Sequences per length in the per-length measurements.
+PER_LENGTH_SIZE = 100
+#: The variants of the memory model's recipe measured for length generalisation: name ->
+#: (changes to the ControllerConfig, changes to the CopyTrainConfig).
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "N = 64": ({"num_slots": 64}, {}),
+}
+#: Estimated time of all variants (3 seeds) on one laptop core, in minutes.
+VARIANT_MINUTES = 12.0
+
+
+def per_length_errors(model: nn.Module, lengths: Sequence[int], width: int, gen: torch.Generator, size: int):
+    """``(bits, perfect)``: mean bit errors per sequence and the fraction of sequences copied with no
+    wrong bit, (len(lengths),) each, on ``size`` fresh sequences of each length drawn from ``gen``."""
+    device = next(model.parameters()).device
+    bits, perfect = [], []
+    for length in lengths:  # one batch per length
+        batch = copy_task(size, length, length, width, generator=gen, device=device)
+        errors = evaluate_copy(model, batch)
+        bits.append(errors.mean().item())
+        perfect.append((errors == 0).float().mean().item())
+    return torch.tensor(bits, dtype=torch.float64), torch.tensor(perfect, dtype=torch.float64)
+
+
+def variant_point(name: str, seed: int, config: ControllerConfig, train: CopyTrainConfig, test_seed: int) -> dict:
+    """Train the memory model of variant ``name`` (:data:`VARIANTS`) with ``seed`` and measure it on
+    every length 1 to N + 4: ``{"lengths", "bits", "perfect", "val_bits_long"}``. The per-length
+    sequences come from ``generator(test_seed, TEST_VARIANTS)``, the same for every variant and seed;
+    nothing is chosen on them."""
+    model_changes, train_changes = VARIANTS[name]
+    cfg = replace(config, **model_changes)
+    seed_everything(seed)
+    model = MemoryController(cfg, fused=CACHED_FUSED)
+    res = train_copy(model, replace(train, **train_changes), seed=seed)
+    lengths = list(range(1, cfg.num_slots + 5))
+    bits, perfect = per_length_errors(model, lengths, train.width, generator(test_seed, TEST_VARIANTS), PER_LENGTH_SIZE)
+    return {"lengths": torch.tensor(lengths), "bits": bits, "perfect": perfect, "val_bits_long": res["val_bits_long"]}
+
+
+def variant_config(seeds: Sequence[int], config: ControllerConfig, train: CopyTrainConfig, test_seed: int) -> dict:
+    """The configuration the cached variants are stored with."""
+    return {
+        "seeds": list(seeds),
+        "controller": config,
+        "train": train,
+        "test_seed": test_seed,
+        "variants": {k: [v[0], v[1]] for k, v in VARIANTS.items()},
+        "size": PER_LENGTH_SIZE,
+        "fused": [name for name in mem.FUSED_NODES if name in mem.fused_nodes(CACHED_FUSED)],
+    }
+
+
+def assemble_variants(points: Mapping[tuple[str, int], Mapping], seeds: Sequence[int]) -> dict:
+    """``{variant: {"lengths", "bits" (S, L), "perfect" (S, L), "val_bits_long" (S, E)}}``."""
+    out: dict = {}
+    for name in VARIANTS:
+        rows = [points[name, s] for s in seeds]
+        out[name] = {
+            "lengths": rows[0]["lengths"],
+            "bits": torch.stack([r["bits"] for r in rows]),
+            "perfect": torch.stack([r["perfect"] for r in rows]),
+            "val_bits_long": torch.stack([r["val_bits_long"] for r in rows]),
+        }
+    return out
+
+
+def load_variants(
+    seeds: Sequence[int], config: ControllerConfig, train: CopyTrainConfig, test_seed: int, *, retrain: bool = False
+) -> dict:
+    """The cached ``02_variants.pt`` made with :func:`variant_config`, or every variant trained here."""
+
+    def train_fn() -> dict:
+        points = {(n, s): variant_point(n, s, config, train, test_seed) for n in VARIANTS for s in seeds}
+        return assemble_variants(points, seeds)
+
+    return load_or_train(
+        "02_variants.pt",
+        variant_config(seeds, config, train, test_seed),
+        train_fn,
+        minutes=VARIANT_MINUTES,
+        retrain=retrain,
+    )
+
+
+def first_failing_length(perfect: torch.Tensor, lengths: Sequence[int], threshold: float = 0.5) -> list[int | None]:
+    """Per row of ``perfect`` (S, L): the first length whose fraction of perfect copies is below
+    ``threshold`` (None if none is)."""
+    out: list[int | None] = []
+    for row in perfect:
+        below = (row < threshold).nonzero()
+        out.append(int(lengths[int(below[0])]) if len(below) else None)
+    return out
+
+
+def update_times(model: nn.Module, train: CopyTrainConfig, updates: int = 20, *, seed: int = 0) -> dict[str, float]:
+    """Seconds per training update of ``model`` here and now: ``{"wall", "cpu"}``, the means over
+    ``updates`` updates of :func:`~memtutor.controller.train_copy` after one untimed warm-up update
+    (``model`` is trained in place). CPU time (``time.process_time``) does not count time spent
+    waiting for a core that another job holds; wall time does."""
+    res = train_copy(model, replace(train, num_updates=updates + 1, eval_every=updates + 1), seed=seed)
+    return {"wall": float(res["update_seconds"][1:].mean()), "cpu": float(res["update_cpu_seconds"][1:].mean())}
