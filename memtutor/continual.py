@@ -21,16 +21,19 @@ the accuracy on task ``j`` of the model at its random initialisation:
 - ``BWT  = 1/(T-1) sum_{j<T-1} (R[T-1, j] - R[j, j])``           (negative = forgetting)
 - ``FWT  = 1/(T-1) sum_{j>0} (R[j-1, j] - b[j])``
 - ``F    = 1/(T-1) sum_{j<T-1} (max_{l<T-1} R[l, j] - R[T-1, j])``
+- ``LA   = 1/T sum_j R[j, j]``  (learning accuracy: how well each task is learned in the first place)
 
-The learners: naive fine-tuning, joint (cumulative) training, experience replay from a fixed-size
-buffer (uniform, or prioritised by the replayed items' current losses), class prototypes stored in
-a DNC memory and read back by content with ``memtutor.memory.content_weights`` (a nearest-class-mean
-classifier, as in iCaRL), and Reptile meta-updates (``memtutor.meta.reptile_direction``) over
-episodes of every task seen so far, interleaved with the ordinary steps, so that the weights stay
-an initialisation from which each task is a few steps away (in the spirit of Riemer et al. 2019).
-Training is batched: one forward pass per step over the current minibatch and the replayed one.
-Notebook 05's comparisons (the named learners, the seed loops, the replay grid, the tables) are
-in ``memtutor.experiments.nb05_continual``.
+The learners: naive fine-tuning, joint (cumulative) training, online EWC (a diagonal-Fisher
+penalty, Kirkpatrick et al. 2017; Schwarz et al. 2018), experience replay from a fixed-size buffer
+(uniform, or prioritised by the replayed items' current losses), a nearest-class-mean read of
+stored prototypes (iCaRL's classifier, Rebuffi et al. 2017, written as the DNC's content read
+``memtutor.memory.content_weights`` over a memory whose rows are class means: nothing learns to
+read or write, and the memory is rebuilt at every refresh), and Reptile meta-updates
+(``memtutor.meta.reptile_direction``) over one episode per task seen so far, interleaved with the
+ordinary steps, with their compute-matched control (the same inner steps on one pooled episode).
+Training is batched: one forward pass per step over the current minibatch and the replayed one
+(:func:`replay_step`). Notebook 05's comparisons (the named learners, the validation search, the
+seed loops) are in ``memtutor.experiments.nb05_continual``.
 
 Shapes: ``B`` batch, ``T`` number of tasks, ``D`` input size (64), ``H`` hidden size, ``K`` outputs
 (10 for task/class, 2 for domain), ``N`` memory slots (one per digit), ``E`` evaluation points.
@@ -55,15 +58,19 @@ from memtutor.utils import generator as make_generator
 __all__ = [
     "CONTINUAL_SPLIT",
     "CONTINUAL_DRAWS",
+    "CONTINUAL_VAL_SPLIT",
     "SCENARIOS",
     "METHOD_SWITCHES",
     "TaskStream",
     "make_task_stream",
+    "validation_stream",
     "check_accuracy_matrix",
     "average_accuracy",
     "backward_transfer",
     "forward_transfer",
     "average_forgetting",
+    "learning_accuracy",
+    "newest_task_accuracy",
     "early_accuracy",
     "ContinualConfig",
     "ContinualNet",
@@ -77,6 +84,9 @@ __all__ = [
     "Episodes",
     "make_episodes",
     "reptile_update",
+    "diagonal_fisher",
+    "ewc_penalty",
+    "replay_step",
     "train_stream",
 ]
 
@@ -93,13 +103,15 @@ PIXEL_MAX = 16.0
 PRIORITY_EPS = 1e-3
 
 #: The switches that make up a learner (see :func:`train_stream`).
-METHOD_SWITCHES = ("replay", "memory", "meta", "joint")
+METHOD_SWITCHES = ("replay", "memory", "meta", "joint", "ewc")
 
 # Seed purposes (memtutor.utils.derive_seed): one experiment seed gives these independent streams.
 #: The stratified train/test split of the digits (the seed itself, so a seed names its split).
 CONTINUAL_SPLIT = register_seed_offset("continual/test-split", 0)
 #: Everything a training run draws: minibatch order, exemplars, replay and episode draws.
 CONTINUAL_DRAWS = register_seed_offset("continual/train-draws", 1)
+#: The validation images, drawn from what the test split leaves (far from the other offsets: no shared stream).
+CONTINUAL_VAL_SPLIT = register_seed_offset("continual/validation-split", 50_000)
 
 # ---------------------------------------------------------------------------------------------
 # The task stream
@@ -112,7 +124,8 @@ class TaskStream:
 
     ``train_x`` (n, D) float in [0, 1]; ``train_y`` (n,) target output index; ``train_task`` (n,)
     task index; ``train_digit`` (n,) the digit shown; ``train_index`` (n,) the row in
-    ``load_digits``. Same for ``test_*``. ``task_classes`` (T, C)
+    ``load_digits``. Same for ``test_*`` and ``val_*`` (the validation images, held apart from both:
+    every choice of a learner's settings is made on them). ``task_classes`` (T, C)
     the digits of each task; ``output_mask`` (T, K) which outputs a task may use (only the task's
     own classes in the task-incremental scenario, all of them otherwise); ``digit_to_output`` (10,)
     the target output of each digit.
@@ -129,6 +142,11 @@ class TaskStream:
     test_task: torch.Tensor
     test_digit: torch.Tensor
     test_index: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    val_task: torch.Tensor
+    val_digit: torch.Tensor
+    val_index: torch.Tensor
     task_classes: torch.Tensor
     output_mask: torch.Tensor
     digit_to_output: torch.Tensor
@@ -162,12 +180,19 @@ def _load_digits(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _stratified_split(labels: torch.Tensor, test_fraction: float, generator: torch.Generator):
-    """Boolean test mask (n,): within each class, a random ``round(test_fraction * n_c)`` items."""
+def _stratified_split(
+    labels: torch.Tensor, test_fraction: float, generator: torch.Generator, among: torch.Tensor | None = None
+):
+    """Boolean test mask (n,): within each class, a random ``round(test_fraction * n_c)`` items.
+
+    ``among`` (n,) bool restricts the draw to those items (``n_c`` still counts the whole class).
+    """
     test = torch.zeros(labels.shape[0], dtype=torch.bool)
+    pool = torch.ones_like(test) if among is None else among
     for c in labels.unique().tolist():  # loop over classes (10), not samples
-        idx = (labels == c).nonzero().squeeze(1)
-        n_test = round(test_fraction * idx.numel())
+        n_class = int((labels == c).sum())
+        idx = ((labels == c) & pool).nonzero().squeeze(1)
+        n_test = round(test_fraction * n_class)
         if n_test < 1 or n_test >= idx.numel():
             raise ValueError(f"test_fraction={test_fraction} leaves class {c} without train or test items")
         test[idx[torch.randperm(idx.numel(), generator=generator)[:n_test]]] = True
@@ -180,6 +205,7 @@ def make_task_stream(
     num_tasks: int = 5,
     classes_per_task: int = 2,
     test_fraction: float = 0.25,
+    val_fraction: float = 0.2,
     seed: int = 0,
     class_order: Sequence[int] | None = None,
     device: torch.device | str | None = None,
@@ -187,9 +213,12 @@ def make_task_stream(
 ) -> TaskStream:
     """Split ``load_digits`` into ``num_tasks`` tasks of ``classes_per_task`` digits each.
 
-    ``class_order`` (default 0..9) lists the digits in the order they are assigned to tasks. The
-    stratified per-class train/test split depends only on ``seed``, so every method and every
-    scenario built with the same seed sees exactly the same test images.
+    ``class_order`` (default 0..9) lists the digits in the order they are assigned to tasks. Each
+    digit is split, stratified, into ``test_fraction`` test images, then ``val_fraction`` (of the
+    whole digit) validation images drawn from the rest, and the remaining training images. The
+    split depends only on ``seed``, so every method and every scenario built with the same seed
+    sees exactly the same test and validation images; the test images do not depend on
+    ``val_fraction``.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; expected one of {SCENARIOS}")
@@ -197,6 +226,8 @@ def make_task_stream(
     check_positive_int(classes_per_task, "classes_per_task")
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if not 0.0 <= float(val_fraction) < 1.0 - float(test_fraction):
+        raise ValueError(f"val_fraction must be in [0, 1 - test_fraction), got {val_fraction}")
     order = list(range(NUM_DIGITS)) if class_order is None else [int(c) for c in class_order]
     if sorted(set(order)) != sorted(order) or any(not 0 <= c < NUM_DIGITS for c in order):
         raise ValueError(f"class_order must list distinct digits 0-9, got {class_order}")
@@ -227,9 +258,12 @@ def make_task_stream(
     y = digit_to_output[digit]
 
     test = _stratified_split(digit, float(test_fraction), make_generator(seed, CONTINUAL_SPLIT))
+    val = torch.zeros_like(test)
+    if val_fraction > 0:
+        val = _stratified_split(digit, float(val_fraction), make_generator(seed, CONTINUAL_VAL_SPLIT), among=~test)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     parts = {}
-    for name, m in (("train", ~test), ("test", test)):
+    for name, m in (("train", ~test & ~val), ("test", test), ("val", val)):
         parts.update(
             {
                 f"{name}_x": x[m],
@@ -246,6 +280,16 @@ def make_task_stream(
         output_mask=output_mask.to(dev),
         digit_to_output=digit_to_output.to(dev),
     )
+
+
+def validation_stream(stream: TaskStream) -> TaskStream:
+    """The same stream with the validation images in the place of the test images.
+
+    A learner trained on it is scored on validation images only: what every choice is made on.
+    """
+    if stream.val_x.shape[0] == 0:
+        raise ValueError("this stream has no validation images (make_task_stream(val_fraction=0))")
+    return replace(stream, **{f"test_{k}": getattr(stream, f"val_{k}") for k in ("x", "y", "task", "digit", "index")})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,6 +352,22 @@ def average_forgetting(R: torch.Tensor) -> torch.Tensor:
     return (best - R[..., -1, :-1]).mean(-1)
 
 
+def learning_accuracy(R: torch.Tensor) -> torch.Tensor:
+    """LA = 1/T sum_j R[j, j]: the accuracy on each task right after learning it. R (..., T, T) -> (...).
+
+    The plasticity side of the trade-off that BWT measures: a learner that learns each task less
+    well loses less of it, so BWT is read beside LA (Riemer et al. 2019 call it learning accuracy).
+    """
+    R = check_accuracy_matrix(R)
+    return R.diagonal(dim1=-2, dim2=-1).mean(-1)
+
+
+def newest_task_accuracy(R: torch.Tensor) -> torch.Tensor:
+    """R[T-1, T-1], the final accuracy on the task learned last. R (..., T, T) -> (...)."""
+    R = check_accuracy_matrix(R)
+    return R[..., -1, -1]
+
+
 def early_accuracy(curve: torch.Tensor, curve_step: torch.Tensor, task_end: torch.Tensor, k: int = 1) -> torch.Tensor:
     """Test accuracy on each new task at the k-th evaluation after its training starts.
 
@@ -363,7 +423,16 @@ class ContinualConfig:
     meta_stepsize: float = 0.5
     """epsilon, the Reptile step theta <- theta + epsilon (mean_i phi_i - theta)."""
     prototype_strength: float = 10.0
-    """beta of the content read of the class prototypes (softmax sharpness; argmax is unaffected)."""
+    """beta of the content read of the class prototypes (softmax sharpness). It changes predictions only
+    where several slots vote for one output (domain-IL); with one slot per output the argmax is unaffected."""
+    prototype_source: str = "all"
+    """Where the current task's prototypes come from: ``"all"`` its training images (all of them are
+    at hand while it is learned), ``"exemplars"`` only the ones that will be stored. Past tasks always
+    use the stored exemplars."""
+    ewc_lambda: float = 100.0
+    """lambda of (online) EWC, loss + lambda/2 sum_k F_k (theta_k - theta*_k)^2 (only with ewc=True)."""
+    ewc_gamma: float = 1.0
+    """Online EWC's decay of the accumulated Fisher, F <- gamma F + F_task (Schwarz et al. 2018)."""
     eval_every: int = 10
     """Steps between two points of the per-task accuracy curves."""
 
@@ -382,6 +451,10 @@ class ContinualConfig:
         for name in ("lr", "prototype_strength"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.prototype_source not in ("all", "exemplars"):
+            raise ValueError(f"prototype_source must be 'all' or 'exemplars', got {self.prototype_source!r}")
+        if not self.ewc_lambda >= 0 or not 0 <= self.ewc_gamma <= 1:
+            raise ValueError(f"need ewc_lambda >= 0 and 0 <= ewc_gamma <= 1, got {self.ewc_lambda}, {self.ewc_gamma}")
         if not self.replay_ratio >= 0:
             raise ValueError(f"replay_ratio must be >= 0, got {self.replay_ratio}")
         if not self.alpha >= 0 or not 0 <= self.beta <= 1:
@@ -454,6 +527,9 @@ def prototype_scores(
 ):
     """Read the memory by content with each feature vector as the key; sum slot weights per output.
 
+    A soft vote: each output scores the summed read weights of its slots. With one slot per output
+    (task- and class-IL) the argmax is the nearest class mean by cosine; in domain-IL five digits
+    share an output, and ``strength`` decides how much the far slots still count.
     feats (B, H), slot_mask (B, N) which slots may answer -> scores (B, K) (rows sum to <= 1).
     """
     B = feats.shape[0]
@@ -562,11 +638,14 @@ def make_episodes(
     buf: PrioritizedReplay | None,
     shots: int,
     generator: torch.Generator,
+    pooled: bool = False,
 ) -> Episodes:
     """``shots`` random items of the current task (x (n, D), y (n,), task (n,)) and of every task in the buffer.
 
     The buffer holds the same number of items for each past task, so sorting its items by task
-    and reshaping gives (T_past, per_task, ...) without a loop over tasks.
+    and reshaping gives (T_past, per_task, ...) without a loop over tasks. ``pooled`` puts the same
+    items into one episode (1, T' shots, ...): the compute-matched rehearsal control, which takes
+    the same inner steps on the same images with no per-task structure.
     """
     dev = x.device
     pick = torch.randperm(x.shape[0], generator=generator)[:shots].to(dev)
@@ -582,7 +661,10 @@ def make_episodes(
         k_cur = min(k, xs[0].shape[1])
         xs = [xs[0][:, :k_cur], px.gather(1, sel[:, :k_cur, None].expand(-1, -1, px.shape[2]))]
         ys = [ys[0][:, :k_cur], pt.gather(1, sel[:, :k_cur, None].expand(-1, -1, 2))]
-    return Episodes(torch.cat(xs), torch.cat(ys))
+    xs_all, ys_all = torch.cat(xs), torch.cat(ys)
+    if pooled:
+        xs_all, ys_all = xs_all.reshape(1, -1, xs_all.shape[-1]), ys_all.reshape(1, -1, 2)
+    return Episodes(xs_all, ys_all)
 
 
 def reptile_update(model: ContinualNet, stream: TaskStream, episodes: Episodes, cfg: ContinualConfig) -> None:
@@ -596,6 +678,71 @@ def reptile_update(model: ContinualNet, stream: TaskStream, episodes: Episodes, 
             p.sub_(cfg.meta_stepsize * direction[name])
 
 
+def diagonal_fisher(
+    model: ContinualNet, stream: TaskStream, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher F_k = mean_i (d log p(y_i | x_i) / d theta_k)^2 over x (n, D), y (n,), task (n,).
+
+    One per-sample gradient per item (``torch.func.vmap`` over ``grad``), with the scenario's output
+    mask; uses the true labels (the empirical Fisher). Returns {name: tensor shaped like the parameter}.
+    """
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    mask = stream.output_mask[task]  # (n, K)
+
+    def nll(p, xi, yi, mi):
+        logits = torch.func.functional_call(model, p, (xi.unsqueeze(0),))
+        return F.cross_entropy(masked_logits(logits, mi.unsqueeze(0)), yi.unsqueeze(0))
+
+    grads = torch.func.vmap(torch.func.grad(nll), in_dims=(None, 0, 0, 0))(params, x, y, mask)
+    return {k: g.pow(2).mean(0) for k, g in grads.items()}
+
+
+def ewc_penalty(
+    params: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor], fisher: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """1/2 sum_k F_k (theta_k - theta*_k)^2, summed over every parameter tensor -> () (EWC, Kirkpatrick et al. 2017)."""
+    total = [(fisher[k] * (p - anchor[k]).pow(2)).sum() for k, p in params.items()]
+    return 0.5 * torch.stack(total).sum()
+
+
+def replay_step(
+    model: ContinualNet,
+    opt: torch.optim.Optimizer,
+    stream: TaskStream,
+    bx: torch.Tensor,
+    by: torch.Tensor,
+    btask: torch.Tensor,
+    buf: PrioritizedReplay | None,
+    cfg: ContinualConfig,
+    generator: torch.Generator,
+    ewc: tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """One SGD step on a current minibatch (bx (B, D), by (B,), btask (B,)) plus a replayed one.
+
+    Replayed items are drawn from ``buf`` (probability P(i), importance weights w_i), appended to
+    the batch for one forward pass, weighted by w_i in the loss, and re-scored: their priorities
+    become their current losses. ``ewc`` = (anchor, fisher) adds ``cfg.ewc_lambda`` times
+    :func:`ewc_penalty`. Returns the loss () and the number of images in the step's gradient.
+    """
+    nb = bx.shape[0]
+    replayed = buf is not None and len(buf) > 0 and cfg.replay_batch > 0
+    if buf is not None and replayed:
+        rb, ridx, rw = buf.sample(cfg.replay_batch, cfg.beta, generator=generator)
+        bx, by, btask = torch.cat([bx, rb["x"]]), torch.cat([by, rb["y"]]), torch.cat([btask, rb["task"]])
+    logits = masked_logits(model(bx), stream.output_mask[btask])  # one pass: current + replay
+    per_item = F.cross_entropy(logits, by, reduction="none")  # (B + Br,)
+    loss = per_item[:nb].mean()
+    if buf is not None and replayed:
+        loss = loss + (rw.to(per_item) * per_item[nb:]).mean()
+        buf.update_priorities(ridx, per_item[nb:].detach())  # re-score the replayed items
+    if ewc is not None:
+        loss = loss + cfg.ewc_lambda * ewc_penalty(dict(model.named_parameters()), *ewc)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), per_item.shape[0]
+
+
 def train_stream(
     stream: TaskStream,
     method: Mapping[str, Any],
@@ -605,32 +752,41 @@ def train_stream(
     num_tasks: int | None = None,
     return_model: bool = False,
 ) -> dict:
-    """Train one learner on the stream and measure it.
+    """Train one learner on the stream and measure it on the stream's test images.
 
     ``method`` is a dict of the learner's switches (:data:`METHOD_SWITCHES`): ``replay`` None,
-    "uniform" or "prioritized"; ``memory`` (predict with the prototype memory); ``meta`` (Reptile
-    updates); ``joint`` (train on every task seen so far). Notebook 05's named learners are in
-    ``memtutor.experiments.nb05_continual.CONTINUAL_METHODS``. ``num_tasks`` shortens the stream (tests).
+    "uniform" or "prioritized"; ``memory`` (predict with the prototype memory); ``meta`` False,
+    "reptile" (True means the same) or "pooled" (the compute-matched rehearsal control: the same
+    inner steps on one episode pooling every task's images); ``joint`` (train on every task seen
+    so far); ``ewc`` (online EWC). Notebook 05's named learners are in
+    ``memtutor.experiments.nb05_continual.CONTINUAL_METHODS``. ``num_tasks`` shortens the stream
+    (tests). Pass :func:`validation_stream` of a stream to score on validation images instead.
 
     Seeding: ``torch.manual_seed(seed)`` before the model is built fixes its initialisation, and
-    every draw of the run (minibatch order, exemplars, replay, episodes) comes from
+    every draw of the run (minibatch order, exemplars, replay and episode draws) comes from
     ``generator(seed, "continual/train-draws")``; the split is the stream's own (its seed).
     Returns tensors: ``R`` (T, T) accuracy matrix, ``baseline`` (T,) accuracy at initialisation,
     ``curve`` (E, T) test accuracy every ``cfg.eval_every`` steps, ``curve_step`` (E,),
     ``task_end`` (T,) the step at which each task ended, ``loss`` (steps,) training loss per step,
     ``priority_changes`` () summed over tasks, how many stored items' priorities differ at the
-    end of the task from its start (re-scored by replay). With ``return_model``
-    also ``model`` (the trained :class:`ContinualNet`) and ``memory`` (its
-    :class:`PrototypeMemory`, or None), which are not tensors and so not for caching.
+    end of the task from its start (re-scored by replay), ``grad_evals`` () images whose gradient
+    was computed (ordinary steps, meta-updates' inner steps, EWC's Fisher), ``grad_evals_meta`` ()
+    the meta-updates' share. With ``return_model`` also ``model`` (the trained
+    :class:`ContinualNet`) and ``memory`` (its :class:`PrototypeMemory`, or None), which are not
+    tensors and so not for caching.
     """
     if not isinstance(method, Mapping):
         raise ValueError(f"method must be a dict of the switches {METHOD_SWITCHES}, got {method!r}")
     unknown = set(method) - set(METHOD_SWITCHES)
     if unknown or method.get("replay") not in (None, "uniform", "prioritized"):
         raise ValueError(f"bad method switches {dict(method)}; expected keys {METHOD_SWITCHES}")
-    replay, use_memory, meta, joint = (method.get(k) for k in METHOD_SWITCHES)
+    if method.get("meta") not in (None, False, True, "reptile", "pooled"):
+        raise ValueError(f"meta must be False, 'reptile' or 'pooled', got {method.get('meta')!r}")
+    replay, use_memory, meta, joint, use_ewc = (method.get(k) for k in METHOD_SWITCHES)
     if use_memory and replay is None:
         raise ValueError("memory=True needs replay: the prototypes are computed from the replay buffer")
+    if meta and replay is None:
+        raise ValueError("meta-updates need replay: the episodes of past tasks come from the replay buffer")
     T = stream.num_tasks if num_tasks is None else check_positive_int(num_tasks, "num_tasks")
     if T > stream.num_tasks:
         raise ValueError(f"num_tasks={T} exceeds the stream's {stream.num_tasks} tasks")
@@ -645,53 +801,49 @@ def train_stream(
     per_task = cfg.buffer_size // T
     buf = make_replay_buffer(per_task * T, replay, cfg, device) if replay is not None and use_replay else None
     pm = None
+    ewc: tuple[dict, dict] | None = None
 
     R = torch.zeros(T, T, device=device)
     baseline = evaluate_stream(model, sub)
     curve, curve_step, losses, task_end = [], [], [], []
-    changed = 0
-    step = 0
+    changed = grad_evals = grad_evals_meta = step = 0
     for t in range(T):
         x, y, task = sub.train_task_data(list(range(t + 1)) if joint else t)
         n = x.shape[0]
         new_idx = _exemplars(sub, t, per_task, gen) if use_replay else None
+        # the current task's prototypes: all its training images, or only the ones that will be stored
+        cur_idx = (sub.train_task == t).nonzero().squeeze(1) if cfg.prototype_source == "all" else new_idx
         before = _priorities_of(buf) if buf is not None else None
         for _ in range(cfg.epochs):
             order = torch.randperm(n, generator=gen).to(device)
             for b in range(0, n, cfg.batch_size):
                 bi = order[b : b + cfg.batch_size]
-                bx, by, btask = x[bi], y[bi], task[bi]
-                nb = bx.shape[0]
-                if buf is not None and len(buf) > 0:
-                    rb, ridx, rw = buf.sample(cfg.replay_batch, cfg.beta, generator=gen)
-                    bx = torch.cat([bx, rb["x"]])
-                    by = torch.cat([by, rb["y"]])
-                    btask = torch.cat([btask, rb["task"]])
-                logits = masked_logits(model(bx), sub.output_mask[btask])  # one pass: current + replay
-                per_item = F.cross_entropy(logits, by, reduction="none")  # (B + Br,)
-                loss = per_item[:nb].mean()
-                if buf is not None and per_item.shape[0] > nb:  # replayed items were appended
-                    loss = loss + (rw.to(per_item) * per_item[nb:]).mean()
-                    buf.update_priorities(ridx, per_item[nb:].detach())  # re-score the replayed items
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.detach())
+                loss, images = replay_step(model, opt, sub, x[bi], y[bi], task[bi], buf, cfg, gen, ewc)
+                losses.append(loss)
+                grad_evals += images
                 step += 1
                 if meta and step % cfg.meta_every == 0:
-                    reptile_update(model, sub, make_episodes(x, y, task, buf, cfg.meta_shots, gen), cfg)
+                    episodes = make_episodes(x, y, task, buf, cfg.meta_shots, gen, pooled=meta == "pooled")
+                    reptile_update(model, sub, episodes, cfg)
+                    grad_evals_meta += episodes.x_support.shape[0] * episodes.x_support.shape[1] * cfg.meta_steps
                 if step % cfg.eval_every == 0:
                     if use_memory:
-                        pm = _refresh(model, sub, buf, new_idx)
+                        pm = _refresh(model, sub, buf, cur_idx)
                     curve.append(evaluate_stream(model, sub, pm, cfg.prototype_strength))
                     curve_step.append(step)
+        if use_memory:
+            pm = _refresh(model, sub, buf, cur_idx)  # the buffer does not yet hold task t
         if buf is not None and before is not None:
             changed += int((_priorities_of(buf) != before).sum())  # stored items re-scored this task
             buf.add({"x": sub.train_x[new_idx], "y": sub.train_y[new_idx], "task": sub.train_task[new_idx]})
-        if use_memory:
-            pm = _refresh(model, sub, buf, None)
         R[t] = evaluate_stream(model, sub, pm, cfg.prototype_strength)
         task_end.append(step)
+        if use_ewc and t < T - 1:  # online EWC: decay the old Fisher, add this task's, re-anchor
+            fisher = diagonal_fisher(model, sub, x, y, task)
+            grad_evals += n
+            if ewc is not None:
+                fisher = {k: cfg.ewc_gamma * ewc[1][k] + v for k, v in fisher.items()}
+            ewc = ({k: v.detach().clone() for k, v in model.named_parameters()}, fisher)
     return {
         "R": R.cpu(),
         "baseline": baseline.cpu(),
@@ -700,6 +852,8 @@ def train_stream(
         "task_end": torch.tensor(task_end),
         "loss": torch.stack(losses).cpu(),
         "priority_changes": torch.tensor(changed),
+        "grad_evals": torch.tensor(grad_evals + grad_evals_meta),
+        "grad_evals_meta": torch.tensor(grad_evals_meta),
         **({"model": model, "memory": pm} if return_model else {}),
     }
 
@@ -737,9 +891,12 @@ def _digits_of(stream: TaskStream, items: Mapping[str, torch.Tensor]) -> torch.T
 
 def _restrict(stream: TaskStream, T: int) -> TaskStream:
     """The stream's first T tasks (train and test items of later tasks dropped)."""
-    tr, te = stream.train_task < T, stream.test_task < T
+    keep = {split: getattr(stream, f"{split}_task") < T for split in ("train", "test", "val")}
     return replace(
         stream,
-        **{f"train_{k}": getattr(stream, f"train_{k}")[tr] for k in ("x", "y", "task", "digit", "index")},
-        **{f"test_{k}": getattr(stream, f"test_{k}")[te] for k in ("x", "y", "task", "digit", "index")},
+        **{
+            f"{split}_{k}": getattr(stream, f"{split}_{k}")[m]
+            for split, m in keep.items()
+            for k in ("x", "y", "task", "digit", "index")
+        },
     )

@@ -16,7 +16,7 @@ from notebook_cells import notebook_parameters
 from memtutor import continual as cl
 from memtutor.experiments import nb05_continual as nb05
 from memtutor.memory import content_weights, read_memory
-from memtutor.utils import config_dict, load_or_train, set_threads
+from memtutor.utils import IMPLICIT_TRAINING_MINUTES, config_dict, load_or_train, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "notebooks" / "checkpoints"
@@ -43,9 +43,10 @@ def streams():
 
 def test_stream_train_test_disjoint_and_cover_every_class(streams):
     for s in streams.values():
-        tr, te = set(s.train_index.tolist()), set(s.test_index.tolist())
-        assert not tr & te
-        assert len(tr) + len(te) == 1797  # every image used once
+        tr, te, va = set(s.train_index.tolist()), set(s.test_index.tolist()), set(s.val_index.tolist())
+        assert not tr & te and not tr & va and not va & te
+        assert len(tr) + len(te) + len(va) == 1797  # every image used once
+        assert set(s.val_digit.tolist()) == set(range(10))
         assert set(s.train_digit.tolist()) == set(range(10)) == set(s.test_digit.tolist())
         assert sorted(s.task_classes.flatten().tolist()) == list(range(10))
         # each item's task holds its digit
@@ -57,11 +58,23 @@ def test_stream_split_is_stratified_and_fixed_by_seed():
     a, b, c = (cl.make_task_stream("class", seed=k) for k in (0, 0, 1))
     assert torch.equal(a.test_index, b.test_index)
     assert not torch.equal(a.test_index, c.test_index)
-    n = torch.bincount(a.train_digit, minlength=10) + torch.bincount(a.test_digit, minlength=10)
+    n = sum(torch.bincount(d, minlength=10) for d in (a.train_digit, a.val_digit, a.test_digit))
     n_test = torch.bincount(a.test_digit, minlength=10).double()
     assert bool(((n_test - 0.25 * n.double()).abs() <= 0.5).all())  # round(0.25 n_c) per class
     # the same seed gives the same test images in every scenario
     assert torch.equal(cl.make_task_stream("task", seed=1).test_index, c.test_index)
+    n_val = torch.bincount(a.val_digit, minlength=10).double()
+    assert bool(((n_val - 0.2 * n.double()).abs() <= 0.5).all())  # round(0.2 n_c) per class
+
+
+def test_validation_split_leaves_the_test_images_alone():
+    with_val, without = cl.make_task_stream("class", seed=3), cl.make_task_stream("class", seed=3, val_fraction=0)
+    assert torch.equal(with_val.test_index, without.test_index)  # the test split does not move
+    assert without.val_x.shape[0] == 0 and set(with_val.val_index.tolist()) <= set(without.train_index.tolist())
+    v = cl.validation_stream(with_val)
+    assert torch.equal(v.test_index, with_val.val_index) and torch.equal(v.train_index, with_val.train_index)
+    with pytest.raises(ValueError, match="no validation images"):
+        cl.validation_stream(without)
 
 
 def test_scenario_labels_and_masks(streams):
@@ -82,6 +95,8 @@ def test_stream_errors():
         cl.make_task_stream("class", num_tasks=6)
     with pytest.raises(ValueError, match="test_fraction"):
         cl.make_task_stream("class", test_fraction=1.0)
+    with pytest.raises(ValueError, match="val_fraction"):
+        cl.make_task_stream("class", test_fraction=0.5, val_fraction=0.5)
     with pytest.raises(ValueError, match="class_order"):
         cl.make_task_stream("class", class_order=[0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
     s = cl.make_task_stream("class", num_tasks=2)
@@ -119,6 +134,17 @@ def test_fwt_baseline_term_matters():
     assert cl.forward_transfer(R3, zero + 0.5).item() == pytest.approx((0.10 + 0.30) / 2 - 0.5)
     b = torch.tensor([0.9, 0.0, 0.0], dtype=torch.float64)  # b[0] is never used
     assert cl.forward_transfer(R3, b).item() == pytest.approx((0.10 + 0.30) / 2)
+
+
+def test_learning_and_newest_task_accuracy_on_hand_computed_matrix():
+    assert cl.learning_accuracy(R3).item() == pytest.approx((0.90 + 0.80 + 0.95) / 3)
+    assert cl.newest_task_accuracy(R3).item() == pytest.approx(0.95)
+    # BWT is the final row minus the diagonal: a lower diagonal gives a better BWT at the same ACC
+    lower = R3.clone()
+    lower[0, 0] = 0.6
+    assert cl.backward_transfer(lower) > cl.backward_transfer(R3) and cl.learning_accuracy(
+        lower
+    ) < cl.learning_accuracy(R3)
 
 
 def test_metrics_perfect_and_catastrophic():
@@ -201,6 +227,10 @@ def test_config_errors():
         cl.ContinualConfig(replay_ratio=-1)
     with pytest.raises(ValueError, match="meta_stepsize"):
         cl.ContinualConfig(meta_stepsize=0)
+    with pytest.raises(ValueError, match="prototype_source"):
+        cl.ContinualConfig(prototype_source="some")
+    with pytest.raises(ValueError, match="ewc_lambda"):
+        cl.ContinualConfig(ewc_lambda=-1.0)
     assert cl.ContinualConfig(batch_size=32, replay_ratio=0.5).replay_batch == 16
 
 
@@ -211,6 +241,10 @@ def test_train_stream_errors(streams):
         cl.train_stream(streams["class"], dict(replay="ewc"))
     with pytest.raises(ValueError, match="memory=True needs replay"):
         cl.train_stream(streams["class"], dict(replay=None, memory=True, meta=False, joint=False))
+    with pytest.raises(ValueError, match="meta must be"):
+        cl.train_stream(streams["class"], dict(replay="uniform", meta="maml"))
+    with pytest.raises(ValueError, match="meta-updates need replay"):
+        cl.train_stream(streams["class"], dict(replay=None, meta="pooled"))
     with pytest.raises(ValueError, match="exceeds"):
         cl.train_stream(streams["class"], M["naive"], num_tasks=6)
     with pytest.raises(ValueError, match="unknown scenario"):
@@ -240,6 +274,115 @@ def test_batched_loss_equals_one_sample_loop(streams):
         torch.testing.assert_close(a, b)
 
 
+def _filled_buffer(s, replay="prioritized", tasks=2, per_task=20):
+    buf = cl.make_replay_buffer(tasks * per_task, replay, cl.ContinualConfig(), "cpu")
+    for t in range(tasks):
+        idx = (s.train_task == t).nonzero().squeeze(1)[:per_task]
+        buf.add({"x": s.train_x[idx], "y": s.train_y[idx], "task": s.train_task[idx]})
+    return buf
+
+
+def test_replay_step_equals_a_plain_loop_and_rescores_what_it_replayed(streams):
+    """replay_step: current CE mean + mean of w_i CE_i over replayed items, priorities <- (CE_i + eps)^alpha."""
+    import copy
+
+    s = streams["class"]
+    cfg = cl.ContinualConfig(lr=0.1, batch_size=8, replay_ratio=0.5, alpha=0.6, beta=0.5)  # the buffer's alpha
+    torch.manual_seed(0)
+    net = cl.ContinualNet(64, 16, 10)
+    buf = _filled_buffer(s)
+    net2, buf2 = copy.deepcopy(net), _filled_buffer(s)  # an identical second buffer, built the same way
+    bx, by, bt = s.train_x[:8], s.train_y[:8], s.train_task[:8]
+    loss, images = cl.replay_step(
+        net, torch.optim.SGD(net.parameters(), lr=cfg.lr), s, bx, by, bt, buf, cfg, torch.Generator().manual_seed(5)
+    )
+    assert images == 8 + 4
+    # by hand: the same draw, two separate forward passes, an explicit SGD update
+    rb, ridx, rw = buf2.sample(4, cfg.beta, generator=torch.Generator().manual_seed(5))
+    ce = torch.nn.functional.cross_entropy
+    cur = ce(cl.masked_logits(net2(bx), s.output_mask[bt]), by)
+    rep = ce(cl.masked_logits(net2(rb["x"]), s.output_mask[rb["task"]]), rb["y"], reduction="none")
+    want = cur + (rw * rep).mean()
+    grads = torch.autograd.grad(want, list(net2.parameters()))
+    torch.testing.assert_close(loss, want.detach())
+    for p, q, g in zip(net.parameters(), net2.parameters(), grads, strict=True):
+        torch.testing.assert_close(p.detach(), q.detach() - cfg.lr * g)
+    last = {int(k): float(e) for k, e in zip(ridx, rep.detach(), strict=True)}  # a repeated draw keeps its last loss
+    stored = buf.tree.leaves(torch.tensor(list(last)))
+    want_p = (torch.tensor(list(last.values()), dtype=torch.float64) + cl.PRIORITY_EPS) ** cfg.alpha
+    torch.testing.assert_close(stored, want_p, check_dtype=False)
+
+
+def test_ewc_fisher_and_penalty_equal_loops(streams):
+    s = streams["task"]
+    torch.manual_seed(0)
+    net = cl.ContinualNet(64, 8, 10).double()
+    x, y, t = s.train_x[:7].double(), s.train_y[:7], s.train_task[:7]
+    fisher = cl.diagonal_fisher(net, s, x, y, t)
+    want = {k: torch.zeros_like(v) for k, v in net.named_parameters()}
+    for i in range(7):
+        li = torch.nn.functional.cross_entropy(
+            cl.masked_logits(net(x[i : i + 1]), s.output_mask[t[i : i + 1]]), y[i : i + 1]
+        )
+        for (k, _), g in zip(net.named_parameters(), torch.autograd.grad(li, list(net.parameters())), strict=True):
+            want[k] += g.pow(2) / 7
+    for k in want:
+        torch.testing.assert_close(fisher[k], want[k])
+    params = {k: v.detach() + 0.1 for k, v in net.named_parameters()}
+    anchor = {k: v.detach() for k, v in net.named_parameters()}
+    expected = sum(0.5 * (fisher[k] * 0.01).sum() for k in params)
+    torch.testing.assert_close(cl.ewc_penalty(params, anchor, fisher), torch.as_tensor(expected))
+    assert float(cl.ewc_penalty(anchor, anchor, fisher)) == 0.0
+
+
+def test_pooled_episodes_hold_the_same_images_in_one_episode(streams):
+    s = streams["task"]
+    buf = _filled_buffer(s)
+    x, y, task = s.train_task_data(2)
+    per = cl.make_episodes(x, y, task, buf, 8, torch.Generator().manual_seed(0))
+    pooled = cl.make_episodes(x, y, task, buf, 8, torch.Generator().manual_seed(0), pooled=True)
+    assert pooled.x_support.shape == (1, 24, 64)
+    torch.testing.assert_close(pooled.x_support[0], per.x_support.reshape(24, 64))
+    torch.testing.assert_close(pooled.y_support[0], per.y_support.reshape(24, 2))
+
+
+def test_gradient_evaluations_are_counted(streams):
+    """Ordinary steps count current + replayed images; a meta-update counts episodes x shots x inner steps."""
+    s = streams["task"]
+    cfg = replace(FAST, epochs=1, eval_every=10**6)
+    n = [int((s.train_task == t).sum()) for t in range(2)]
+    steps = [-(-k // cfg.batch_size) for k in n]
+    naive = cl.train_stream(s, M["naive"], cfg, num_tasks=2)
+    assert int(naive["grad_evals"]) == sum(n) and int(naive["grad_evals_meta"]) == 0
+    uni = cl.train_stream(s, M["uniform replay"], cfg, num_tasks=2)
+    assert int(uni["grad_evals"]) == sum(n) + steps[1] * cfg.replay_batch  # the buffer is empty during task 0
+    full = cl.train_stream(s, M["full agent"], cfg, num_tasks=2)
+    ctrl = cl.train_stream(s, M["rehearsal control"], cfg, num_tasks=2)
+    per_task = min(cfg.meta_shots, cfg.buffer_size // 2)
+    metas = [steps[0] // cfg.meta_every, (steps[0] + steps[1]) // cfg.meta_every - steps[0] // cfg.meta_every]
+    want_meta = (metas[0] * 1 + metas[1] * 2) * per_task * cfg.meta_steps
+    assert int(full["grad_evals_meta"]) == want_meta == int(ctrl["grad_evals_meta"])
+    assert int(full["grad_evals"]) == int(uni["grad_evals"]) + want_meta
+    ewc = cl.train_stream(s, M["online EWC"], cfg, num_tasks=2)
+    assert int(ewc["grad_evals"]) == sum(n) + n[0]  # the Fisher of every task but the last
+
+
+def test_current_task_prototypes_from_all_its_images(streams):
+    s = streams["class"]
+    cfg = replace(FAST, epochs=1, buffer_size=40)
+    res = cl.train_stream(s, M["replay + memory"], replace(cfg, prototype_source="all"), num_tasks=1, return_model=True)
+    net, pm = res["model"], res["memory"]
+    x0, d0 = s.train_task_data(0)[0], s.train_digit[s.train_task == 0]
+    with torch.no_grad():
+        f = net.embed(x0)
+    for d in (0, 1):
+        torch.testing.assert_close(pm.memory[d], f[d0 == d].mean(0))
+    ex = cl.train_stream(
+        s, M["replay + memory"], replace(cfg, prototype_source="exemplars"), num_tasks=1, return_model=True
+    )
+    assert not torch.allclose(ex["memory"].memory[0], pm.memory[0])  # 20 exemplars, not all ~100 images
+
+
 def test_masked_logits_restrict_prediction(streams):
     s = streams["task"]
     logits = torch.randn(6, 10)
@@ -250,7 +393,8 @@ def test_masked_logits_restrict_prediction(streams):
 
 @pytest.mark.slow
 def test_training_path_shortened_stream_loss_falls_and_naive_forgets(streams):
-    res = cl.train_stream(streams["class"], M["naive"], FAST, seed=0, num_tasks=2)
+    # 6 passes: with a validation split held out, 3 passes over ~200 images are too few to learn task 1
+    res = cl.train_stream(streams["class"], M["naive"], replace(FAST, epochs=6), seed=0, num_tasks=2)
     loss = res["loss"]
     assert loss[-5:].mean() < 0.5 * loss[:5].mean()
     R = res["R"]
@@ -384,11 +528,41 @@ def test_meta_update_is_a_reptile_step_towards_the_adapted_weights(streams):
 
 
 @pytest.mark.slow
-def test_run_methods_and_grid_shapes():
+def test_run_methods_and_search_shapes():
     res = nb05.run_methods("task", ["naive", "uniform replay"], [0, 1], replace(FAST, epochs=1), num_tasks=2)
     assert res["naive/R"].shape == (2, 2, 2) and res["uniform replay/baseline"].shape == (2, 2)
-    grid = nb05.replay_grid("class", [20, 40], [0.5], [0], replace(FAST, epochs=1))
-    assert grid["ACC"].shape == (2, 1, 1) and grid["BWT"].shape == (2, 1, 1)
+    assert res["naive/grad_evals"].shape == (2,)
+    tiny = nb05.SearchConfig(
+        learner=replace(FAST, epochs=1), seeds=[7], trials=2, scenarios=["task"], methods=["naive", "online EWC"]
+    )
+    search = nb05.validation_search(tiny)
+    assert search["task/online EWC/ACC"].shape == (2, 1)
+    chosen = nb05.choose(search, tiny)
+    best = int(search["task/naive/ACC"].mean(1).argmax())
+    assert chosen["task"]["naive"] == nb05.search_trials("naive", 2)[best]
+
+
+def test_search_trials_share_draws_across_learners():
+    trials = {m: nb05.search_trials(m, 5) for m in nb05.SEARCH_KNOBS}
+    lrs = {m: [t["lr"] for t in ts] for m, ts in trials.items()}
+    assert all(v == lrs["naive"] for v in lrs.values())  # the same learning rate in trial i for everyone
+    assert trials["full agent"] == trials["rehearsal control"]  # the control shares every setting
+    assert len(set(lrs["naive"])) == 5 and all(0.02 <= lr <= 0.5 for lr in lrs["naive"])
+    assert all(set(t) == {"lr", *nb05.SEARCH_KNOBS[m]} for m, ts in trials.items() for t in ts)
+    assert nb05.search_trials("naive", 5, search_seed=1) != trials["naive"]
+    with pytest.raises(ValueError, match="unknown method"):
+        nb05.search_trials("GEM", 2)
+    switches, cfg = nb05.learner_settings("replay + memory", FAST, {"replay": "uniform", "lr": 0.3})
+    assert switches["replay"] == "uniform" and cfg.lr == 0.3 and M["replay + memory"]["replay"] == "prioritized"
+
+
+def test_paired_interval_is_a_t_interval():
+    d = torch.tensor([0.002, 0.002, 0.004, 0.0, 0.004])
+    mean, lo, hi = nb05.paired_interval(d)
+    half = 2.7764451 * d.double().std().item() / 5**0.5  # t_{0.975, 4}
+    assert mean == pytest.approx(0.0024) and lo == pytest.approx(mean - half) and hi == pytest.approx(mean + half)
+    with pytest.raises(ValueError, match="at least 2"):
+        nb05.paired_interval(torch.tensor([0.1]))
 
 
 # --------------------------------------------------------------------------------- cached results
@@ -400,13 +574,18 @@ def params():
     return notebook_parameters("05_continual_agent.ipynb", {"cl": cl})
 
 
+def _search_config(p: dict, **changes) -> nb05.SearchConfig:
+    kw = dict(learner=p["CFG"], seeds=p["VAL_SEEDS"], trials=p["TRIALS"])
+    return nb05.SearchConfig(**{**kw, **changes})
+
+
+def _search(p: dict) -> dict:
+    return torch.load(CHECKPOINTS / nb05.SEARCH_FILE, weights_only=True)["result"]
+
+
 def _methods_config(p: dict, **learner_changes) -> nb05.MethodsTableConfig:
-    return nb05.MethodsTableConfig(learner=replace(p["CFG"], **learner_changes), seeds=p["SEEDS"])
-
-
-def _grid_config(p: dict, **changes) -> nb05.ReplayGridConfig:
-    kw = dict(buffer_sizes=p["GRID_BUFFERS"], replay_ratios=p["GRID_RATIOS"], seeds=p["GRID_SEEDS"])
-    return nb05.ReplayGridConfig(learner=p["CFG"], **{**kw, **changes})
+    chosen = nb05.choose(_search(p), _search_config(p))
+    return nb05.MethodsTableConfig(learner=replace(p["CFG"], **learner_changes), seeds=p["SEEDS"], chosen=chosen)
 
 
 def _no_training():
@@ -414,9 +593,14 @@ def _no_training():
 
 
 def test_committed_results_record_the_notebook_defaults(params):
-    for name, config in ((nb05.METHODS_FILE, _methods_config(params)), (nb05.REPLAY_GRID_FILE, _grid_config(params))):
+    for name, config in ((nb05.SEARCH_FILE, _search_config(params)), (nb05.METHODS_FILE, _methods_config(params))):
         data = torch.load(CHECKPOINTS / name, weights_only=True)
         assert data["config"] == config_dict(config), name
+
+
+def test_test_seeds_are_not_validation_seeds(params):
+    assert not set(params["SEEDS"]) & set(params["VAL_SEEDS"])
+    assert len(params["SEEDS"]) >= 3 and len(params["VAL_SEEDS"]) >= 2
 
 
 def test_unchanged_configuration_loads_without_training(params):
@@ -424,14 +608,10 @@ def test_unchanged_configuration_loads_without_training(params):
         nb05.METHODS_FILE, _methods_config(params), _no_training, minutes=nb05.METHODS_MINUTES, directory=CHECKPOINTS
     )
     assert results["class/naive/R"].shape == (len(params["SEEDS"]), 5, 5)
-    grid = load_or_train(
-        nb05.REPLAY_GRID_FILE,
-        _grid_config(params),
-        _no_training,
-        minutes=nb05.REPLAY_GRID_MINUTES,
-        directory=CHECKPOINTS,
+    search = load_or_train(
+        nb05.SEARCH_FILE, _search_config(params), _no_training, minutes=nb05.SEARCH_MINUTES, directory=CHECKPOINTS
     )
-    assert grid["ACC"].shape == (len(params["GRID_BUFFERS"]), len(params["GRID_RATIOS"]), len(params["GRID_SEEDS"]))
+    assert search["class/naive/ACC"].shape == (params["TRIALS"], len(params["VAL_SEEDS"]))
 
 
 @pytest.mark.parametrize(
@@ -439,8 +619,8 @@ def test_unchanged_configuration_loads_without_training(params):
     [
         ("methods", dict(lr=0.05), "learner.lr"),
         ("methods", dict(buffer_size=100), "learner.buffer_size"),
-        ("grid", dict(seeds=(0, 1)), "seeds"),
-        ("grid", dict(replay_ratios=(0.5, 1.0)), "replay_ratios"),
+        ("search", dict(seeds=(100, 101)), "seeds"),
+        ("search", dict(trials=4), "trials"),
     ],
 )
 def test_changed_parameter_is_detected(params, which, change, field):
@@ -448,41 +628,50 @@ def test_changed_parameter_is_detected(params, which, change, field):
     if which == "methods":
         name, config, minutes = nb05.METHODS_FILE, _methods_config(params, **change), nb05.METHODS_MINUTES
     else:
-        name, config, minutes = nb05.REPLAY_GRID_FILE, _grid_config(params, **change), nb05.REPLAY_GRID_MINUTES
-    assert minutes > 3
+        name, config, minutes = nb05.SEARCH_FILE, _search_config(params, **change), nb05.SEARCH_MINUTES
+    assert minutes > IMPLICIT_TRAINING_MINUTES
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         load_or_train(name, config, _no_training, minutes=minutes, directory=CHECKPOINTS)
 
 
 def test_changed_method_switches_are_detected(params):
-    methods = {**nb05.CONTINUAL_METHODS, "full agent": dict(M["full agent"], replay="uniform")}
-    config = nb05.MethodsTableConfig(learner=params["CFG"], seeds=params["SEEDS"], methods=methods)
-    with pytest.raises(ValueError, match=r"methods\.full agent\.replay"):
-        load_or_train(nb05.METHODS_FILE, config, _no_training, minutes=nb05.METHODS_MINUTES, directory=CHECKPOINTS)
+    methods = {**nb05.CONTINUAL_METHODS, "full agent": dict(M["full agent"], meta="pooled")}
+    config = _search_config(params, methods=methods)
+    with pytest.raises(ValueError, match=r"methods\.full agent\.meta"):
+        load_or_train(nb05.SEARCH_FILE, config, _no_training, minutes=nb05.SEARCH_MINUTES, directory=CHECKPOINTS)
 
 
 def test_configs_take_notebook_values_and_reject_bad_ones():
-    c = nb05.ReplayGridConfig(learner=FAST, buffer_sizes=[20, 50], replay_ratios=[1], seeds=[0])
-    assert c.buffer_sizes == (20, 50) and c.replay_ratios == (1.0,) and c.switches == M["prioritized replay"]
-    with pytest.raises(ValueError, match="unknown method"):
-        nb05.ReplayGridConfig(learner=FAST, buffer_sizes=[20], replay_ratios=[1.0], seeds=[0], method="ewc")
+    c = nb05.SearchConfig(learner=FAST, seeds=[100, 101], trials=3)
+    assert c.seeds == (100, 101) and c.methods["naive"] == M["naive"]
+    with pytest.raises(ValueError, match="no search space"):
+        nb05.SearchConfig(learner=FAST, seeds=[0], trials=2, methods={"GEM": M["naive"]})
     with pytest.raises(ValueError, match="scenarios"):
-        nb05.MethodsTableConfig(learner=FAST, seeds=[0], scenarios=["online"])
+        nb05.SearchConfig(learner=FAST, seeds=[0], trials=2, scenarios=["online"])
     with pytest.raises(ValueError, match="seeds"):
-        nb05.MethodsTableConfig(learner=FAST, seeds=[])
+        nb05.MethodsTableConfig(learner=FAST, seeds=[], chosen={})
+    with pytest.raises(ValueError, match="no chosen settings"):
+        nb05.MethodsTableConfig(learner=FAST, seeds=[0], chosen={"task": {}})
 
 
 @pytest.mark.slow
-def test_training_path_of_both_tables_with_a_tiny_budget(tmp_path):
+def test_training_path_of_both_results_with_a_tiny_budget(tmp_path):
     tiny = replace(FAST, epochs=1)
-    table = nb05.MethodsTableConfig(learner=tiny, seeds=[0], scenarios=["task"], methods={"naive": M["naive"]})
+    search_cfg = nb05.SearchConfig(learner=tiny, seeds=[9], trials=1, scenarios=["task"], methods=["naive"])
+    search = load_or_train(
+        "s.pt", search_cfg, lambda: nb05.validation_search(search_cfg), minutes=0.1, directory=tmp_path
+    )
+    table = nb05.MethodsTableConfig(
+        learner=tiny,
+        seeds=[0],
+        scenarios=["task"],
+        methods={"naive": M["naive"]},
+        chosen=nb05.choose(search, search_cfg),
+    )
     res = load_or_train("t.pt", table, lambda: nb05.train_methods(table), minutes=0.1, directory=tmp_path)
     assert res["task/naive/R"].shape == (1, 5, 5)
     again = load_or_train("t.pt", table, _no_training, minutes=0.1, directory=tmp_path)
     torch.testing.assert_close(again["task/naive/R"], res["task/naive/R"])
-    grid = nb05.ReplayGridConfig(learner=tiny, buffer_sizes=[20], replay_ratios=[0.5], seeds=[0])
-    out = load_or_train("g.pt", grid, lambda: nb05.train_replay_grid(grid), minutes=0.1, directory=tmp_path)
-    assert out["ACC"].shape == (1, 1, 1) and 0 <= float(out["ACC"]) <= 1
 
 
 # --------------------------------------------------------------------------------- benchmark

@@ -237,15 +237,14 @@ def test_ex05_forgetting_curve():
     _rejects(ex05.check_forgetting_curve(over_all), "average over them")
 
 
-def test_ex05_intransigence():
+def test_ex05_ewc_penalty():
     s = _solutions("05_continual_agent.ipynb")
-    assert ex05.check_intransigence(s["intransigence"])
-    _rejects(ex05.check_intransigence(_stub), "NotImplementedError")
-    _rejects(ex05.check_intransigence(lambda R, J: 0.0))
-    _rejects(ex05.check_intransigence(lambda R, J: (R.diagonal() - J.diagonal()).mean()), "sign")
-    _rejects(ex05.check_intransigence(lambda R, J: (J[-1] - R.diagonal()).mean()), "final joint model")
-    _rejects(ex05.check_intransigence(lambda R, J: (J[-1] - R[-1]).mean()), "final accuracies")
-    _rejects(ex05.check_intransigence(lambda R, J: J), "one number")
+    assert ex05.check_ewc_penalty(s["ewc_penalty"])
+    assert ex05.check_ewc_penalty(cl.ewc_penalty)
+    _rejects(ex05.check_ewc_penalty(_stub), "NotImplementedError")
+    _rejects(ex05.check_ewc_penalty(lambda p, a, f: sum((f[k] * (v - a[k]) ** 2).sum() for k, v in p.items())), "1/2")
+    _rejects(ex05.check_ewc_penalty(lambda p, a, f: 0.5 * sum(((v - a[k]) ** 2).sum() for k, v in p.items())), "Fisher")
+    _rejects(ex05.check_ewc_penalty(lambda p, a, f: cl.ewc_penalty(p, a, f).detach()), "connected")
 
 
 def test_ex05_balanced_exemplars():

@@ -1,18 +1,21 @@
 """Checks for notebook 05's exercises (continual learning metrics and replay).
 
 1. :func:`check_forgetting_curve` - the average forgetting after every stage of the stream.
-2. :func:`check_intransigence` - how far a learner falls short of joint training on each new task.
+2. :func:`check_ewc_penalty` - the (online) EWC penalty 1/2 sum_k F_k (theta_k - theta*_k)^2.
 3. :func:`check_balanced_exemplars` - pick an equal number of replay items per class.
+
+:func:`check_intransigence` (how far a learner falls short of joint training on each new task)
+is kept for courses that still set it.
 """
 
 from __future__ import annotations
 
 import torch
 
-from memtutor.continual import average_forgetting
+from memtutor.continual import average_forgetting, ewc_penalty
 from memtutor.exercises import CheckResult, failed, passed
 
-__all__ = ["check_forgetting_curve", "check_intransigence", "check_balanced_exemplars"]
+__all__ = ["check_forgetting_curve", "check_ewc_penalty", "check_intransigence", "check_balanced_exemplars"]
 
 
 def _matrices(seed: int = 0, count: int = 6, T: int = 4) -> list[torch.Tensor]:
@@ -97,6 +100,47 @@ def check_intransigence(fn) -> CheckResult:
             return failed("that compares final accuracies; intransigence looks at each task right after it is learned.")
         return failed(f"on a {R.shape[0]}x{R.shape[0]} pair of matrices you return {got:.4f}, which is not right.")
     return passed("your intransigence matches Chaudhry et al.'s definition.")
+
+
+def _ewc_cases(seed: int = 0) -> list[tuple[dict, dict, dict]]:
+    """(params, anchor, fisher) dicts of float64 tensors shaped like a small network's parameters."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"encoder.0.weight": (4, 3), "encoder.0.bias": (4,), "head.weight": (2, 4)}
+    cases = []
+    for _ in range(3):
+        params = {k: torch.randn(s, generator=g, dtype=torch.float64) for k, s in shapes.items()}
+        anchor = {k: torch.randn(s, generator=g, dtype=torch.float64) for k, s in shapes.items()}
+        fisher = {k: torch.rand(s, generator=g, dtype=torch.float64) * 3 for k, s in shapes.items()}
+        cases.append((params, anchor, fisher))
+    return cases
+
+
+def check_ewc_penalty(fn) -> CheckResult:
+    """``fn(params, anchor, fisher) -> ()``: 1/2 sum over every tensor k of sum(F_k (theta_k - theta*_k)^2)."""
+    for params, anchor, fisher in _ewc_cases():
+        leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+        out, err = _call(fn, leaf, anchor, fisher)
+        if err is not None:
+            return err
+        if not isinstance(out, torch.Tensor) or out.dim() != 0:
+            return failed("return a 0-d tensor (one number) computed from the parameters, not a float or a list.")
+        if not out.requires_grad:
+            return failed("the penalty must stay connected to params (no .item(), no torch.no_grad): it is trained on.")
+        got, want = float(out.detach()), float(ewc_penalty(params, anchor, fisher))
+        if abs(got - want) <= 1e-9 * max(1.0, abs(want)):
+            continue
+        diff = {k: params[k] - anchor[k] for k in params}
+        if abs(got - 2 * want) <= 1e-9 * max(1.0, abs(want)):
+            return failed("twice the penalty: the quadratic term carries a factor 1/2.")
+        if abs(got - 0.5 * sum(float((fisher[k] * diff[k].abs()).sum()) for k in params)) <= 1e-9:
+            return failed("the distance from the anchor must be squared, (theta - theta*)^2, not its absolute value.")
+        if abs(got - 0.5 * sum(float(diff[k].pow(2).sum()) for k in params)) <= 1e-9:
+            return failed("weight each squared distance by its Fisher value F_k: that is what EWC adds to L2.")
+        first = next(iter(params))
+        if abs(got - 0.5 * float((fisher[first] * diff[first].pow(2)).sum())) <= 1e-9:
+            return failed("sum over every parameter tensor in params, not only the first one.")
+        return failed(f"on a small network your penalty is {got:.4f}, the right value is {want:.4f}.")
+    return passed("your EWC penalty matches 1/2 sum_k F_k (theta_k - theta*_k)^2 and can be trained on.")
 
 
 def check_balanced_exemplars(fn) -> CheckResult:

@@ -1,20 +1,27 @@
-"""Notebook 05's experiments: the methods table and the replay explorer's grid.
+"""Notebook 05's experiments: the validation search, the methods table on the test images, paired intervals.
 
 The lesson module :mod:`memtutor.continual` holds the task streams, the metrics, the learner's
-components (encoder, replay buffer, prototype memory, Reptile update) and the training loop
-:func:`~memtutor.continual.train_stream`. This module runs them as notebook 05 does: the named
-learners it compares (:data:`CONTINUAL_METHODS`), every learner x seed on a scenario
-(:func:`run_methods`, :func:`train_methods`), the buffer-size x replay-ratio grid
-(:func:`replay_grid`), the table helper :func:`summarize`, and the configurations of the two
-cached results (:class:`MethodsTableConfig`, :class:`ReplayGridConfig`).
+components (encoder, replay buffer, prototype memory, Reptile update, online EWC) and the training
+loop :func:`~memtutor.continual.train_stream`. This module runs them as notebook 05 does:
 
-Seeding: seed ``s`` of a table fixes the stream's train/test split (``make_task_stream(seed=s)``)
+1. :func:`validation_search`: for every scenario and every learner of :data:`CONTINUAL_METHODS`,
+   the same number of random-search trials over that learner's settings (:data:`SEARCH_KNOBS`),
+   each trained on the training images of the validation seeds and scored on their validation
+   images only;
+2. :func:`choose`: the trial with the best mean validation ACC, per scenario and learner;
+3. :func:`train_methods`: every learner with its chosen settings on the test seeds, scored once on
+   the test images (the cached table).
+
+Seeding: seed ``s`` fixes the stream's train/validation/test split (``make_task_stream(seed=s)``)
 and the learner (``train_stream(seed=s)``), so all learners of one seed see the same split and
-start from the same initialisation; nothing else is random.
+start from the same initialisation. Trial ``i`` of the search draws its settings from
+``generator(search_seed, "nb05/search-trials", i)``, the same numbers for every learner (common
+random numbers: trial ``i`` has the same learning rate for every learner).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,54 +36,96 @@ from memtutor.continual import (
     backward_transfer,
     check_accuracy_matrix,
     forward_transfer,
+    learning_accuracy,
     make_task_stream,
+    newest_task_accuracy,
     train_stream,
+    validation_stream,
 )
-from memtutor.utils import check_positive_int
+from memtutor.utils import check_positive_int, register_seed_offset
+from memtutor.utils import generator as make_generator
 from memtutor.utils import progress as progress_bar
 
 __all__ = [
     "CONTINUAL_METHODS",
+    "SEARCH_KNOBS",
+    "SEARCH_FILE",
+    "SEARCH_MINUTES",
     "METHODS_FILE",
     "METHODS_MINUTES",
-    "REPLAY_GRID_FILE",
-    "REPLAY_GRID_MINUTES",
+    "SearchConfig",
     "MethodsTableConfig",
-    "ReplayGridConfig",
+    "search_trials",
+    "learner_settings",
+    "validation_search",
+    "choose",
     "run_methods",
     "train_methods",
-    "replay_grid",
-    "train_replay_grid",
     "summarize",
+    "paired_interval",
 ]
+
+_OFF = dict(replay=None, memory=False, meta=False, joint=False, ewc=False)
 
 #: The learners compared in notebook 05: name -> switches of :func:`memtutor.continual.train_stream`.
 CONTINUAL_METHODS: dict[str, dict[str, Any]] = {
-    "naive": dict(replay=None, memory=False, meta=False, joint=False),
-    "uniform replay": dict(replay="uniform", memory=False, meta=False, joint=False),
-    "prioritized replay": dict(replay="prioritized", memory=False, meta=False, joint=False),
-    "replay + memory": dict(replay="prioritized", memory=True, meta=False, joint=False),
-    "full agent": dict(replay="prioritized", memory=True, meta=True, joint=False),
-    "joint": dict(replay=None, memory=False, meta=False, joint=True),
+    "naive": dict(_OFF),
+    "online EWC": dict(_OFF, ewc=True),
+    "uniform replay": dict(_OFF, replay="uniform"),
+    "prioritized replay": dict(_OFF, replay="prioritized"),
+    "replay + memory": dict(_OFF, replay="prioritized", memory=True),
+    "full agent": dict(_OFF, replay="prioritized", memory=True, meta="reptile"),
+    "rehearsal control": dict(_OFF, replay="prioritized", memory=True, meta="pooled"),
+    "joint": dict(_OFF, joint=True),
 }
 
-#: The cached methods table (every learner x seed x scenario).
+_MEMORY_KNOBS = ("replay", "alpha", "beta", "prototype_strength", "prototype_source")
+#: What each learner's search draws besides ``lr`` (which every learner draws). ``replay`` picks
+#: uniform or prioritized replay under the memory; ``alpha``/``beta`` only act with prioritized replay.
+SEARCH_KNOBS: dict[str, tuple[str, ...]] = {
+    "naive": (),
+    "online EWC": ("ewc_lambda",),
+    "uniform replay": (),
+    "prioritized replay": ("alpha", "beta"),
+    "replay + memory": _MEMORY_KNOBS,
+    "full agent": (*_MEMORY_KNOBS, "meta_stepsize"),
+    "rehearsal control": (*_MEMORY_KNOBS, "meta_stepsize"),
+    "joint": (),
+}
+
+# knob -> (kind, low, high): "log" log-uniform, "lin" uniform, or a tuple of choices
+_RANGES: dict[str, tuple] = {
+    "lr": ("log", 0.02, 0.5),
+    "alpha": ("lin", 0.2, 1.0),
+    "beta": ("lin", 0.0, 1.0),
+    "prototype_strength": ("log", 1.0, 50.0),
+    "prototype_source": ("choice", "all", "exemplars"),
+    "replay": ("choice", "uniform", "prioritized"),
+    "meta_stepsize": ("lin", 0.1, 1.0),
+    "ewc_lambda": ("log", 1.0, 1e5),
+}
+
+#: Seed purpose of the trials' draws.
+SEARCH_TRIALS = register_seed_offset("nb05/search-trials", 60_000)
+
+#: The cached validation search (every learner x trial x validation seed x scenario).
+SEARCH_FILE = "05_search.pt"
+#: Time to recompute it (576 runs; measured 13 minutes on a 2-core machine shared with other jobs), minutes.
+SEARCH_MINUTES = 13.0
+#: The cached methods table (every learner x test seed x scenario, with the chosen settings).
 METHODS_FILE = "05_methods.pt"
-#: Estimated time to recompute it (90 runs of a few seconds), minutes: a changed parameter raises.
-METHODS_MINUTES = 6.0
-#: The cached grid of the replay explorer.
-REPLAY_GRID_FILE = "05_replay_grid.pt"
-#: Estimated time to recompute it (60 runs of a few seconds), minutes: a changed parameter raises.
-REPLAY_GRID_MINUTES = 4.0
+#: Time to recompute it (120 runs; measured 4.3 minutes on the same machine), minutes: above
+#: ``IMPLICIT_TRAINING_MINUTES``, so a changed parameter raises instead of retraining silently.
+METHODS_MINUTES = 4.5
 
 
-def _switches(method: str | Mapping[str, Any]) -> Mapping[str, Any]:
+def _switches(method: str | Mapping[str, Any]) -> dict[str, Any]:
     """The switches of a learner given by name (:data:`CONTINUAL_METHODS`) or as a dict."""
     if isinstance(method, str):
         if method not in CONTINUAL_METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {tuple(CONTINUAL_METHODS)}")
-        return CONTINUAL_METHODS[method]
-    return method
+        return dict(CONTINUAL_METHODS[method])
+    return dict(method)
 
 
 def _seeds(seeds: Sequence[int]) -> tuple[int, ...]:
@@ -86,53 +135,141 @@ def _seeds(seeds: Sequence[int]) -> tuple[int, ...]:
     return out
 
 
+def _named(methods: Mapping[str, Mapping[str, Any]] | Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Learner name -> switches, from a mapping or a list of names of :data:`CONTINUAL_METHODS`."""
+    if isinstance(methods, Mapping):
+        return {name: _switches(m) for name, m in methods.items()}
+    return {name: _switches(name) for name in methods}
+
+
+def _scenarios(scenarios: Sequence[str]) -> tuple[str, ...]:
+    out = tuple(scenarios)
+    if not out or any(s not in SCENARIOS for s in out):
+        raise ValueError(f"scenarios must be among {SCENARIOS}, got {scenarios!r}")
+    return out
+
+
+def search_trials(method: str, trials: int, search_seed: int = 0) -> list[dict[str, Any]]:
+    """The settings of each trial of ``method``'s random search: ``trials`` dicts of knob -> value.
+
+    Trial ``i`` draws one uniform number per knob of :data:`_RANGES` (all of them, in a fixed
+    order) and keeps ``lr`` and the learner's own knobs, so every learner's trial ``i`` shares
+    its learning rate (and the full agent and its control share every setting).
+    """
+    check_positive_int(trials, "trials")
+    if method not in SEARCH_KNOBS:
+        raise ValueError(f"unknown method {method!r}; expected one of {tuple(SEARCH_KNOBS)}")
+    out = []
+    for i in range(trials):
+        u = torch.rand(len(_RANGES), generator=make_generator(search_seed, SEARCH_TRIALS, i), dtype=torch.float64)
+        values: dict[str, Any] = {}
+        for (knob, spec), ui in zip(_RANGES.items(), u.tolist(), strict=True):
+            if spec[0] == "log":
+                values[knob] = round(math.exp(math.log(spec[1]) + ui * (math.log(spec[2]) - math.log(spec[1]))), 6)
+            elif spec[0] == "lin":
+                values[knob] = round(spec[1] + ui * (spec[2] - spec[1]), 6)
+            else:
+                values[knob] = spec[1 + int(ui * (len(spec) - 1))]
+        out.append({k: values[k] for k in ("lr", *SEARCH_KNOBS[method])})
+    return out
+
+
+def learner_settings(
+    method: str | Mapping[str, Any], base: ContinualConfig, overrides: Mapping[str, Any]
+) -> tuple[dict[str, Any], ContinualConfig]:
+    """(switches, config) of a learner with ``overrides`` (a trial's knobs) applied to ``base``."""
+    switches = _switches(method)
+    knobs = dict(overrides)
+    if "replay" in knobs:
+        switches["replay"] = knobs.pop("replay")
+    return switches, replace(base, **knobs)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything the validation search depends on (the cached result's configuration)."""
+
+    learner: ContinualConfig
+    """The settings every trial starts from (the notebook's ``CFG``); a trial overrides its knobs."""
+    seeds: tuple[int, ...]
+    """Validation seeds (the notebook's ``VAL_SEEDS``): each fixes a split and an initialisation."""
+    trials: int
+    """Random-search trials per learner and scenario (the notebook's ``TRIALS``), the same for all."""
+    search_seed: int = 0
+    scenarios: tuple[str, ...] = SCENARIOS
+    methods: Mapping[str, Mapping[str, Any]] | Sequence[str] = field(default_factory=lambda: dict(CONTINUAL_METHODS))
+    """Learner name -> switches, or a list of names of :data:`CONTINUAL_METHODS`."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", _seeds(self.seeds))
+        object.__setattr__(self, "scenarios", _scenarios(self.scenarios))
+        check_positive_int(self.trials, "trials")
+        unknown = [m for m in self.methods if m not in SEARCH_KNOBS]
+        if unknown:
+            raise ValueError(f"no search space for {unknown}; expected names of {tuple(SEARCH_KNOBS)}")
+        object.__setattr__(self, "methods", _named(self.methods))
+
+
 @dataclass(frozen=True)
 class MethodsTableConfig:
     """Everything notebook 05's methods table depends on (the cached result's configuration)."""
 
     learner: ContinualConfig
-    """The learner's settings (the notebook's ``CFG``), the same for every method."""
+    """The base settings (the notebook's ``CFG``)."""
     seeds: tuple[int, ...]
-    """Each seed fixes a train/test split and an initialisation (the notebook's ``SEEDS``)."""
+    """Test seeds (the notebook's ``SEEDS``), none of them used by the search."""
+    chosen: Mapping[str, Mapping[str, Mapping[str, Any]]]
+    """scenario -> learner -> the knobs chosen on validation (:func:`choose`)."""
     scenarios: tuple[str, ...] = SCENARIOS
-    """Scenarios of :func:`memtutor.continual.make_task_stream`."""
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: dict(CONTINUAL_METHODS))
-    """Learner name -> switches (default :data:`CONTINUAL_METHODS`)."""
 
     def __post_init__(self) -> None:
-        # Lists from a notebook's parameters cell become tuples: the config compares by value.
         object.__setattr__(self, "seeds", _seeds(self.seeds))
-        object.__setattr__(self, "scenarios", tuple(self.scenarios))
-        unknown = [s for s in self.scenarios if s not in SCENARIOS]
-        if unknown or not self.scenarios:
-            raise ValueError(f"scenarios must be among {SCENARIOS}, got {self.scenarios!r}")
-        object.__setattr__(self, "methods", {name: dict(_switches(m)) for name, m in self.methods.items()})
+        object.__setattr__(self, "scenarios", _scenarios(self.scenarios))
+        object.__setattr__(self, "methods", _named(self.methods))
+        missing = [(s, m) for s in self.scenarios for m in self.methods if m not in self.chosen.get(s, {})]
+        if missing:
+            raise ValueError(f"no chosen settings for {missing}: run the validation search first")
+        object.__setattr__(self, "chosen", {s: {m: dict(v) for m, v in c.items()} for s, c in self.chosen.items()})
 
 
-@dataclass(frozen=True)
-class ReplayGridConfig:
-    """Everything the replay explorer's grid depends on (the cached result's configuration)."""
+def validation_search(config: SearchConfig, *, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Every learner x trial x validation seed, scored on validation images only.
 
-    learner: ContinualConfig
-    """The learner's settings; ``buffer_size`` and ``replay_ratio`` are overridden by the grid."""
-    buffer_sizes: tuple[int, ...]
-    """Replay buffer sizes in images (the notebook's ``GRID_BUFFERS``)."""
-    replay_ratios: tuple[float, ...]
-    """Replayed images per current image (the notebook's ``GRID_RATIOS``)."""
-    seeds: tuple[int, ...]
-    """The notebook's ``GRID_SEEDS``."""
-    scenario: str = "class"
-    method: str = "prioritized replay"
-    """A name of :data:`CONTINUAL_METHODS`; its switches are recorded in ``switches``."""
-    switches: Mapping[str, Any] = field(default_factory=dict)
+    Returns ``{f"{scenario}/{method}/{key}": (trials, V)}`` for key ``ACC``, ``LA`` (learning
+    accuracy) and ``grad_evals``. No test image is looked at.
+    """
+    out: dict[str, torch.Tensor] = {}
+    n_runs = len(config.scenarios) * len(config.methods) * config.trials * len(config.seeds)
+    bar = progress_bar(total=n_runs, enabled=progress, desc="validation search")
+    quiet = replace(config.learner, eval_every=10**9)  # no curves: only R is needed
+    for sc in config.scenarios:
+        for v, seed in enumerate(config.seeds):
+            val = validation_stream(make_task_stream(sc, seed=seed))
+            for name, base in _named(config.methods).items():
+                for i, trial in enumerate(search_trials(name, config.trials, config.search_seed)):
+                    switches, cfg = learner_settings(base, quiet, trial)
+                    res = train_stream(val, switches, cfg, seed=seed)
+                    for key, value in (
+                        ("ACC", average_accuracy(res["R"])),
+                        ("LA", learning_accuracy(res["R"])),
+                        ("grad_evals", res["grad_evals"].float()),
+                    ):
+                        t = out.setdefault(f"{sc}/{name}/{key}", torch.zeros(config.trials, len(config.seeds)))
+                        t[i, v] = value
+                    bar.update()
+    bar.close()
+    return out
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "buffer_sizes", tuple(check_positive_int(b, "buffer size") for b in self.buffer_sizes))
-        object.__setattr__(self, "replay_ratios", tuple(float(r) for r in self.replay_ratios))
-        object.__setattr__(self, "seeds", _seeds(self.seeds))
-        if self.scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {self.scenario!r}; expected one of {SCENARIOS}")
-        object.__setattr__(self, "switches", dict(self.switches or _switches(self.method)))
+
+def choose(search: Mapping[str, torch.Tensor], config: SearchConfig) -> dict[str, dict[str, dict[str, Any]]]:
+    """scenario -> learner -> the trial's knobs with the best mean validation ACC (ties: first trial)."""
+    chosen: dict[str, dict[str, dict[str, Any]]] = {}
+    for sc in config.scenarios:
+        for name in config.methods:
+            best = int(search[f"{sc}/{name}/ACC"].mean(1).argmax())
+            chosen.setdefault(sc, {})[name] = search_trials(name, config.trials, config.search_seed)[best]
+    return chosen
 
 
 def run_methods(
@@ -141,26 +278,30 @@ def run_methods(
     seeds: Sequence[int],
     cfg: ContinualConfig | None = None,
     *,
+    chosen: Mapping[str, Mapping[str, Any]] | None = None,
     num_tasks: int | None = None,
     progress: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Every method x seed on one scenario. Returns ``{f"{method}/{key}": (S, ...) stacked tensors}``.
+    """Every method x seed on one scenario, on the test images. Returns ``{f"{method}/{key}": (S, ...)}``.
 
-    ``methods`` maps names to switches, or lists names of :data:`CONTINUAL_METHODS`. The seed
-    fixes both the train/test split and the learner, so all methods of one seed see the same
-    split; keys are those of :func:`memtutor.continual.train_stream`.
+    ``methods`` maps names to switches, or lists names of :data:`CONTINUAL_METHODS`; ``chosen``
+    maps a name to its knobs (default: ``cfg`` as it is). Keys are those of
+    :func:`memtutor.continual.train_stream`.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; expected one of {SCENARIOS}")
     cfg = ContinualConfig() if cfg is None else cfg
     named = dict(methods) if isinstance(methods, Mapping) else {m: _switches(m) for m in methods}
+    chosen = chosen or {}
     out: dict[str, list] = {}
     bar = progress_bar(total=len(named) * len(seeds), enabled=progress, desc=f"{scenario}-incremental")
+    keys = ("R", "baseline", "curve", "curve_step", "task_end", "priority_changes", "grad_evals", "grad_evals_meta")
     for s in seeds:
         stream = make_task_stream(scenario, seed=s)
-        for name, switches in named.items():
-            res = train_stream(stream, switches, cfg, seed=s, num_tasks=num_tasks)
-            for k in ("R", "baseline", "curve", "curve_step", "task_end", "priority_changes"):
+        for name, base in named.items():
+            switches, c = learner_settings(base, cfg, chosen.get(name, {}))
+            res = train_stream(stream, switches, c, seed=s, num_tasks=num_tasks)
+            for k in keys:
                 out.setdefault(f"{name}/{k}", []).append(res[k])
             bar.update()
     bar.close()
@@ -168,14 +309,14 @@ def run_methods(
 
 
 def train_methods(config: MethodsTableConfig, *, progress: bool = False) -> dict[str, torch.Tensor]:
-    """The methods table: :func:`run_methods` on every scenario of ``config``.
+    """The methods table: :func:`run_methods` on every scenario of ``config`` with its chosen settings.
 
     Returns ``{f"{scenario}/{method}/{key}": (S, ...)}`` (the result cached in :data:`METHODS_FILE`).
     """
     out = {}
-    for scenario in config.scenarios:
-        res = run_methods(scenario, config.methods, config.seeds, config.learner, progress=progress)
-        out.update({f"{scenario}/{key}": value for key, value in res.items()})
+    for sc in config.scenarios:
+        res = run_methods(sc, config.methods, config.seeds, config.learner, chosen=config.chosen[sc], progress=progress)
+        out.update({f"{sc}/{key}": value for key, value in res.items()})
     return out
 
 
@@ -188,57 +329,8 @@ def _stack_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(padded)
 
 
-def replay_grid(
-    scenario: str,
-    buffer_sizes: Sequence[int],
-    replay_ratios: Sequence[float],
-    seeds: Sequence[int],
-    cfg: ContinualConfig | None = None,
-    *,
-    method: str | Mapping[str, Any] = "prioritized replay",
-    progress: bool = False,
-) -> dict[str, torch.Tensor]:
-    """ACC and BWT of ``method`` over a grid of buffer sizes x replay ratios, per seed.
-
-    Returns ``ACC`` and ``BWT`` (len(buffer_sizes), len(replay_ratios), S) and the two axes.
-    """
-    cfg = ContinualConfig() if cfg is None else cfg
-    switches = _switches(method)
-    acc = torch.zeros(len(buffer_sizes), len(replay_ratios), len(seeds))
-    bwt = torch.zeros_like(acc)
-    bar = progress_bar(total=acc.numel(), enabled=progress, desc="grid")
-    for k, s in enumerate(seeds):
-        stream = make_task_stream(scenario, seed=s)
-        for i, size in enumerate(buffer_sizes):
-            for j, ratio in enumerate(replay_ratios):
-                c = replace(cfg, buffer_size=int(size), replay_ratio=float(ratio))
-                R = train_stream(stream, switches, c, seed=s)["R"]
-                acc[i, j, k], bwt[i, j, k] = average_accuracy(R), backward_transfer(R)
-                bar.update()
-    bar.close()
-    return {
-        "ACC": acc,
-        "BWT": bwt,
-        "buffer_sizes": torch.tensor(list(buffer_sizes)),
-        "replay_ratios": torch.tensor(list(replay_ratios), dtype=torch.float32),
-    }
-
-
-def train_replay_grid(config: ReplayGridConfig, *, progress: bool = False) -> dict[str, torch.Tensor]:
-    """The explorer's grid: :func:`replay_grid` of ``config`` (the result cached in :data:`REPLAY_GRID_FILE`)."""
-    return replay_grid(
-        config.scenario,
-        config.buffer_sizes,
-        config.replay_ratios,
-        config.seeds,
-        config.learner,
-        method=config.switches,
-        progress=progress,
-    )
-
-
 def summarize(R: torch.Tensor, baseline: torch.Tensor) -> dict[str, tuple[float, float]]:
-    """Mean and standard deviation over the leading (seed) dimension of ACC, BWT, FWT, forgetting.
+    """Mean and standard deviation over the leading (seed) dimension of ACC, BWT, FWT, forgetting, LA, newest.
 
     R (S, T, T), baseline (S, T) -> {"ACC": (mean, std), ...}; std is 0 for one seed.
     """
@@ -250,9 +342,24 @@ def summarize(R: torch.Tensor, baseline: torch.Tensor) -> dict[str, tuple[float,
         "BWT": backward_transfer(R),
         "FWT": forward_transfer(R, baseline),
         "forgetting": average_forgetting(R),
+        "LA": learning_accuracy(R),
+        "newest": newest_task_accuracy(R),
     }
-    out = {}
-    for k, v in values.items():
-        std = v.std().item() if v.numel() > 1 else 0.0
-        out[k] = (v.mean().item(), std)
-    return out
+    return {k: (v.mean().item(), v.std().item() if v.numel() > 1 else 0.0) for k, v in values.items()}
+
+
+def paired_interval(diff: torch.Tensor, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval of per-seed paired differences diff (S,), S >= 2.
+
+    Returns (mean, low, high): mean -+ t_{(1+level)/2, S-1} sd / sqrt(S).
+    """
+    from scipy.stats import t as student_t  # type: ignore[import-untyped]  # lazily: only the intervals need it
+
+    if diff.dim() != 1 or diff.numel() < 2:
+        raise ValueError(f"diff must be a 1-D tensor of at least 2 per-seed differences, got {tuple(diff.shape)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    d = diff.double()
+    half = float(student_t.ppf((1 + level) / 2, d.numel() - 1)) * float(d.std()) / math.sqrt(d.numel())
+    mean = float(d.mean())
+    return mean, mean - half, mean + half
