@@ -12,11 +12,19 @@ from notebook_cells import notebook_parameters
 from memtutor.experiments.nb03_replay import (
     CLIFFWALK_VARIANTS,
     IS_BIAS_FILE,
+    IS_BIAS_ZERO_FILE,
+    PAPER_INIT_STD,
+    PAPER_TOL,
+    VARIANT_RUNS,
     VARIANTS_FILE,
     CliffwalkVariantsConfig,
     IsBiasConfig,
+    _greedy_picker,
     _rank_picker,
+    _uniform_picker,
     cliffwalk_memory,
+    cliffwalk_run_seed,
+    cliffwalk_updates,
     cliffwalk_variant_updates,
     frozen_probabilities,
     is_bias_run,
@@ -33,34 +41,82 @@ NOTEBOOK = "03_prioritized_replay.ipynb"
 # ---------------------------------------------------------------------------------------------
 # Blind Cliffwalk variants
 # ---------------------------------------------------------------------------------------------
+PAPER = dict(init_std=PAPER_INIT_STD, tol=PAPER_TOL, absolute=True)  # Appendix B.1's protocol
+#: The notebook's settings of each variant: greedy under the paper's protocol, the others from Q = 0.
+NOTEBOOK_KW = {"greedy": dict(alpha=0.0, **PAPER), "rank": dict(alpha=0.7), "frozen": dict(alpha=0.6), "uniform": {}}
+
+
 @pytest.mark.parametrize("variant", CLIFFWALK_VARIANTS)
 def test_every_variant_learns_a_tiny_chain_deterministically(variant):
-    alpha = {"greedy": 0.0, "rank": 0.7, "frozen": 0.6}[variant]  # the notebook's exponents
-    counts = [
-        cliffwalk_variant_updates(3, variant, alpha=alpha, generator=torch.Generator().manual_seed(s)) for s in range(3)
-    ]
+    kw = NOTEBOOK_KW[variant]
+    counts = [cliffwalk_variant_updates(3, variant, generator=torch.Generator().manual_seed(s), **kw) for s in range(3)]
     assert all(0 < c < 200_000 for c in counts), counts
-    again = cliffwalk_variant_updates(3, variant, alpha=alpha, generator=torch.Generator().manual_seed(0))
+    again = cliffwalk_variant_updates(3, variant, generator=torch.Generator().manual_seed(0), **kw)
     assert again == counts[0]
 
 
-def test_greedy_is_not_stuck_on_exactly_zero_or_one_ulp_errors():
-    """Regression: with Q = 0 at the start many TD errors are exactly 0, and an update of a TD error of
-    one ulp leaves Q unchanged; a greedy agent that breaks ties by position, or keeps a one-ulp
-    priority, replays the same transition forever (it did not learn n = 6 in 10 million updates)."""
+def test_greedy_needs_random_initial_values_and_then_learns_fast():
+    """From Q = 0 every unrewarded TD error is exactly 0 (the paper's reason for a random start): refused.
+    From theta ~ N(0, 0.1) greedy learns n = 6 in a few hundred updates (the notebook's runs: 256 to 380)."""
+    with pytest.raises(ValueError, match="needs random initial values"):
+        cliffwalk_variant_updates(6, "greedy")
     for seed in range(3):
-        count = cliffwalk_variant_updates(
-            6, "greedy", generator=torch.Generator().manual_seed(seed), max_updates=20_000
-        )
-        assert count < 5_000, count
+        count = cliffwalk_variant_updates(6, "greedy", generator=torch.Generator().manual_seed(seed), **PAPER)
+        assert count < 1_000, count
 
 
 def test_greedy_first_sweep_replays_every_transition_once():
     """Never-replayed transitions have infinite priority: the first M updates visit all M of them, so even
     the smallest chain needs at least one full sweep."""
     for seed in range(3):
-        count = cliffwalk_variant_updates(2, "greedy", generator=torch.Generator().manual_seed(seed))
+        count = cliffwalk_variant_updates(2, "greedy", generator=torch.Generator().manual_seed(seed), **PAPER)
         assert count >= len(cliffwalk_memory(2)["state"])
+
+
+def _naive_greedy(prios: list[float], last: list[int]) -> int:
+    """Argmax of the priority; among ties the smallest time of last replay."""
+    best = max(prios)
+    return min((t, j) for j, (p, t) in enumerate(zip(prios, last, strict=True)) if p == best)[1]
+
+
+def test_greedy_heap_picks_the_largest_priority_first_in_first_out():
+    size = 7
+    mem = {"state": [0] * size}
+    choose, record = _greedy_picker(mem, None, None, 0.0, None, None)
+    prios, last = [float("inf")] * size, list(range(-size, 0))
+    g = torch.Generator().manual_seed(0)
+    picks = []
+    for t in range(1, 400):
+        j = choose()
+        assert j == _naive_greedy(prios, last), t
+        picks.append(j)
+        err = float(torch.randint(0, 3, (1,), generator=g)) / 2  # only 3 values: many ties
+        record(j, err)
+        prios[j], last[j] = err, t
+    assert picks[:size] == list(range(size)), "never-replayed transitions first, in memory order"
+
+
+def test_uniform_picker_draws_every_item_equally_often():
+    size, draws = 5, 50_000
+    choose, _ = _uniform_picker({"state": [0] * size}, None, None, 0.0, None, torch.Generator().manual_seed(1))
+    counts = torch.bincount(torch.tensor([choose() for _ in range(draws)]), minlength=size).double()
+    assert float(((counts - draws / size).abs() / (draws / size) ** 0.5).max()) < 5
+
+
+def test_absolute_stopping_rule_is_the_papers_mse():
+    """Absolute: stop when the mean of the 2n squared errors is below tol, so a tol above the initial MSE stops at
+    once; the relative rule never does (its threshold is below the initial error)."""
+    gen = torch.Generator().manual_seed(0)
+    assert cliffwalk_variant_updates(2, "uniform", init_std=0.1, tol=0.99, absolute=True, generator=gen) == 0
+    assert cliffwalk_variant_updates(2, "uniform", init_std=0.1, tol=0.99, generator=gen) > 0
+    # a looser absolute threshold needs fewer updates than a stricter one on the same draws
+    loose, strict = (
+        cliffwalk_variant_updates(
+            5, "greedy", init_std=0.1, tol=t, absolute=True, generator=torch.Generator().manual_seed(3)
+        )
+        for t in (1e-2, 1e-4)
+    )
+    assert 0 < loose < strict
 
 
 def test_rank_probabilities_match_the_closed_form():
@@ -94,13 +150,28 @@ def test_frozen_probabilities_give_the_reward_almost_everything_on_a_small_chain
     assert float(probs.sum()) == pytest.approx(1.0)
 
 
+def test_frozen_share_of_the_rewarded_transition_matches_the_notebooks_formula():
+    """The notebook's share 1 / (1 + (M - 1) eps^alpha) for the memories of n = 2..12."""
+    for n in (2, 10, 12):
+        mem = cliffwalk_memory(n)
+        probs = frozen_probabilities(mem["reward"].double(), 0.6, 1e-6)
+        m = len(mem["reward"])
+        want = (1 + 1e-6) ** 0.6 / ((1 + 1e-6) ** 0.6 + (m - 1) * 1e-6**0.6)
+        assert float(probs[mem["reward"] == 1].sum()) == pytest.approx(want, rel=1e-9)
+        assert abs(want - 1 / (1 + (m - 1) * 1e-6**0.6)) < 1e-5
+
+
 def test_variant_bad_inputs():
     with pytest.raises(ValueError, match="variant must be one of"):
-        cliffwalk_variant_updates(3, "uniform")
+        cliffwalk_variant_updates(3, "oracle")
     with pytest.raises(ValueError, match="0 < lr <= 1"):
-        cliffwalk_variant_updates(3, "greedy", lr=0.0)
+        cliffwalk_variant_updates(3, "greedy", lr=0.0, **PAPER)
+    with pytest.raises(ValueError, match="init_std must be"):
+        cliffwalk_variant_updates(3, "rank", init_std=-0.1)
     with pytest.raises(ValueError, match="ns must not be empty"):
         CliffwalkVariantsConfig(ns=())
+    with pytest.raises(ValueError, match="check_seed must differ"):
+        CliffwalkVariantsConfig(seed=3, check_seed=3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,19 +226,28 @@ def test_committed_variants_table_matches_the_notebooks_parameters():
     p = notebook_parameters(NOTEBOOK)
     cfg = CliffwalkVariantsConfig(
         ns=tuple(p["CLIFF_NS"]), num_seeds=p["CLIFF_SEEDS"], rank_alpha=p["CLIFF_RANK_ALPHA"],
-        frozen_alpha=p["CLIFF_FROZEN_ALPHA"], lr=p["CLIFF_LR"], tol=p["CLIFF_TOL"], seed=p["SEED"],
+        frozen_alpha=p["CLIFF_FROZEN_ALPHA"], lr=p["CLIFF_LR"], tol=p["CLIFF_TOL"],
+        paper_init_std=p["CLIFF_PAPER_INIT_STD"], paper_tol=p["CLIFF_PAPER_TOL"], seed=p["SEED"],
+        check_seed=p["CLIFF_CHECK_SEED"], proportional_alphas=tuple(p["CLIFF_ALPHAS"]),
     )  # fmt: skip
     data = _committed(VARIANTS_FILE)
     assert data["config"] == config_dict(cfg)
-    for v in CLIFFWALK_VARIANTS:
-        assert data["result"][v].shape == (len(cfg.ns), cfg.num_seeds)
-    # one cell recomputed from its documented seed
-    from memtutor.experiments.nb03_replay import cliffwalk_run_seed
-
-    again = cliffwalk_variant_updates(
-        4, "rank", alpha=cfg.rank_alpha, generator=torch.Generator().manual_seed(cliffwalk_run_seed(cfg.seed, 4, 1))
+    result = data["result"]
+    for key in VARIANT_RUNS:
+        assert result[key].shape == result["check_" + key].shape == (len(cfg.ns), cfg.num_seeds)
+    assert result["check_proportional"].shape == (len(cfg.proportional_alphas), len(cfg.ns), cfg.num_seeds)
+    # cells recomputed from their documented seeds, one per protocol and seed set
+    i = cfg.ns.index(4)
+    gen = lambda seed: torch.Generator().manual_seed(cliffwalk_run_seed(seed, 4, 1))  # noqa: E731
+    assert cliffwalk_variant_updates(4, "rank", alpha=cfg.rank_alpha, generator=gen(cfg.seed)) == int(
+        result["rank"][i, 1]
     )
-    assert again == int(data["result"]["rank"][cfg.ns.index(4), 1])
+    greedy = cliffwalk_variant_updates(
+        4, "greedy", init_std=cfg.paper_init_std, tol=cfg.paper_tol, absolute=True, generator=gen(cfg.check_seed)
+    )
+    assert greedy == int(result["check_greedy"][i, 1])
+    prop = cliffwalk_updates(4, "prioritized", alpha=cfg.proportional_alphas[0], generator=gen(cfg.check_seed))
+    assert prop == int(result["check_proportional"][0, i, 1])
 
 
 def test_committed_is_runs_match_the_notebooks_parameters():
@@ -179,3 +259,8 @@ def test_committed_is_runs_match_the_notebooks_parameters():
     data = _committed(IS_BIAS_FILE)
     assert data["config"] == config_dict(cfg)
     assert data["result"]["prioritized"].shape == (len(cfg.betas), cfg.num_seeds)
+    zero = IsBiasConfig(**{**config_dict(cfg), "betas": tuple(p["IS_ZERO_BETAS"]), "initial_value": 0.0})
+    data = _committed(IS_BIAS_ZERO_FILE)
+    assert data["config"] == config_dict(zero)
+    assert data["result"]["final_prioritized"].shape == (len(zero.betas), zero.num_seeds)
+    assert (CHECKPOINTS / IS_BIAS_ZERO_FILE).stat().st_size < 100_000, "keep the cached runs small"

@@ -1,20 +1,33 @@
-"""Notebook 03's experiment: the Blind Cliffwalk study of Schaul et al. (2016), Section 3.1.
+"""Notebook 03's experiments: the Blind Cliffwalk study of Schaul et al. (2016), Section 3 and
+Appendix B.1, and a noisy-reward experiment on the importance-sampling weights.
 
 The lesson module :mod:`memtutor.replay` holds the sum tree, the priorities, the importance
 weights and the buffer. This module runs the paper's motivating experiment with them: a chain of
 ``n`` states whose replay memory holds every transition of all ``2**n`` action sequences, learned
 by tabular Q-learning that replays one transition per update, counting updates until the
-Q-table is learned under uniform, prioritized and oracle replay (:func:`cliffwalk_sweep`), and
-the cached table's configuration (:class:`CliffwalkConfig`, :func:`load_cliffwalk`).
+Q-table is learned.
 
-Seeding: run ``r`` of the chain with ``n`` states draws its replay samples from
-``generator(seed, "cliffwalk/replay-draws", 1000 * n + r)``, i.e. the seed ``seed + 1000 * n + r``,
-so any single cell of the table can be recomputed on its own. Nothing else is random.
+* :func:`cliffwalk_sweep` (cached by :func:`load_cliffwalk`): uniform, proportional and oracle replay,
+  from ``Q = 0``, learned when the squared error falls to ``tol`` times its initial value.
+* :func:`cliffwalk_variants_sweep` (cached by :func:`load_cliffwalk_variants`): greedy TD-error
+  prioritisation and uniform replay under the paper's Appendix B.1 protocol (initial values
+  ``theta ~ N(0, 0.1)``, learned when the mean squared error is below ``1e-3``), and rank-based,
+  frozen-priority and uniform replay under the protocol of the first table; on the reported seed and
+  on a second, fresh seed.
+* :func:`is_bias_sweep` (cached by :func:`load_is_bias`): replay of a noisy reward with importance
+  exponents ``beta``.
+
+Seeding: run ``r`` of the chain with ``n`` states draws everything random (replay draws; for the
+variants also the memory's order and the initial values, in that order) from
+``generator(seed, "cliffwalk/replay-draws", 1000 * n + r)``, i.e. the seed ``seed + 1000 * n + r``
+(:func:`cliffwalk_run_seed`), so any single cell of a table can be recomputed on its own. Run ``r`` of
+the noisy-reward experiment draws from ``seed + 500,000 + r``.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,8 +61,11 @@ __all__ = [
     "cliffwalk_sweep",
     "load_cliffwalk",
     "CLIFFWALK_VARIANTS",
+    "VARIANT_RUNS",
     "VARIANTS_FILE",
     "VARIANTS_MINUTES",
+    "PAPER_INIT_STD",
+    "PAPER_TOL",
     "cliffwalk_td_errors",
     "rank_probabilities",
     "frozen_probabilities",
@@ -58,6 +74,7 @@ __all__ = [
     "cliffwalk_variants_sweep",
     "load_cliffwalk_variants",
     "IS_BIAS_FILE",
+    "IS_BIAS_ZERO_FILE",
     "IS_BIAS_MINUTES",
     "noisy_reward_memory",
     "is_fixed_point",
@@ -325,17 +342,19 @@ def cliffwalk_minutes(config: CliffwalkConfig) -> float:
 # More ways to choose the replayed transition: the paper's greedy agent, rank-based sampling,
 # and priorities frozen at insertion
 # --------------------------------------------------------------------------------------------
-#: Variants of :func:`cliffwalk_variant_updates` (the three of :data:`CLIFFWALK_METHODS` are in the main table).
-CLIFFWALK_VARIANTS = ("greedy", "rank", "frozen")
+#: Variants of :func:`cliffwalk_variant_updates` (uniform, proportional and oracle replay are in the main table;
+#: ``"uniform"`` here is the same i.i.d. uniform draw, run inside the variants' loop under either protocol).
+CLIFFWALK_VARIANTS = ("greedy", "rank", "frozen", "uniform")
 #: The cached table of the variants.
 VARIANTS_FILE = "03_cliffwalk_variants.pt"
-#: Estimated time of the notebook's variant sweep (n = 2..12, 5 runs each), in minutes: 16 s measured on one
-#: core of a busy 2-core machine.
-VARIANTS_MINUTES = 0.5
-#: Memory order of run ``r`` on the chain with ``n`` states (greedy and rank ties): index ``1000 * n + r``.
-#: Greedy prioritisation counts a |TD error| below this as 0: near Q ~ 1 an update lr * delta that small
-#: no longer changes Q in float64, so the same transition would keep the largest priority forever.
-GREEDY_ZERO_ERROR = 1e-12
+#: Estimated time of the notebook's variant sweep (n = 2..12, 5 runs each, two seed sets), in minutes.
+VARIANTS_MINUTES = 1.0
+#: Standard deviation of the initial values in Schaul et al. (2016), Appendix B.1: ``theta_i ~ N(0, 0.1)``
+#: (we read the 0.1 as a standard deviation).
+PAPER_INIT_STD = 0.1
+#: Stopping rule of Schaul et al. (2016), Appendix B.1: learned when the mean squared error between the
+#: Q-value estimates and the ground truth is below this (an absolute threshold).
+PAPER_TOL = 1e-3
 
 
 def cliffwalk_td_errors(q: list[list[float]], mem: dict[str, list], j: int, gamma: float) -> float:
@@ -367,24 +386,32 @@ def cliffwalk_variant_updates(
     lr: float = 0.25,
     gamma: float | None = None,
     tol: float = 1e-3,
+    init_std: float = 0.0,
+    absolute: bool = False,
     max_updates: int = 10_000_000,
     generator: torch.Generator | None = None,
 ) -> int:
-    """Updates until the ``n``-state Blind Cliffwalk's Q-table is learned (the stopping rule of
-    :func:`cliffwalk_updates`), choosing the replayed transition by ``variant``:
+    """Updates until the ``n``-state Blind Cliffwalk's Q-table is learned, choosing the replayed
+    transition by ``variant``.
 
-    * ``"greedy"``: the paper's greedy TD-error prioritisation (its tabular panel): replay the
-      transition with the largest ``|TD error|`` of its last replay; a transition never replayed has
-      infinite priority, so the first sweep visits every one once, in a memory shuffled by ``generator``
-      (the paper fills its memory in random order). Ties go to the transition replayed least recently:
-      with ``Q = 0`` at the start many TD errors are exactly 0, and a tie-break that always picks the same
-      transition replays it forever.
+    The memory is shuffled by ``generator`` (the paper fills it in random order), then the initial
+    values are drawn, ``Q_0(s, a) ~ N(0, init_std)`` (all 0 when ``init_std = 0``). Learned when the mean
+    squared error to the true values (over the ``2 n`` entries) is below ``tol`` (``absolute=True``, the
+    paper's Appendix B.1 rule with ``tol = 1e-3``) or at most ``tol`` times its initial value
+    (``absolute=False``, the rule of :func:`cliffwalk_updates`).
+
+    * ``"greedy"``: the paper's greedy TD-error prioritisation (its tabular panel): replay the transition
+      with the largest ``|TD error|`` of its last replay, from a binary heap; a transition never replayed
+      has infinite priority, so the first sweep visits every one once, in the shuffled order; ties go to
+      the transition replayed least recently (first in, first out). Needs ``init_std > 0``: from ``Q = 0``
+      every unrewarded transition's TD error is exactly 0.
     * ``"rank"``: rank-based prioritisation, ``P(i) = rank(i)^-alpha / sum_k k^-alpha`` with ranks by the
       last ``|TD error|`` (never replayed first), ties in the shuffled order; exact ranks, kept in a
       sorted list.
     * ``"frozen"``: proportional, ``P(i) ~ (|delta_i^0| + eps)^alpha`` with ``delta_i^0`` the TD error
-      when the transition was stored (under ``Q = 0``) and never updated, the way a buffer that takes
-      its priority at insertion behaves.
+      under ``Q_0``, when the transition was stored, never updated: the way a buffer that takes its
+      priority at insertion behaves.
+    * ``"uniform"``: i.i.d. uniform draws.
 
     No importance weights (the targets are deterministic, as in :func:`cliffwalk_updates`).
     """
@@ -398,17 +425,26 @@ def cliffwalk_variant_updates(
             "need 0 <= gamma <= 1, 0 < lr <= 1, 0 < tol < 1, alpha >= 0, eps > 0; "
             f"got {gamma}, {lr}, {tol}, {alpha}, {eps}"
         )
+    if not (math.isfinite(init_std) and init_std >= 0.0):
+        raise ValueError(f"init_std must be a finite number >= 0, got {init_std}")
+    if variant == "greedy" and init_std == 0.0:
+        raise ValueError(
+            "greedy prioritisation needs random initial values (init_std > 0): from Q = 0 every unrewarded "
+            "transition's TD error is exactly 0"
+        )
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     mem_t = cliffwalk_memory(n)
     order = torch.randperm(len(mem_t["state"]), generator=gen)  # the memory in random order
     mem = {k: v[order].tolist() for k, v in mem_t.items()}
     target = cliffwalk_true_q(n, gamma).tolist()
-    q = [[0.0, 0.0] for _ in range(n)]
-    err = [[target[i][a] ** 2 for a in range(2)] for i in range(n)]
+    q = (torch.randn(n, 2, dtype=TREE_DTYPE, generator=gen) * init_std).tolist()  # (n, 2) Q_0
+    err = [[(q[i][a] - target[i][a]) ** 2 for a in range(2)] for i in range(n)]
     sq_err = sum(map(sum, err))
-    stop = tol * sq_err
-    pick = {"greedy": _greedy_picker, "rank": _rank_picker, "frozen": _frozen_picker}[variant]
-    choose, record = pick(mem, q, gamma, alpha, eps, gen)
+    stop = tol * 2 * n if absolute else tol * sq_err  # on the sum of squared errors
+    if sq_err < stop if absolute else sq_err <= stop:
+        return 0
+    pick = {"greedy": _greedy_picker, "rank": _rank_picker, "frozen": _frozen_picker, "uniform": _uniform_picker}
+    choose, record = pick[variant](mem, q, gamma, alpha, eps, gen)
     for step in range(1, max_updates + 1):
         j = choose()
         delta = cliffwalk_td_errors(q, mem, j, gamma)
@@ -418,7 +454,7 @@ def cliffwalk_variant_updates(
         sq_err += new_err - err[s][a]
         err[s][a] = new_err
         record(j, abs(delta))
-        if sq_err <= stop:
+        if sq_err < stop if absolute else sq_err <= stop:
             return step
     return max_updates
 
@@ -426,21 +462,41 @@ def cliffwalk_variant_updates(
 def _greedy_picker(
     mem: dict[str, list], q: list[list[float]], gamma: float, alpha: float, eps: float, gen: torch.Generator
 ) -> tuple[Callable[[], int], Callable[[int, float], None]]:
-    """Greedy TD-error prioritisation: argmax of the last |TD error| (inf until first replayed); among
-    tied maxima, the transition replayed least recently (a first-in-first-out heap order)."""
+    """Greedy TD-error prioritisation from a binary heap of ``(-|TD error|, time of last replay, item)``:
+    the largest last |TD error| (infinite until first replayed); among ties, the item replayed least
+    recently (first in, first out). Replaced entries stay in the heap and are skipped when they surface."""
     size = len(mem["state"])
-    prio = torch.full((size,), math.inf, dtype=TREE_DTYPE)
-    last = torch.arange(-size, 0, dtype=TREE_DTYPE)  # never replayed: in (shuffled) memory order
+    stamp = list(range(-size, 0))  # never replayed: in (shuffled) memory order
+    heap = [(-math.inf, stamp[j], j) for j in range(size)]  # sorted, so already a heap
     clock = [0]
 
     def choose() -> int:
-        tied = prio == prio.max()
-        return int(torch.where(tied, last, math.inf).argmin())
+        while heap[0][1] != stamp[heap[0][2]]:  # an entry replaced by a later replay of its item
+            heapq.heappop(heap)
+        return heap[0][2]
 
     def record(j: int, abs_delta: float) -> None:
-        prio[j] = abs_delta if abs_delta > GREEDY_ZERO_ERROR else 0.0
         clock[0] += 1
-        last[j] = clock[0]
+        stamp[j] = clock[0]
+        heapq.heappush(heap, (-abs_delta, clock[0], j))
+
+    return choose, record
+
+
+def _uniform_picker(
+    mem: dict[str, list], q: list[list[float]], gamma: float, alpha: float, eps: float, gen: torch.Generator
+) -> tuple[Callable[[], int], Callable[[int, float], None]]:
+    """Uniform replay: i.i.d. uniform draws over the memory, in chunks from the run's generator."""
+    size = len(mem["state"])
+    draws: list[int] = []
+
+    def choose() -> int:
+        if not draws:
+            draws.extend(torch.randint(size, (4096,), generator=gen).tolist())
+        return draws.pop()
+
+    def record(j: int, abs_delta: float) -> None:  # uniform replay keeps no priorities
+        pass
 
     return choose, record
 
@@ -472,7 +528,8 @@ def _rank_picker(
 def _frozen_picker(
     mem: dict[str, list], q: list[list[float]], gamma: float, alpha: float, eps: float, gen: torch.Generator
 ) -> tuple[Callable[[], int], Callable[[int, float], None]]:
-    """Priorities taken once, from the TD error at insertion (Q = 0), never updated: i.i.d. draws."""
+    """Priorities taken once, from the TD error at insertion (under the initial values), never updated: i.i.d.
+    draws."""
     delta0 = torch.tensor([cliffwalk_td_errors(q, mem, j, gamma) for j in range(len(mem["state"]))])
     probs = frozen_probabilities(delta0, alpha, eps)
     draws: list[int] = []
@@ -503,35 +560,82 @@ class CliffwalkVariantsConfig:
     lr: float = 0.25
     """Q-learning step size."""
     tol: float = 1e-3
-    """Learned when MSE(Q) <= tol * MSE(Q_0)."""
+    """Rank, frozen and uniform runs: learned when MSE(Q) <= tol * MSE(Q_0), from Q_0 = 0 (the main table's rule)."""
+    paper_init_std: float = PAPER_INIT_STD
+    """Greedy and paper-protocol uniform runs: initial values ~ N(0, paper_init_std)."""
+    paper_tol: float = PAPER_TOL
+    """Greedy and paper-protocol uniform runs: learned when MSE(Q) < paper_tol (absolute)."""
     seed: int = 0
     """Experiment seed (see :func:`cliffwalk_run_seed`)."""
+    check_seed: int = 100
+    """A second, fresh experiment seed, on which every threshold is checked again (runs r < 1000 - |seed -
+    check_seed| never share a generator seed with the first set)."""
+    proportional_alphas: tuple[float, ...] = (0.6, 1.0)
+    """Exponents of proportional replay (:func:`cliffwalk_updates`, the main table's protocol) run again on
+    ``check_seed`` (on ``seed`` they are the main table's runs)."""
     max_updates: int = 10_000_000
     """A run that has not learned after so many updates reports this number."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ns", tuple(check_positive_int(n, "n") for n in self.ns))
+        object.__setattr__(self, "proportional_alphas", tuple(float(a) for a in self.proportional_alphas))
         if not self.ns:
             raise ValueError("ns must not be empty")
         check_positive_int(self.num_seeds, "num_seeds")
         check_positive_int(self.max_updates, "max_updates")
+        if self.check_seed == self.seed:
+            raise ValueError(f"check_seed must differ from seed, got {self.check_seed}")
+        if not self.paper_init_std > 0:
+            raise ValueError(
+                f"paper_init_std must be > 0 (greedy needs random initial values), got {self.paper_init_std}"
+            )
+
+
+#: The runs of the variants' table: result key -> (variant, protocol). Protocol "paper": Q_0 ~ N(0, paper_init_std),
+#: learned when MSE < paper_tol; protocol "main": Q_0 = 0, learned when MSE <= tol * MSE(Q_0).
+VARIANT_RUNS = {
+    "greedy": ("greedy", "paper"),
+    "uniform_paper": ("uniform", "paper"),
+    "rank": ("rank", "main"),
+    "frozen": ("frozen", "main"),
+    "uniform": ("uniform", "main"),
+}
 
 
 def cliffwalk_variants_sweep(config: CliffwalkVariantsConfig, *, progress: bool = False) -> dict[str, torch.Tensor]:
-    """Updates-to-learn of every variant: ``greedy``, ``rank``, ``frozen`` ``(S, num_seeds)`` int64 and ``ns``.
+    """Updates-to-learn of every run of :data:`VARIANT_RUNS`, ``(S, num_seeds)`` int64 each, on the seed
+    ``config.seed`` (keys as in :data:`VARIANT_RUNS`) and on ``config.check_seed`` (the same keys prefixed
+    ``check_``); ``check_proportional`` ``(len(proportional_alphas), S, num_seeds)``, proportional replay
+    (:func:`cliffwalk_updates`) on ``config.check_seed``; and ``ns``.
 
-    Run ``r`` of size ``n`` draws from ``generator(cliffwalk_run_seed(seed, n, r))`` (the main table's seed
-    of that cell) and shuffles the memory with that generator first."""
+    Run ``r`` of size ``n`` draws from ``generator(cliffwalk_run_seed(seed, n, r))`` (on ``config.seed``, the main
+    table's seed of that cell): it shuffles the memory, draws the initial values, then the replays."""
     c = config
-    out = {v: torch.zeros(len(c.ns), c.num_seeds, dtype=torch.int64) for v in CLIFFWALK_VARIANTS}
-    alphas = {"greedy": 0.0, "rank": c.rank_alpha, "frozen": c.frozen_alpha}
+    alphas = {"greedy": 0.0, "rank": c.rank_alpha, "frozen": c.frozen_alpha, "uniform": 0.0}
+    protocols: dict[str, dict[str, Any]] = {
+        "paper": dict(tol=c.paper_tol, init_std=c.paper_init_std, absolute=True),
+        "main": dict(tol=c.tol, init_std=0.0, absolute=False),
+    }
+    out: dict[str, torch.Tensor] = {}
+    for prefix, seed in (("", c.seed), ("check_", c.check_seed)):
+        for key in VARIANT_RUNS:
+            out[prefix + key] = torch.zeros(len(c.ns), c.num_seeds, dtype=torch.int64)
+        cells = [(i, n, r) for i, n in enumerate(c.ns) for r in range(c.num_seeds)]
+        for i, n, r in progress_bar(cells, enabled=progress, desc=f"Blind Cliffwalk variants, seed {seed}"):
+            for key, (v, protocol) in VARIANT_RUNS.items():
+                out[prefix + key][i, r] = cliffwalk_variant_updates(
+                    n, v, alpha=alphas[v], lr=c.lr, max_updates=c.max_updates,
+                    generator=generator(cliffwalk_run_seed(seed, n, r)), **protocols[protocol],
+                )  # fmt: skip
+    prop = torch.zeros(len(c.proportional_alphas), len(c.ns), c.num_seeds, dtype=torch.int64)
     cells = [(i, n, r) for i, n in enumerate(c.ns) for r in range(c.num_seeds)]
-    for i, n, r in progress_bar(cells, enabled=progress, desc="Blind Cliffwalk variants"):
-        for v in CLIFFWALK_VARIANTS:
-            out[v][i, r] = cliffwalk_variant_updates(
-                n, v, alpha=alphas[v], lr=c.lr, tol=c.tol, max_updates=c.max_updates,
-                generator=generator(cliffwalk_run_seed(c.seed, n, r)),
+    for i, n, r in progress_bar(cells, enabled=progress, desc=f"proportional replay, seed {c.check_seed}"):
+        for a, alpha in enumerate(c.proportional_alphas):
+            prop[a, i, r] = cliffwalk_updates(
+                n, "prioritized", alpha=alpha, lr=c.lr, tol=c.tol, max_updates=c.max_updates,
+                generator=generator(cliffwalk_run_seed(c.check_seed, n, r)),
             )  # fmt: skip
+    out["check_proportional"] = prop
     out["ns"] = torch.tensor(c.ns)
     return out
 
@@ -554,6 +658,8 @@ def load_cliffwalk_variants(
 # --------------------------------------------------------------------------------------------
 #: The cached runs of the noisy-reward experiment.
 IS_BIAS_FILE = "03_is_bias.pt"
+#: The cached runs of the noisy-reward experiment started from q = 0.
+IS_BIAS_ZERO_FILE = "03_is_bias_q0.pt"
 #: Estimated time of the notebook's noisy-reward runs, in minutes (15 s measured on one core of a busy 2-core machine).
 IS_BIAS_MINUTES = 0.5
 #: Replay draws of run ``r`` (the same for every beta): index ``r``.
@@ -631,7 +737,8 @@ class IsBiasConfig:
     batch_size: int = 32
     """Transitions per update."""
     initial_value: float = 0.5
-    """Starting estimate; not 0, where every reward-0 transition's first TD error would be exactly 0."""
+    """Starting estimate. From 0 every reward-0 transition's first TD error is exactly 0, so its priority drops to
+    eps^alpha and, with weights normalised by the global maximum, every step is scaled by eps^(alpha beta)."""
     num_seeds: int = 5
     """Runs per setting; run r replays from the same seed for every beta and for uniform replay."""
     seed: int = 0
@@ -651,6 +758,7 @@ def is_bias_sweep(config: IsBiasConfig, *, progress: bool = False) -> dict[str, 
     """Estimates (mean of ``q`` over the second half of each run) and traces of every setting.
 
     Returns ``prioritized`` ``(len(betas), num_seeds)`` and ``uniform`` ``(num_seeds,)`` estimates,
+    the last values ``final_prioritized`` ``(len(betas), num_seeds)`` and ``final_uniform`` ``(num_seeds,)``,
     the traces of run 0 (kept small: run 0 is the one plotted) ``trace_prioritized`` ``(len(betas), updates)``
     and ``trace_uniform`` ``(updates,)`` in float32, ``betas``, and the true value ``target`` (the memory's
     mean reward)."""
@@ -670,6 +778,8 @@ def is_bias_sweep(config: IsBiasConfig, *, progress: bool = False) -> dict[str, 
     return {
         "prioritized": traces[..., half:].mean(-1),
         "uniform": uniform[:, half:].mean(-1),
+        "final_prioritized": traces[..., -1].clone(),  # a copy: a view would save all the traces
+        "final_uniform": uniform[:, -1].clone(),
         "trace_prioritized": traces[:, 0].float(),
         "trace_uniform": uniform[0].float(),
         "betas": torch.tensor(c.betas, dtype=TREE_DTYPE),
@@ -677,8 +787,12 @@ def is_bias_sweep(config: IsBiasConfig, *, progress: bool = False) -> dict[str, 
     }
 
 
-def load_is_bias(config: IsBiasConfig, *, retrain: bool = False, progress: bool = False) -> dict[str, torch.Tensor]:
-    """The cached runs :data:`IS_BIAS_FILE` made with ``config``, or :func:`is_bias_sweep` of it."""
+def load_is_bias(
+    config: IsBiasConfig, *, retrain: bool = False, progress: bool = False, file: str = IS_BIAS_FILE
+) -> dict[str, torch.Tensor]:
+    """The cached runs ``file`` (:data:`IS_BIAS_FILE`, or :data:`IS_BIAS_ZERO_FILE` for the runs from q = 0) made
+    with ``config``, or :func:`is_bias_sweep` of it."""
+    minutes = IS_BIAS_MINUTES * (len(config.betas) + 1) * config.num_seeds * config.updates / (6 * 5 * 2000)
     return load_or_train(
-        IS_BIAS_FILE, config, lambda: is_bias_sweep(config, progress=progress), minutes=IS_BIAS_MINUTES, retrain=retrain
+        file, config, lambda: is_bias_sweep(config, progress=progress), minutes=minutes, retrain=retrain
     )
