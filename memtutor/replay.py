@@ -43,7 +43,8 @@ step, not arithmetic, is what a replay step spends. Both trees draw the same ind
 same generator state (tested); on a GPU, or without Numba, the default is :class:`SumTree`.
 
 Notebook 03's Blind Cliffwalk study (tabular Q-learning from this buffer under uniform,
-prioritized and oracle replay) is in :mod:`memtutor.experiments.nb03_replay`.
+proportional, rank-based, greedy, frozen-priority and oracle replay) and its importance-sampling
+experiment are in :mod:`memtutor.experiments.nb03_replay`.
 """
 
 from __future__ import annotations
