@@ -34,16 +34,14 @@ EVALUATION_ONLY = {
         "ALPHA", "BETA0", "TIMING_SIZES", "TIMING_BATCHES", "TIMING_REPEATS", "DIST_DRAWS",
         "CLIFF_RECHECK_MAX_N", "RETRAIN",
     },
-    "04_meta_learning.ipynb": {
-        "EVAL_SEED", "VAL_SEED", "N_EVAL_TASKS", "N_EVAL_QUERY", "SHOTS", "MAX_STEPS", "BASELINE_LRS", "RETRAIN",
-    },
+    "04_meta_learning.ipynb": {"RETRAIN"},
     "05_continual_agent.ipynb": {"DEMO_SEED", "RETRAIN"},
     "06_tool_agent.ipynb": {"RETRAIN", "RETRAIN_ABLATIONS"},
     "07_memup.ipynb": {"LONGER", "N_TEST", "TEST_SEED", "COST_LENGTHS", "COST_BATCH", "RETRAIN"},
 }  # fmt: skip
 
 #: Cached results a notebook loads that another notebook made (by name).
-BORROWED = {"04_meta_learning.ipynb": {"02_copy_seed0.pt"}}
+BORROWED = {"04_meta_learning.ipynb": {"02_copy_seed0.pt", "02_copy_seed1.pt", "02_copy_seed2.pt"}}
 
 RECORDER = """
 import json as _json, torch as _torch, importlib as _importlib, pkgutil as _pkgutil

@@ -337,7 +337,7 @@ def _held_out_one_step_mse(model, held_out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", nb04.SINE_TRAINERS)
+@pytest.mark.parametrize("method", meta.META_METHODS + ("pretrained",))
 def test_train_sine_model_loss_falls(method):
     """The training path of the notebook's cached checkpoints, on a tiny configuration."""
     cfg = nb04.SineConfig(meta_steps=200, meta_batch=10, hidden=16, reptile_steps=3, meta_lr=3e-3)
@@ -633,8 +633,9 @@ def test_head_only_maml_meta_gradient_reaches_every_controller_parameter():
 @pytest.mark.parametrize("method", nb04.CONTROLLER_TRAINERS)
 def test_train_controller_init_runs_and_changes_the_controller(method):
     cfg = nb04.ControllerMetaConfig(
-        meta_steps=3, meta_batch=2, n_support=3, n_query=3, width=4, n_heldout=4, max_length=3
-    )
+        meta_steps=3, meta_batch=2, n_support=3, n_query=3, width=4, n_heldout=4, n_val=4, snapshots=(1,),
+        max_length=3,
+    )  # fmt: skip
     ctrl = _tiny_controller()
     before = {k: v.clone() for k, v in ctrl.state_dict().items()}
     out = nb04.train_controller_init(method, ctrl, cfg, seed=0)
@@ -694,18 +695,31 @@ def notebook_configs() -> dict[str, dict]:
     """File name -> the configuration notebook 04 loads it with, built from its parameters."""
     p = notebook_parameters()
     sine = nb04.SineConfig(meta_steps=p["META_STEPS"], inner_lr=p["INNER_LR"])
-    out = {
-        nb04.sine_file(m): nb04.sine_run_config(m, c, seed=p["SEED"])
-        for m, c in nb04.sine_configs(sine, reptile_meta_steps=p["REPTILE_META_STEPS"]).items()
-    }
-    start = nb04.copy_start(0, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
-    ctrl = nb04.ControllerMetaConfig()
-    runs = {m: nb04.controller_run_config(m, ctrl, seed=p["SEED"], start=start) for m in ("maml", "joint")}
-    out.update({nb04.controller_file(m): c for m, c in runs.items()})
-    out[nb04.CURVES_FILE] = nb04.controller_curves_config(
-        ctrl, eval_seed=p["CTRL_EVAL_SEED"], n_query=p["CTRL_QUERY"], max_steps=p["CTRL_STEPS"],
-        starts={"copy-pretrained": start, "joint": runs["joint"], "MAML": runs["maml"]},
+    configs = nb04.sine_configs(sine, reptile_meta_steps=p["REPTILE_META_STEPS"])
+    settings = dict(
+        shots=p["SHOTS"], n_tasks=p["N_EVAL_TASKS"], n_query=p["N_EVAL_QUERY"], max_steps=p["MAX_STEPS"],
+        inner_lr=p["INNER_LR"], baseline_lrs=p["BASELINE_LRS"], eval_seed=p["EVAL_SEED"], val_seed=p["VAL_SEED"],
     )  # fmt: skip
+    out = {}
+    for seed in p["SEEDS"]:
+        out.update({nb04.sine_file(m, seed): nb04.sine_run_config(m, c, seed=seed) for m, c in configs.items()})
+        out[nb04.sine_eval_file(seed)] = nb04.sine_eval_config(seed, configs, **settings)
+    ctrl = nb04.ControllerMetaConfig()
+    eval_kw = dict(
+        eval_seed=p["CTRL_EVAL_SEED"], val_seed=p["CTRL_VAL_SEED"], n_query=p["CTRL_QUERY"],
+        val_query=p["CTRL_VAL_QUERY"], max_steps=p["CTRL_STEPS"], val_steps=p["CTRL_VAL_STEPS"],
+    )  # fmt: skip
+    first = p["CTRL_SEEDS"][0]  # the seed whose runs make the validation choices
+    for seed in p["CTRL_SEEDS"]:
+        start = nb04.copy_start(seed, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
+        for m in ("maml", "joint"):
+            out[nb04.controller_file(m, seed)] = nb04.controller_run_config(m, ctrl, seed=seed, start=start)
+        for s in nb04.CONTROLLER_STARTS:
+            if seed == first:
+                out[nb04.select_file(s, seed)] = nb04.select_run_config(s, seed, ctrl, **eval_kw)
+            else:
+                choice = torch.load(CHECKPOINTS / nb04.select_file(s, first), weights_only=True)["result"]["choice"]
+                out[nb04.test_file(s, seed)] = nb04.controller_test_config(s, seed, ctrl, choice=choice, **eval_kw)
     return out
 
 
@@ -713,11 +727,13 @@ def refuse_to_train():
     raise AssertionError("the committed result should have been loaded, not trained")
 
 
-def test_notebook_starts_from_notebook_02s_seed_0_copy_run():
-    """notebook_configs() mirrors the notebook's copy start; the notebook must use the same one."""
+def test_notebook_starts_from_notebook_02s_copy_runs():
+    """notebook_configs() mirrors the notebook's copy starts (seed s from notebook 02's run s)."""
     source = NOTEBOOK.read_text()
-    assert "nb04.copy_start(0, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)" in source
-    assert "load_copy_run(0, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)" in source
+    assert "load_copy_run(seed, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)" in source
+    start = nb04.copy_start(2, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
+    assert nb04.controller_start(2) == start
+    assert nb04.controller_start(2)["run"] == "02_copy_seed2.pt"
 
 
 def test_committed_results_were_made_with_the_notebooks_configuration():
@@ -761,12 +777,14 @@ def test_a_changed_field_of_a_long_sine_run_raises_naming_it(tmp_path, change, f
 @pytest.mark.parametrize(
     ("name", "change", "field", "minutes"),
     [
-        ("04_sine_fomaml.pt", {"sine": nb04.SineConfig(meta_steps=40_000, k_query=5)}, "sine.k_query", None),
-        ("04_controller_maml.pt", {"meta": nb04.ControllerMetaConfig(mask_seed=1)}, "meta.mask_seed", 3.0),
-        ("04_controller_joint.pt", {"seed": 1}, "seed", 0.5),
-        ("04_controller_joint.pt", {"start": {"run": "02_copy_seed1.pt"}}, "start.run", 0.5),
-        (nb04.CURVES_FILE, {"eval_seed": 1}, "eval_seed", nb04.CURVES_MINUTES),
-        (nb04.CURVES_FILE, {"max_steps": 5}, "max_steps", nb04.CURVES_MINUTES),
+        ("04_sine_fomaml_seed0.pt", {"sine": nb04.SineConfig(meta_steps=40_000, k_query=5)}, "sine.k_query", None),
+        ("04_controller_maml_seed0.pt", {"meta": nb04.ControllerMetaConfig(mask_seed=1)}, "meta.mask_seed", 3.0),
+        ("04_controller_maml_seed1.pt", {"meta": nb04.ControllerMetaConfig(n_val=16)}, "meta.n_val", 3.0),
+        ("04_controller_joint_seed0.pt", {"seed": 1}, "seed", 0.5),
+        ("04_controller_joint_seed2.pt", {"start": {"run": "02_copy_seed1.pt"}}, "start.run", 0.5),
+        ("04_controller_eval_maml_seed0.pt", {"eval_seed": 1}, "eval_seed", 3.0),
+        ("04_controller_test_copy_seed1.pt", {"choice": "head|0.3|0"}, "choice", 2.0),
+        ("04_sine_eval_seed2.pt", {"shots": [5, 10]}, "shots", nb04.SINE_EVAL_MINUTES),
     ],
 )
 def test_a_changed_field_of_a_quick_run_retrains_and_says_why(tmp_path, capsys, name, change, field, minutes):
@@ -796,7 +814,7 @@ def test_seed_purposes_give_the_documented_streams():
     train, held = nb04.split_xor_masks(4, 3, seed=2)
     order = torch.randperm(16, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(held, meta.xor_masks(4)[order[:3]])
-    tasks = nb04.controller_eval_tasks(nb04.ControllerMetaConfig(width=4, n_heldout=3, mask_seed=2), n_query=2,
+    tasks = nb04.controller_eval_tasks(nb04.ControllerMetaConfig(width=4, n_heldout=3, n_val=3, mask_seed=2), n_query=2,
                                        eval_seed=9)  # fmt: skip
     direct = meta.xor_copy_tasks(held, 16, 2, generator=torch.Generator().manual_seed(9))
     for a, b in zip(tasks, direct, strict=True):

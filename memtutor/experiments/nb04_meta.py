@@ -4,22 +4,30 @@ The lesson module :mod:`memtutor.meta` holds MAML, first-order MAML and Reptile 
 meta-loss, meta-training step and loop, the joint baseline), the task families (sinusoids,
 XOR-copy) and the evaluation with adapted parameters. This module runs them as the notebook does:
 
-* the sinusoid benchmark (:class:`SineConfig`, :func:`train_sine_model`), one cached model per
-  method (``04_sine_{method}.pt``, configuration :func:`sine_run_config`);
-* the controller experiment: notebook 02's copy controller meta-trained (or trained jointly) over
-  the XOR-copy family (:class:`ControllerMetaConfig`, :func:`train_controller_init`, cached as
-  ``04_controller_{method}.pt`` with :func:`controller_run_config`), then adapted to held-out
-  masks (:func:`controller_curves`, cached as :data:`CURVES_FILE` with
-  :func:`controller_curves_config`).
+* the sinusoid benchmark (:class:`SineConfig`, :func:`train_sine_model`): one cached model per
+  method and training seed (``04_sine_{method}_seed{seed}.pt``, configuration
+  :func:`sine_run_config`), the paper's oracle among them (:func:`oracle_inputs`), and one cached
+  held-out evaluation per seed (:func:`sine_evaluation`, ``04_sine_eval_seed{seed}.pt``);
+* the controller experiment: notebook 02's copy controller of seed s meta-trained (or trained
+  jointly) over the XOR-copy family (:class:`ControllerMetaConfig`, :func:`train_controller_init`,
+  cached as ``04_controller_{method}_seed{seed}.pt``); every choice of how a start adapts made on
+  validation masks (:func:`controller_masks`, :func:`controller_select_and_test`, cached as
+  ``04_controller_eval_{start}_seed{seed}.pt``) and the held-out curves of the other seeds with that
+  choice (:func:`load_controller_test`, ``04_controller_test_{start}_seed{seed}.pt``); a linear
+  probe of the controller's features (:func:`probe_wrong_bits`).
+
+``python -m memtutor.experiments.nb04_meta --jobs N`` computes every missing cached result in N
+processes (:func:`main`).
 
 Seeding policy: a training function takes ``seed``; :func:`train_sine_model` calls
 ``torch.manual_seed(seed)`` before it builds its model (inside ``fork_rng``: the caller's global
 RNG is left as it was) and draws its task stream from ``generator(seed, SINE_TASKS)``
 (``seed + 1``). :func:`train_controller_init` starts from a controller built elsewhere (a cached
 run), uses no global randomness, and draws its task stream from ``generator(seed,
-CONTROLLER_TASKS)`` (``seed + 1``). The split into meta-training and held-out masks has its own
-seed (``ControllerMetaConfig.mask_seed``, purpose :data:`MASK_SPLIT`); evaluation tasks come from
-a seed used nowhere else (the notebook's ``EVAL_SEED``, ``VAL_SEED``, ``CTRL_EVAL_SEED``).
+CONTROLLER_TASKS)`` (``seed + 1``). The split into meta-training, validation and held-out masks has
+its own seed (``ControllerMetaConfig.mask_seed``, purpose :data:`MASK_SPLIT`); evaluation and
+validation tasks come from seeds used nowhere else (the notebook's ``EVAL_SEED``, ``VAL_SEED``,
+``CTRL_EVAL_SEED``, ``CTRL_VAL_SEED``).
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ from memtutor.meta import (
     xor_copy_tasks,
     xor_masks,
 )
-from memtutor.utils import check_positive_int, generator, register_seed_offset
+from memtutor.utils import check_positive_int, generator, load_or_train, register_seed_offset
 from memtutor.utils import progress as progress_bar
 
 __all__ = [
@@ -79,6 +87,40 @@ __all__ = [
     "controller_eval_tasks",
     "controller_curves",
     "controller_curves_config",
+    "SINE_SEEDS",
+    "SINE_EVAL_MINUTES",
+    "SINE_EVAL_DEFAULTS",
+    "oracle_inputs",
+    "sine_eval_file",
+    "sine_heldout_tasks",
+    "sine_val_tasks",
+    "load_sine_model",
+    "sine_evaluation",
+    "sine_eval_config",
+    "load_sine_evaluation",
+    "CONTROLLER_SEEDS",
+    "CONTROLLER_STARTS",
+    "HEAD_LRS",
+    "ALL_LRS",
+    "SELECT_MINUTES",
+    "EVAL_DEFAULTS",
+    "controller_masks",
+    "controller_val_tasks",
+    "controller_select_config",
+    "controller_select_and_test",
+    "parse_choice",
+    "output_features",
+    "probe_wrong_bits",
+    "controller_start",
+    "load_controller_run",
+    "controller_candidates",
+    "select_file",
+    "select_run_config",
+    "load_selection",
+    "test_file",
+    "controller_test_config",
+    "load_controller_test",
+    "main",
 ]
 
 #: Task stream of a sinusoid training run: ``seed + 1`` (the model's initialisation uses ``seed``).
@@ -117,7 +159,8 @@ class SineConfig:
     reptile_steps: int = 5
     """Inner steps for Reptile (with 1 step Reptile reduces to joint training)."""
     meta_lr: float = 1e-3
-    """beta: Adam learning rate of the outer loop (paper: 1e-3)."""
+    """Learning rate of the outer loop's Adam (the paper's meta step size, which it calls beta, is
+    1e-3; with Adam the actual step is not beta times the gradient)."""
     meta_steps: int = 40_000
     """Meta-updates (paper: 70,000; CPU-scale default here)."""
     hidden: int = 40
@@ -130,25 +173,47 @@ class SineConfig:
         _check_positive(self.meta_lr, "meta_lr")
 
 
-#: What :func:`train_sine_model` can train: the three meta-learners and the joint baseline.
-SINE_TRAINERS = META_METHODS + ("pretrained",)
+#: What :func:`train_sine_model` can train: the three meta-learners, the joint baseline and the
+#: paper's oracle (a regressor that is given each task's amplitude and phase as extra inputs).
+SINE_TRAINERS = META_METHODS + ("pretrained", "oracle")
+#: The training seeds of every sinusoid model (initialisation ``seed``, task stream ``seed + 1``).
+SINE_SEEDS = (0, 1, 2)
 #: Points of the cached training curve (the loss averaged over this many equal chunks).
 SINE_HISTORY = 100
 #: Milliseconds per update of each method at the default sizes (25 tasks, 1 inner step, Reptile
 #: 5), measured on one free laptop-class core; :func:`sine_minutes` scales them by the updates.
-SINE_MS_PER_UPDATE = {"maml": 5.0, "fomaml": 3.0, "reptile": 8.0, "pretrained": 1.2}
+SINE_MS_PER_UPDATE = {"maml": 5.0, "fomaml": 3.0, "reptile": 8.0, "pretrained": 1.2, "oracle": 1.2}
 
 
 def sine_configs(config: SineConfig, *, reptile_meta_steps: int) -> dict[str, SineConfig]:
-    """The configuration of each of the notebook's four models: ``config`` for all but Reptile,
+    """The configuration of each of the notebook's five models: ``config`` for all but Reptile,
     which makes ``reptile_meta_steps`` updates (each costs about twice as much)."""
     reptile = replace(config, meta_steps=check_positive_int(reptile_meta_steps, "reptile_meta_steps"))
-    return {"maml": config, "fomaml": config, "reptile": reptile, "pretrained": config}
+    return {"maml": config, "fomaml": config, "reptile": reptile, "pretrained": config, "oracle": config}
 
 
-def sine_file(method: str) -> str:
-    """The cached model of ``method``: ``04_sine_{method}.pt``."""
-    return f"04_sine_{_check_trainer(method)}.pt"
+def sine_file(method: str, seed: int = 0) -> str:
+    """The cached model of ``method`` trained with ``seed``: ``04_sine_{method}_seed{seed}.pt``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return f"04_sine_{_check_trainer(method)}_seed{seed}.pt"
+
+
+def oracle_inputs(x: Tensor, amplitude: Tensor, phase: Tensor) -> Tensor:
+    """The oracle's input: each point with its task's amplitude and phase appended.
+
+    Args:
+        x: (T, K, 1) points.  amplitude, phase: (T,) of the tasks.
+    Returns:
+        (T, K, 3) = [x, A, phi] per point.
+    """
+    if x.dim() != 3 or x.shape[-1] != 1 or amplitude.shape != x.shape[:1] or phase.shape != x.shape[:1]:
+        raise ValueError(
+            f"oracle_inputs needs x (T, K, 1) and amplitude, phase (T,), got {tuple(x.shape)}, "
+            f"{tuple(amplitude.shape)}, {tuple(phase.shape)}"
+        )
+    side = torch.stack([amplitude, phase], dim=-1).unsqueeze(1).expand(-1, x.shape[1], -1)  # (T, K, 2)
+    return torch.cat([x, side.to(x.dtype)], dim=-1)
 
 
 def sine_run_config(method: str, config: SineConfig, *, seed: int, history: int = SINE_HISTORY) -> dict:
@@ -177,7 +242,8 @@ def train_sine_model(
     untouched) and the task stream from ``generator(seed, SINE_TASKS)``. Meta-training uses
     ``config.k_support``/``k_query`` points per task, ``config.inner_steps`` inner steps for MAML
     and first-order MAML and ``config.reptile_steps`` for Reptile; the baseline makes
-    ``config.meta_steps`` Adam updates on pooled meta-batches.
+    ``config.meta_steps`` Adam updates on pooled meta-batches, and so does the oracle, whose
+    inputs carry each task's amplitude and phase (:func:`oracle_inputs`).
 
     Returns:
         ``{"model": state_dict, "losses": (history,) training loss averaged over equal chunks}``,
@@ -189,13 +255,22 @@ def train_sine_model(
     h = check_positive_int(history, "history")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = make_sine_mlp(config.hidden)
+        model = make_sine_mlp(config.hidden, in_features=3 if method == "oracle" else 1)
     tasks = generator(seed, SINE_TASKS)
 
     def sample(g: torch.Generator):
         return sample_sinusoid_tasks(config.meta_batch, config.k_support, config.k_query, generator=g)
 
-    if method == "pretrained":
+    def sample_oracle(g: torch.Generator) -> TaskBatch:
+        b = sample(g)
+        xs, xq = (oracle_inputs(x, b.amplitude, b.phase) for x in (b.x_support, b.x_query))
+        return TaskBatch(xs, b.y_support, xq, b.y_query)
+
+    if method == "oracle":
+        losses = pretrain_joint(
+            model, sample_oracle, steps=config.meta_steps, lr=config.meta_lr, generator=tasks, progress=progress
+        )
+    elif method == "pretrained":
         losses = pretrain_joint(
             model, sample, steps=config.meta_steps, lr=config.meta_lr, generator=tasks, progress=progress
         )
@@ -207,6 +282,139 @@ def train_sine_model(
         )  # fmt: skip
     chunks = torch.tensor_split(losses, min(h, losses.numel()))
     return {"model": model.state_dict(), "losses": torch.stack([c.mean() for c in chunks])}
+
+
+# --------------------------------------------------------------------------- the sinusoid evaluation
+
+#: Estimated time of :func:`sine_evaluation` for one seed on one core, in minutes.
+SINE_EVAL_MINUTES = 1.5
+
+
+def sine_eval_file(seed: int) -> str:
+    """The cached held-out evaluation of the sinusoid models of ``seed``."""
+    return f"04_sine_eval_seed{seed}.pt"
+
+
+def sine_heldout_tasks(shots: tuple[int, ...], n_tasks: int, n_query: int, *, eval_seed: int) -> dict:
+    """K -> ``n_tasks`` held-out tasks with K support and ``n_query`` query points, drawn for the
+    K of ``shots`` in order from one ``generator(eval_seed)``."""
+    g = generator(eval_seed)
+    return {k: sample_sinusoid_tasks(n_tasks, k, n_query, generator=g) for k in shots}
+
+
+def sine_val_tasks(k: int, n_tasks: int, n_query: int, *, val_seed: int):
+    """``n_tasks`` validation tasks with ``k`` support points, from a fresh ``generator(val_seed)``."""
+    return sample_sinusoid_tasks(n_tasks, k, n_query, generator=generator(val_seed))
+
+
+def load_sine_model(method: str, config: SineConfig, seed: int, *, retrain: bool = False) -> nn.Module:
+    """The cached sinusoid model of ``method`` and ``seed`` (trained if missing), frozen, on the CPU."""
+    out = load_or_train(
+        sine_file(method, seed), sine_run_config(method, config, seed=seed),
+        lambda: train_sine_model(method, config, seed=seed), minutes=sine_minutes(method, config), retrain=retrain,
+    )  # fmt: skip
+    model = make_sine_mlp(config.hidden, in_features=3 if method == "oracle" else 1)
+    model.load_state_dict(out["model"])
+    return model.requires_grad_(False)
+
+
+def sine_evaluation(
+    models: Mapping[str, nn.Module],
+    *,
+    shots: tuple[int, ...],
+    n_tasks: int,
+    n_query: int,
+    max_steps: int,
+    inner_lr: float,
+    baseline_lrs: tuple[float, ...],
+    eval_seed: int,
+    val_seed: int,
+    n_val_tasks: int = 200,
+) -> dict[str, object]:
+    """Held-out evaluation of one seed's sinusoid models (method -> model, the oracle included).
+
+    For each K in ``shots``: ``n_tasks`` held-out tasks from ``generator(eval_seed)`` (drawn for the
+    K in order, so every seed and method sees the same tasks), each model adapted with SGD at
+    ``inner_lr`` for 0..``max_steps`` steps and scored on ``n_query`` query points; the oracle is
+    scored unadapted with the true amplitude and phase; "zero" is the MSE of predicting 0. The
+    pretrained baseline's step is chosen per K among ``baseline_lrs`` on ``n_val_tasks`` validation
+    tasks (:func:`sine_val_tasks`; mean query MSE over steps 1..max_steps; diverging = inf), then
+    scored on the held-out tasks (:func:`sine_heldout_tasks`).
+
+    Returns:
+        ``{"curves": {f"{method}/{K}": (n_tasks, max_steps + 1)}, "oracle": {str(K): (n_tasks,)},
+        "zero": {str(K): (n_tasks,)}, "sweep": {str(K): (len(baseline_lrs),) validation scores},
+        "tuned": {str(K): (n_tasks, max_steps + 1)} of the baseline at its chosen step}``.
+    """
+    held_out = sine_heldout_tasks(shots, n_tasks, n_query, eval_seed=eval_seed)
+    curves, oracle, zero, sweep, tuned = {}, {}, {}, {}, {}
+    for k in shots:
+        tasks = held_out[k]
+        val = sine_val_tasks(k, n_val_tasks, n_query, val_seed=val_seed)
+        for method, model in models.items():
+            if method == "oracle":
+                x = oracle_inputs(tasks.x_query, tasks.amplitude, tasks.phase)
+                with torch.no_grad():
+                    oracle[str(k)] = ((model(x) - tasks.y_query) ** 2).mean((1, 2))
+                continue
+            p = dict(model.named_parameters())
+            curves[f"{method}/{k}"] = adaptation_curve(model, p, tasks, inner_lr=inner_lr, max_steps=max_steps)
+        zero[str(k)] = (tasks.y_query**2).mean((1, 2))
+        if "pretrained" in models:
+            base = models["pretrained"]
+            p = dict(base.named_parameters())
+            scores = []
+            for lr in baseline_lrs:
+                c = adaptation_curve(base, p, val, inner_lr=lr, max_steps=max_steps).mean(0)[1:]
+                scores.append(torch.nan_to_num(c.mean(), nan=math.inf))
+            sweep[str(k)] = torch.stack(scores)
+            best = baseline_lrs[int(torch.stack(scores).argmin())]
+            tuned[str(k)] = adaptation_curve(base, p, tasks, inner_lr=best, max_steps=max_steps)
+    return {"curves": curves, "oracle": oracle, "zero": zero, "sweep": sweep, "tuned": tuned}
+
+
+#: The notebook's sinusoid evaluation settings (its parameters cell repeats them).
+SINE_EVAL_DEFAULTS = {
+    "shots": (5, 10, 20),
+    "n_tasks": 600,
+    "n_query": 100,
+    "max_steps": 10,
+    "inner_lr": 0.01,
+    "baseline_lrs": (0.005, 0.01, 0.02, 0.03, 0.05),
+    "eval_seed": 2026,
+    "val_seed": 7,
+}
+
+
+def sine_eval_config(seed: int, configs: Mapping[str, SineConfig], **settings: object) -> dict:
+    """The configuration :func:`load_sine_evaluation`'s result is cached with: every model's run
+    configuration and every evaluation setting (``settings`` override :data:`SINE_EVAL_DEFAULTS`)."""
+    unknown = set(settings) - set(SINE_EVAL_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown evaluation settings {sorted(unknown)}; known: {sorted(SINE_EVAL_DEFAULTS)}")
+    e = {**SINE_EVAL_DEFAULTS, **settings}
+    return {"models": {m: sine_run_config(m, c, seed=seed) for m, c in configs.items()}, **e}
+
+
+def load_sine_evaluation(
+    seed: int,
+    configs: Mapping[str, SineConfig],
+    *,
+    models: Mapping[str, nn.Module] | None = None,
+    retrain: bool = False,
+    **settings: object,
+) -> dict:
+    """The cached :func:`sine_evaluation` of the models of ``seed`` (method -> configuration in
+    ``configs``), or computed with ``models`` (loaded with :func:`load_sine_model` when None);
+    ``settings`` override :data:`SINE_EVAL_DEFAULTS`."""
+    run_config = sine_eval_config(seed, configs, **settings)
+    e = {**SINE_EVAL_DEFAULTS, **settings}
+
+    def compute() -> dict:
+        nets = models if models is not None else {m: load_sine_model(m, c, seed) for m, c in configs.items()}
+        return sine_evaluation(nets, **e)  # type: ignore[arg-type]
+
+    return load_or_train(sine_eval_file(seed), run_config, compute, minutes=SINE_EVAL_MINUTES, retrain=retrain)
 
 
 # --------------------------------------------------------------------------- the controller runs
@@ -238,9 +446,14 @@ class ControllerMetaConfig:
     width: int = 8
     """Bits per vector; 2**width masks."""
     n_heldout: int = 32
-    """Masks never used in meta-training, for evaluation."""
+    """Masks never used in meta-training, for evaluation (the test masks)."""
+    n_val: int = 32
+    """Masks taken out of the meta-training masks for validation: every choice is made on them."""
+    snapshots: tuple[int, ...] = (75,)
+    """Updates after which the controller is also saved (the number of updates is chosen on the
+    validation masks among these and ``meta_steps``)."""
     mask_seed: int = 0
-    """Seed of the split into meta-training and held-out masks."""
+    """Seed of the split into meta-training, validation and held-out masks."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -253,14 +466,30 @@ class ControllerMetaConfig:
             "max_length",
             "width",
             "n_heldout",
+            "n_val",
         ):
             check_positive_int(getattr(self, name), name)
         for name in ("inner_lr", "meta_lr", "grad_clip"):
             _check_positive(getattr(self, name), name)
+        if not isinstance(self.snapshots, tuple) or any(
+            isinstance(s, bool) or not isinstance(s, int) or not 0 < s < self.meta_steps for s in self.snapshots
+        ):
+            raise ValueError(f"snapshots must be a tuple of update counts in (0, meta_steps), got {self.snapshots!r}")
+        if self.n_heldout + self.n_val >= 2**self.width:
+            raise ValueError(f"n_heldout + n_val must leave masks to train on, got {self.n_heldout} + {self.n_val}")
 
 
 #: What :func:`train_controller_init` can do from a pretrained controller.
 CONTROLLER_TRAINERS = ("maml", "fomaml", "joint")
+#: Meta-training seeds of the controller experiment; seed s starts from notebook 02's copy run s.
+CONTROLLER_SEEDS = (0, 1, 2)
+#: The three starts adapted to new masks, by their file tag.
+CONTROLLER_STARTS = ("copy", "joint", "maml")
+#: Candidate adaptation steps on the validation masks: output layer only, and every parameter.
+HEAD_LRS = (0.03, 0.1, 0.3, 1.0)
+ALL_LRS = (1e-4, 1e-3, 1e-2, 1e-1)
+#: Estimated time of :func:`controller_select_and_test` for one start on one core, in minutes.
+SELECT_MINUTES = 4.0
 #: Estimated training time of :func:`train_controller_init` with the default configuration on one
 #: core, in minutes (MAML: about 1.1 s per outer update; joint: about 0.2 s per update).
 CONTROLLER_MINUTES = {"maml": 3.0, "fomaml": 2.0, "joint": 0.5}
@@ -280,6 +509,13 @@ def split_xor_masks(width: int, n_heldout: int, seed: int) -> tuple[Tensor, Tens
     return masks[order[n_heldout:]], masks[order[:n_heldout]]
 
 
+def controller_masks(config: ControllerMetaConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """(meta-training, validation, held-out) masks: :func:`split_xor_masks` gives the held-out ones;
+    the first ``config.n_val`` of the rest (already in random order) are the validation masks."""
+    rest, heldout = split_xor_masks(config.width, config.n_heldout, config.mask_seed)
+    return rest[config.n_val :], rest[: config.n_val], heldout
+
+
 def copy_start(seed: int, config: ControllerConfig, train: CopyTrainConfig, *, lstm_update_cap: int) -> dict:
     """Which start a controller run came from: notebook 02's cached copy run and its configuration."""
     return {
@@ -288,9 +524,9 @@ def copy_start(seed: int, config: ControllerConfig, train: CopyTrainConfig, *, l
     }
 
 
-def controller_file(method: str) -> str:
-    """The cached controller trained by ``method``: ``04_controller_{method}.pt``."""
-    return f"04_controller_{_check_controller_trainer(method)}.pt"
+def controller_file(method: str, seed: int = 0) -> str:
+    """The cached controller trained by ``method`` with ``seed``: ``04_controller_{method}_seed{seed}.pt``."""
+    return f"04_controller_{_check_controller_trainer(method)}_seed{seed}.pt"
 
 
 def controller_run_config(method: str, config: ControllerMetaConfig, *, seed: int, start: Mapping) -> dict:
@@ -313,18 +549,21 @@ def train_controller_init(
     ``"maml"``/``"fomaml"``: meta-learn the initialisation with the inner loop on the output layer
     (:data:`~memtutor.meta.CONTROLLER_HEAD`) and the outer step on every parameter. ``"joint"``:
     the ordinary alternative, Adam on the pooled sequences of the same meta-batches (it never sees
-    which mask a sequence belongs to). Task masks come from the meta-training split only; the
-    task stream (which masks, which sequences) is ``generator(seed, CONTROLLER_TASKS)``.
+    which mask a sequence belongs to). Task masks come from the meta-training split only (never a
+    validation or held-out mask, :func:`controller_masks`); the task stream (which masks, which
+    sequences) is ``generator(seed, CONTROLLER_TASKS)``.
 
     Returns:
-        ``{"controller": state_dict, "losses": (meta_steps,)}``, the result cached by
+        ``{"controller": state_dict, "snapshots": {str(updates): state_dict} after each of
+        ``config.snapshots`` updates, "losses": (meta_steps,)}``, the result cached by
         :func:`memtutor.utils.load_or_train`.
     """
     _check_controller_trainer(method)
     if not isinstance(config, ControllerMetaConfig):
         raise ValueError(f"config must be a ControllerMetaConfig, got {type(config).__name__}")
     c = config
-    train_masks, _ = split_xor_masks(c.width, c.n_heldout, c.mask_seed)
+    train_masks, _, _ = controller_masks(c)
+    snapshots: dict[str, dict] = {}
     model = ControllerLogits(controller)
     optimizer = torch.optim.Adam(model.parameters(), lr=c.meta_lr)
     tasks = generator(seed, CONTROLLER_TASKS)
@@ -355,24 +594,27 @@ def train_controller_init(
         torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
         optimizer.step()
         losses[i] = loss.detach()
-    return {"controller": controller.state_dict(), "losses": losses}
+        if i + 1 in c.snapshots:
+            snapshots[str(i + 1)] = {k: v.detach().clone() for k, v in controller.state_dict().items()}
+    return {"controller": controller.state_dict(), "snapshots": snapshots, "losses": losses}
 
 
 # --------------------------------------------------------------------------- held-out evaluation
 
 
 def controller_adaptation_curves(
-    controller: nn.Module, tasks: TaskBatch, *, inner_lr: float, max_steps: int
+    controller: nn.Module, tasks: TaskBatch, *, inner_lr: float, max_steps: int, head_only: bool = True
 ) -> dict[str, Tensor]:
-    """Adapt ``controller``'s output layer to each task of ``tasks`` (from :func:`xor_copy_tasks`) by
-    0..``max_steps`` SGD steps on the support sequences; score the query sequences.
+    """Adapt ``controller``'s output layer (every parameter when ``head_only`` is False) to each
+    task of ``tasks`` (from :func:`xor_copy_tasks`) by 0..``max_steps`` SGD steps on the support
+    sequences; score the query sequences.
 
     Returns:
         ``{"loss": (T, max_steps + 1) bits-per-sequence BCE, "bits": (T, max_steps + 1) wrong bits
         per sequence}`` with the adapted parameters at every step.
     """
     model = ControllerLogits(controller)
-    head = select_params(model, CONTROLLER_HEAD)
+    head = select_params(model, CONTROLLER_HEAD if head_only else None)
 
     def both(logits: Tensor, y: Tensor) -> Tensor:
         return torch.stack([packed_bce_loss(logits, y), packed_bits_error(logits, y)])
@@ -432,3 +674,380 @@ def controller_curves_config(
         "mask_seed": config.mask_seed,
         "starts": dict(starts),
     }
+
+
+# --------------------------------------------------------------------------- choices on validation masks
+
+
+def controller_val_tasks(config: ControllerMetaConfig, *, n_query: int, val_seed: int) -> TaskBatch:
+    """One XOR-copy task per validation mask (:func:`controller_masks`): ``config.n_support`` support
+    and ``n_query`` query sequences each, from ``generator(val_seed)`` (its own seed)."""
+    _, val, _ = controller_masks(config)
+    return xor_copy_tasks(
+        val, config.n_support, n_query, min_length=config.min_length, max_length=config.max_length,
+        generator=generator(val_seed),
+    )  # fmt: skip
+
+
+def controller_select_config(
+    config: ControllerMetaConfig,
+    *,
+    start: Mapping,
+    eval_seed: int,
+    val_seed: int,
+    n_query: int,
+    val_query: int,
+    max_steps: int,
+    val_steps: int,
+    head_lrs: tuple[float, ...] = HEAD_LRS,
+    all_lrs: tuple[float, ...] = ALL_LRS,
+) -> dict:
+    """The configuration :func:`controller_select_and_test`'s cached result is stored with: the start's
+    own configuration and every setting of the validation and the test."""
+    return {
+        "start": dict(start),
+        "meta": config,
+        "eval_seed": eval_seed,
+        "val_seed": val_seed,
+        "n_query": n_query,
+        "val_query": val_query,
+        "max_steps": max_steps,
+        "val_steps": val_steps,
+        "head_lrs": tuple(head_lrs),
+        "all_lrs": tuple(all_lrs),
+    }
+
+
+def _nan_to_inf(x: Tensor) -> Tensor:
+    return torch.nan_to_num(x, nan=math.inf)
+
+
+def controller_select_and_test(
+    candidates: Mapping[str, nn.Module],
+    val_tasks: TaskBatch,
+    test_tasks: TaskBatch,
+    *,
+    train_lr: float,
+    max_steps: int,
+    val_steps: int,
+    head_lrs: tuple[float, ...] = HEAD_LRS,
+    all_lrs: tuple[float, ...] = ALL_LRS,
+) -> dict[str, object]:
+    """Choose how one start adapts on the validation masks, then score that choice on the test masks.
+
+    ``candidates`` maps a number of training updates (``"0"`` for an untrained start) to the
+    controller saved then; the last one is the final controller. The choices: which snapshot, and
+    the adaptation step ``alpha`` of the output layer (``head_lrs``), or of every parameter
+    (``all_lrs``, final controller only). Score: mean wrong bits per query sequence over
+    adaptation steps 1..``val_steps`` on ``val_tasks`` (a diverging step scores inf).
+
+    Returns:
+        ``{"val": {"head|alpha|updates" or "all|alpha|updates": (val_steps + 1,) mean wrong bits},
+        "choice": the best key, "test": {"loss", "bits": (T, max_steps + 1)} of the choice on
+        ``test_tasks``, "test_default": the same for the output layer at ``train_lr``, final controller}``.
+    """
+    if not candidates:
+        raise ValueError("candidates must name at least one controller")
+    final = list(candidates)[-1]
+    val: dict[str, Tensor] = {}
+    for updates, controller in candidates.items():
+        for lr in head_lrs:
+            c = controller_adaptation_curves(controller, val_tasks, inner_lr=lr, max_steps=val_steps)
+            val[f"head|{lr:g}|{updates}"] = _nan_to_inf(c["bits"].mean(0))
+    for lr in all_lrs:
+        c = controller_adaptation_curves(
+            candidates[final], val_tasks, inner_lr=lr, max_steps=val_steps, head_only=False
+        )
+        val[f"all|{lr:g}|{final}"] = _nan_to_inf(c["bits"].mean(0))
+    choice = min(val, key=lambda k: val[k][1:].mean().item())
+    mode, lr_text, updates = choice.split("|")
+    test = controller_adaptation_curves(
+        candidates[updates], test_tasks, inner_lr=float(lr_text), max_steps=max_steps, head_only=mode == "head"
+    )
+    if choice == f"head|{train_lr:g}|{final}":
+        default = test  # the choice is the training step on the final controller: the same curves
+    else:
+        default = controller_adaptation_curves(candidates[final], test_tasks, inner_lr=train_lr, max_steps=max_steps)
+    return {"val": val, "choice": choice, "test": test, "test_default": default}
+
+
+def parse_choice(choice: str) -> tuple[str, float, int]:
+    """``"head|0.1|150"`` -> ("head", 0.1, 150): what is adapted, the step, the training updates."""
+    mode, lr, updates = choice.split("|")
+    return mode, float(lr), int(updates)
+
+
+# --------------------------------------------------------------------------- a linear probe
+
+
+def output_features(controller: nn.Module, x: Tensor) -> Tensor:
+    """What the output layer reads, [h_t, r_t], for inputs x (B, T, I) -> (B, T, F)."""
+    seen: list[Tensor] = []
+    output = controller.output
+    if not isinstance(output, nn.Module):
+        raise ValueError("controller must have an output layer (a module named output)")
+    hook = output.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            controller(x)
+    finally:
+        hook.remove()
+    return torch.stack(seen, dim=1)
+
+
+def probe_wrong_bits(controller: nn.Module, tasks: TaskBatch, *, steps: int = 500, lr: float = 0.05) -> Tensor:
+    """How many answer bits a *fresh* linear read-out of ``controller``'s features can get right.
+
+    For each task, a new output layer is fitted (Adam, ``steps`` full-batch updates, bits-per-
+    sequence BCE) to the support sequences, and scored on those same sequences: a measure of what
+    the features carry, not of generalisation. Returns (T,) wrong bits per support sequence.
+    """
+    check_positive_int(steps, "steps")
+    out = []
+    for xs, ys in zip(tasks.x_support, tasks.y_support, strict=True):
+        feats = output_features(controller, xs)  # (B, T, F)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            probe = nn.Linear(feats.shape[-1], ys.shape[-1] - 1)
+        opt = torch.optim.Adam(probe.parameters(), lr=lr)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            packed_bce_loss(probe(feats), ys).backward()
+            opt.step()
+        with torch.no_grad():
+            out.append(packed_bits_error(probe(feats), ys))
+    return torch.stack(out)
+
+
+# --------------------------------------------------------------------------- everything the notebook loads
+
+#: The notebook's evaluation settings of section 11 (its parameters cell repeats them).
+CTRL_EVAL_SEED = 2026
+CTRL_VAL_SEED = 11
+CTRL_QUERY = 64
+CTRL_VAL_QUERY = 8
+CTRL_STEPS = 10
+CTRL_VAL_STEPS = 3
+
+
+def _train_sine_job(method: str, seed: int, meta_steps: int, reptile_meta_steps: int) -> str:
+    from memtutor.utils import set_threads
+
+    set_threads()
+    c = sine_configs(SineConfig(meta_steps=meta_steps), reptile_meta_steps=reptile_meta_steps)[method]
+    load_or_train(
+        sine_file(method, seed), sine_run_config(method, c, seed=seed),
+        lambda: train_sine_model(method, c, seed=seed), minutes=0,
+    )  # fmt: skip
+    return f"sine train {method} seed {seed}"
+
+
+def _sine_eval_job(seed: int, meta_steps: int, reptile_meta_steps: int) -> str:
+    from memtutor.utils import set_threads
+
+    set_threads()
+    configs = sine_configs(SineConfig(meta_steps=meta_steps), reptile_meta_steps=reptile_meta_steps)
+    load_sine_evaluation(seed, configs)
+    return f"sine eval all seed {seed}"
+
+
+def _copy_controller(seed: int) -> nn.Module:
+    from memtutor.controller import MemoryController
+    from memtutor.experiments.nb02_controller import load_copy_run
+
+    run = load_copy_run(seed, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
+    controller = MemoryController(ControllerConfig())
+    controller.load_state_dict(run["controller"]["state_dict"])
+    return controller
+
+
+def controller_start(seed: int) -> dict:
+    """The copy start of controller seed ``seed``: notebook 02's copy run ``seed``."""
+    return copy_start(seed, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
+
+
+def load_controller_run(method: str, seed: int, config: ControllerMetaConfig, *, retrain: bool = False) -> dict:
+    """The cached controller run (``method`` in "maml", "joint") of ``seed``, or trained."""
+    return load_or_train(
+        controller_file(method, seed),
+        controller_run_config(method, config, seed=seed, start=controller_start(seed)),
+        lambda: train_controller_init(method, _copy_controller(seed), config, seed=seed),
+        minutes=CONTROLLER_MINUTES[method],
+        retrain=retrain,
+    )
+
+
+def controller_candidates(start: str, seed: int, config: ControllerMetaConfig, *, retrain: bool = False) -> dict:
+    """Updates -> controller for ``start`` in :data:`CONTROLLER_STARTS` (``{"0": copy}`` for the copy start)."""
+    from memtutor.controller import MemoryController
+
+    if start == "copy":
+        return {"0": _copy_controller(seed).requires_grad_(False)}
+    run = load_controller_run(start, seed, config, retrain=retrain)
+    states = {**run["snapshots"], str(config.meta_steps): run["controller"]}
+    out = {}
+    for updates, state in states.items():
+        c = MemoryController(ControllerConfig())
+        c.load_state_dict(state)
+        out[updates] = c.requires_grad_(False)
+    return out
+
+
+def select_file(start: str, seed: int) -> str:
+    """The cached validation choice and test curves of one start and seed."""
+    if start not in CONTROLLER_STARTS:
+        raise ValueError(f"start must be one of {CONTROLLER_STARTS}, got {start!r}")
+    return f"04_controller_eval_{start}_seed{seed}.pt"
+
+
+#: The evaluation settings of section 11 that :func:`load_selection` takes (the notebook's defaults).
+EVAL_DEFAULTS = {
+    "eval_seed": CTRL_EVAL_SEED,
+    "val_seed": CTRL_VAL_SEED,
+    "n_query": CTRL_QUERY,
+    "val_query": CTRL_VAL_QUERY,
+    "max_steps": CTRL_STEPS,
+    "val_steps": CTRL_VAL_STEPS,
+}
+
+
+def select_run_config(start: str, seed: int, config: ControllerMetaConfig, **settings: int) -> dict:
+    """:func:`controller_select_config` of one start and seed; ``settings`` override :data:`EVAL_DEFAULTS`."""
+    unknown = set(settings) - set(EVAL_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown evaluation settings {sorted(unknown)}; known: {sorted(EVAL_DEFAULTS)}")
+    start_cfg = (
+        controller_start(seed)
+        if start == "copy"
+        else controller_run_config(start, config, seed=seed, start=controller_start(seed))
+    )
+    e = {**EVAL_DEFAULTS, **settings}
+    return controller_select_config(
+        config, start=start_cfg, eval_seed=e["eval_seed"], val_seed=e["val_seed"], n_query=e["n_query"],
+        val_query=e["val_query"], max_steps=e["max_steps"], val_steps=e["val_steps"],
+    )  # fmt: skip
+
+
+def load_selection(
+    start: str, seed: int, config: ControllerMetaConfig, *, retrain: bool = False, **settings: int
+) -> dict:
+    """The cached :func:`controller_select_and_test` of ``start`` and ``seed``, or computed
+    (``settings`` as in :func:`select_run_config`)."""
+    run_config = select_run_config(start, seed, config, **settings)
+    e = {**EVAL_DEFAULTS, **settings}
+
+    def compute() -> dict:
+        return controller_select_and_test(
+            controller_candidates(start, seed, config, retrain=retrain),
+            controller_val_tasks(config, n_query=e["val_query"], val_seed=e["val_seed"]),
+            controller_eval_tasks(config, n_query=e["n_query"], eval_seed=e["eval_seed"]),
+            train_lr=config.inner_lr, max_steps=e["max_steps"], val_steps=e["val_steps"],
+        )  # fmt: skip
+
+    return load_or_train(select_file(start, seed), run_config, compute, minutes=SELECT_MINUTES, retrain=retrain)
+
+
+def test_file(start: str, seed: int) -> str:
+    """The cached held-out curves of one start and seed, adapted as another seed's validation chose."""
+    if start not in CONTROLLER_STARTS:
+        raise ValueError(f"start must be one of {CONTROLLER_STARTS}, got {start!r}")
+    return f"04_controller_test_{start}_seed{seed}.pt"
+
+
+def controller_test_config(
+    start: str, seed: int, config: ControllerMetaConfig, *, choice: str, **settings: int
+) -> dict:
+    """The configuration of :func:`load_controller_test`'s result: :func:`select_run_config` of the
+    start and seed (its validation settings included) and the choice it is adapted with."""
+    parse_choice(choice)
+    return {**select_run_config(start, seed, config, **settings), "choice": choice}
+
+
+def load_controller_test(
+    start: str, seed: int, config: ControllerMetaConfig, *, choice: str, retrain: bool = False, **settings: int
+) -> dict:
+    """Held-out curves of ``start`` and ``seed`` adapted as ``choice`` says (a key of
+    :func:`controller_select_and_test`'s ``"val"``, chosen on the validation masks with another seed),
+    cached; ``{"test", "test_default"}`` as in :func:`controller_select_and_test`."""
+    e = {**EVAL_DEFAULTS, **settings}
+    mode, lr, updates = parse_choice(choice)
+
+    def compute() -> dict:
+        candidates = controller_candidates(start, seed, config, retrain=retrain)
+        tasks = controller_eval_tasks(config, n_query=e["n_query"], eval_seed=e["eval_seed"])
+        test = controller_adaptation_curves(
+            candidates[str(updates)], tasks, inner_lr=lr, max_steps=e["max_steps"], head_only=mode == "head"
+        )
+        final = list(candidates)[-1]
+        if choice == f"head|{config.inner_lr:g}|{final}":
+            default = test
+        else:
+            default = controller_adaptation_curves(
+                candidates[final], tasks, inner_lr=config.inner_lr, max_steps=e["max_steps"]
+            )
+        return {"test": test, "test_default": default}
+
+    return load_or_train(
+        test_file(start, seed), controller_test_config(start, seed, config, choice=choice, **settings), compute,
+        minutes=SELECT_MINUTES / 2, retrain=retrain,
+    )  # fmt: skip
+
+
+def _controller_job(kind: str, start: str, seed: int) -> str:
+    from memtutor.utils import set_threads
+
+    set_threads()
+    config = ControllerMetaConfig()
+    if kind == "train":
+        load_controller_run(start, seed, config)
+    else:
+        load_selection(start, seed, config)
+    return f"controller {kind} {start} seed {seed}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Compute every cached result of notebook 04 that is missing, in parallel processes.
+
+    Run from the repository root with ``MEMTUTOR_CHECKPOINTS=notebooks/checkpoints`` to refresh the
+    committed files: ``python -m memtutor.experiments.nb04_meta --jobs 16``.
+    """
+    import argparse
+    import time
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--meta-steps", type=int, default=40_000)
+    parser.add_argument("--reptile-meta-steps", type=int, default=20_000)
+    parser.add_argument("--sine-seeds", type=int, nargs="*", default=list(SINE_SEEDS))
+    parser.add_argument("--controller-seeds", type=int, nargs="*", default=list(CONTROLLER_SEEDS))
+    args = parser.parse_args(argv)
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        pending = set()
+        for seed in args.controller_seeds:
+            pending |= {pool.submit(_controller_job, "train", m, seed) for m in ("maml", "joint")}
+        for seed in args.sine_seeds:
+            for method in SINE_TRAINERS:
+                pending.add(pool.submit(_train_sine_job, method, seed, args.meta_steps, args.reptile_meta_steps))
+        for seed in args.controller_seeds:
+            pending.add(pool.submit(_controller_job, "select", "copy", seed))
+        sine_left = {seed: len(SINE_TRAINERS) for seed in args.sine_seeds}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                label = f.result()
+                print(f"{time.time() - t0:7.1f} s  done: {label}", flush=True)
+                kind, what, start, _, seed_text = label.split()
+                if kind == "controller" and what == "train":
+                    pending.add(pool.submit(_controller_job, "select", start, int(seed_text)))
+                if kind == "sine" and what == "train":
+                    sine_left[int(seed_text)] -= 1
+                    if sine_left[int(seed_text)] == 0:
+                        pending.add(
+                            pool.submit(_sine_eval_job, int(seed_text), args.meta_steps, args.reptile_meta_steps)
+                        )
+
+
+if __name__ == "__main__":
+    main()
