@@ -16,6 +16,7 @@ from memtutor.controller import (
     CopyTrainConfig,
     LSTMBaseline,
     MemoryController,
+    baseline_hidden_size,
     evaluate_copy,
     train_copy,
 )
@@ -156,6 +157,32 @@ def test_cached_search_and_variants_hold_the_config_of_the_notebook_defaults():
     want = nb02.variant_config(ns["SEEDS"], ns["CONFIG"], ns["TRAIN"], ns["TEST_SEED"])
     assert variants["config"] == config_dict(want)
     assert variants["result"]["N = 64"]["perfect"].shape == (3, 68)
+    edge = torch.load(folder / "02_lstm_edge.pt", weights_only=True)
+    assert edge["config"] == config_dict(nb02.lstm_edge_config(ns["SEEDS"], ns["CONFIG"], ns["TRAIN"]))
+    assert edge["result"]["val_bits_long"].shape == (3,) and set(edge["result"]["state_dicts"]) == {"0", "1", "2"}
+
+
+def test_lstm_edge_trains_the_search_lstm_one_step_past_the_grid(monkeypatch, tmp_path):
+    assert nb02.LSTM_EDGE_LR > max(nb02.LR_GRID)
+    seen = []
+    original = nb02.search_point
+
+    def spy(name, lr, seed, config, train):
+        seen.append((name, lr, seed))
+        return original(name, lr, seed, config, train)
+
+    monkeypatch.setattr(nb02, "search_point", spy)
+    monkeypatch.setenv("MEMTUTOR_CHECKPOINTS", str(tmp_path))
+    out = nb02.load_lstm_edge((0, 1), TINY, TINY_TRAIN)
+    assert seen == [("LSTM", nb02.LSTM_EDGE_LR, 0), ("LSTM", nb02.LSTM_EDGE_LR, 1)]
+    assert out["val_bits_long"].shape == out["val_bits_train"].shape == (2,)
+    lstm = LSTMBaseline(TINY.input_size, TINY.output_size, baseline_hidden_size(TINY))
+    lstm.load_state_dict(out["state_dicts"]["1"])
+    direct = nb02.search_point("LSTM", nb02.LSTM_EDGE_LR, 1, TINY, TINY_TRAIN)["LSTM"]
+    assert float(out["val_bits_long"][1]) == direct["val_bits_long"]  # the same run, seeded the same way
+    seen.clear()
+    nb02.load_lstm_edge((0, 1), TINY, TINY_TRAIN)  # now cached: nothing trains
+    assert seen == []
 
 
 def test_new_seed_purposes_do_not_collide_with_the_other_streams():

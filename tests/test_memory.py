@@ -615,7 +615,7 @@ def test_gradcheck_fused_content_weights_first_and_second_order():
 
 
 def test_write_path_receives_gradient_through_a_later_read():
-    """Regression for the seed tutorial: its writes were .detach()ed, so the write key, write
+    """Regression for the original tutorial: its writes were .detach()ed, so the write key, write
     vector and erase vector never got a gradient. Here a loss on a read after the write reaches
     all three (and the write strength)."""
     g = torch.Generator().manual_seed(16)

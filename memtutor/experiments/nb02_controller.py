@@ -62,6 +62,9 @@ __all__ = [
     "search_config",
     "load_learning_rate_search",
     "searched_models",
+    "LSTM_EDGE_LR",
+    "lstm_edge_config",
+    "load_lstm_edge",
     "TEST_BEYOND",
     "TEST_VARIANTS",
     "PER_LENGTH_SIZE",
@@ -348,6 +351,39 @@ def load_learning_rate_search(
         lambda: learning_rate_search(seeds, config, train),
         minutes=SEARCH_MINUTES,
         retrain=retrain,
+    )
+
+
+#: One step size past the grid's edge, for the LSTM only: its 2,500 updates cost seconds (the memory
+#: model's, minutes), so checking whether the LSTM's chosen step size was held back by the grid is cheap.
+LSTM_EDGE_LR = 1e-2
+
+
+def lstm_edge_config(seeds: Sequence[int], config: ControllerConfig, train: CopyTrainConfig) -> dict:
+    """The configuration the cached LSTM check at :data:`LSTM_EDGE_LR` is stored with."""
+    return {"seeds": list(seeds), "controller": config, "train": train, "learning_rate": LSTM_EDGE_LR}
+
+
+def load_lstm_edge(
+    seeds: Sequence[int], config: ControllerConfig, train: CopyTrainConfig, *, retrain: bool = False
+) -> dict:
+    """The LSTM of the search trained at :data:`LSTM_EDGE_LR` (:func:`search_point`, one run per seed),
+    cached as ``02_lstm_edge.pt``.
+
+    Returns ``{"val_bits_long": (S,), "val_bits_train": (S,), "state_dicts": {str(seed): ...}}``:
+    the final validation bit errors above and in the training range, and the final weights.
+    """
+
+    def train_fn() -> dict:
+        points = {s: search_point("LSTM", LSTM_EDGE_LR, s, config, train)["LSTM"] for s in seeds}
+        return {
+            "val_bits_long": torch.tensor([points[s]["val_bits_long"] for s in seeds]),
+            "val_bits_train": torch.tensor([points[s]["val_bits_train"] for s in seeds]),
+            "state_dicts": {str(s): points[s]["state_dict"] for s in seeds},
+        }
+
+    return load_or_train(
+        "02_lstm_edge.pt", lstm_edge_config(seeds, config, train), train_fn, minutes=1.0, retrain=retrain
     )
 
 
