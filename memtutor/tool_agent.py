@@ -1,9 +1,11 @@
-"""A model-native tool-using agent: actor-critic over arithmetic and memory tools, with a curriculum.
+"""A model-native tool-using agent: REINFORCE with a learned baseline over arithmetic and memory tools.
 
-Taught in notebook 06. A small recurrent policy reads an arithmetic problem (numbers and operators)
-and emits a *tool program* token by token, without seeing any tool result while it writes (the
-"model-native" setting: the plan lives in its hidden state). The program runs in a vectorised
-environment with an accumulator and a one-slot memory; the reward is 1 for an exact answer.
+Taught in notebook 06. A small recurrent policy reads an arithmetic problem (a formula over role
+names ``a, b, c, ...``, then the role and number of each slot in a shuffled order) and emits a
+*tool program* token by token, without seeing any tool result while it writes (the "model-native"
+setting: the plan lives in its hidden state). The program runs in a vectorised environment with
+an accumulator and a one-slot memory; the reward is 1 for an exact answer, plus an optional
+shaping bonus per canonical subgoal reached in order.
 
 Shape legend: ``B`` batch of episodes, ``T`` decoder steps (the step limit), ``L`` context length
 (``CONTEXT_LEN``), ``A`` number of actions (``NUM_ACTIONS``), ``D`` model width, ``K`` subgoals.
@@ -13,7 +15,7 @@ The environment (every rule below is value-independent except the arithmetic its
 State: an accumulator (empty or an integer), a *pending* operator (none or one), a memory slot
 (empty or an integer), the set of context operands already used, and a done flag.
 
-* ``P0 .. P4`` (pointer actions) take the i-th number of the problem, each at most once. With an
+* ``P0 .. P4`` (pointer actions) take the number in slot i, each at most once. With an
   empty accumulator the number is *loaded* (the first operand always loads, so no negation trick can
   replace the memory); with a pending operator it is applied: ``acc <- acc op x``.
 * ``ADD SUB MUL RSUB`` set the pending operator (the accumulator must be full, nothing pending,
@@ -32,18 +34,27 @@ State: an accumulator (empty or an integer), a *pending* operator (none or one),
 
 Stages (operators ``o`` drawn from ``+ - *``, numbers from ``NUM_LOW .. NUM_HIGH``):
 stage 0 ``(a o1 b) o2 c``; stage 1 ``((a o1 b) o2 c) o3 d``; stage 2 ``((a o1 b) o2 c) - (d * e)``.
-Canonical programs: ``P0 o1 P1 o2 P2 ANS``; ``P0 o1 P1 o2 P2 o3 P3 ANS``;
-``P0 o1 P1 o2 P2 STO P3 MUL P4 RSUB RCL ANS`` (12 actions; the default limit of 14 leaves slack).
-The stage-1 habit (fold left to right) is a prefix of the stage-2 program: that is the carry-over.
+The operands sit in the slots in a random order (``Problem.slot``), so the pointer that takes
+``a`` depends on the problem. Canonical programs, with ``P[r]`` the pointer of role r:
+``P[a] o1 P[b] o2 P[c] ANS``; ``P[a] o1 P[b] o2 P[c] o3 P[d] ANS``;
+``P[a] o1 P[b] o2 P[c] STO P[d] MUL P[e] RSUB RCL ANS`` (12 actions; the default limit of 14 leaves
+slack). The stage-1 habit (fold left to right) is a prefix of the stage-2 program: the carry-over.
 
 Stage-2 problems are kept only when an exhaustive search over every memory-free program (a fold of
 the operands, at most 10 actions, so well within the step limit) finds no exact answer: every
 stage-2 problem the environment draws needs ``STO``/``RCL``. A fixed fraction of number combinations
-(``HELD_OUT_FRACTION``) is never drawn for training; held-out accuracy is measured on them.
+(``HELD_OUT_FRACTION``) and a fixed set of operator patterns per stage (``HELD_OUT_PATTERNS``) are
+never drawn for training: accuracy is measured on held-out numbers with training patterns ("test",
+in distribution) and on held-out numbers with held-out patterns ("test-pattern").
+
+Training: REINFORCE (Williams 1992) with Monte-Carlo reward-to-go and a learned state-value
+baseline, i.e. vanilla policy gradient (:func:`vpg_loss`); the critic never bootstraps.
 
 Notebook 06's ablations, seeds tables and program displays are in ``memtutor.experiments.nb06_tool_agent``.
 
-References: Mnih et al., "Asynchronous Methods for Deep Reinforcement Learning", ICML 2016 (A2C);
+References: Williams, "Simple statistical gradient-following algorithms for connectionist
+reinforcement learning", Machine Learning 1992 (REINFORCE); Vinyals et al., "Pointer Networks",
+NeurIPS 2015; Ng, Harada & Russell, "Policy invariance under reward transformations", ICML 1999;
 Bengio et al., "Curriculum Learning", ICML 2009; Schick et al., "Toolformer", NeurIPS 2023.
 """
 
@@ -98,7 +109,12 @@ __all__ = [
     "run_programs",
     "reference_run_program",
     "rollout",
-    "a2c_loss",
+    "vpg_loss",
+    "role_values",
+    "is_held_out_pattern",
+    "HELD_OUT_PATTERNS",
+    "SPLITS",
+    "ROLE_NAMES",
     "evaluate_programs",
     "stage_mix",
     "train_agent",
@@ -124,13 +140,30 @@ _OPERATOR_ACTIONS = (ADD, SUB, MUL, RSUB)
 #: Problem operators are indices into OP_SYMBOLS; operator k is the tool ADD + k.
 OP_SYMBOLS = ("+", "-", "*")
 NUM_LOW, NUM_HIGH = 1, 99
-#: Context tokens: numbers 0..99, then the three operator symbols, then padding.
+#: Names of the operand roles in the formula (role r is the r-th operand of the left-to-right fold).
+ROLE_NAMES = ("a", "b", "c", "d", "e")
+#: Context tokens: numbers 0..99, the three operator symbols, the five role names, then padding.
 TOK_OP0 = NUM_HIGH + 1
-TOK_PAD = TOK_OP0 + len(OP_SYMBOLS)
+TOK_ROLE0 = TOK_OP0 + len(OP_SYMBOLS)
+TOK_PAD = TOK_ROLE0 + MAX_OPERANDS
 CONTEXT_VOCAB = TOK_PAD + 1
-CONTEXT_LEN = 2 * MAX_OPERANDS - 1  # a o1 b o2 c - d * e
+#: The formula over role names (``a o1 b o2 c - d * e``: at most 9 tokens) ...
+FORMULA_LEN = 2 * MAX_OPERANDS - 1
+#: ... then one (role, number) pair per slot, in the shuffled slot order the pointers index.
+CONTEXT_LEN = FORMULA_LEN + 2 * MAX_OPERANDS
 #: Fraction of number combinations reserved for held-out evaluation (never drawn for training).
 HELD_OUT_FRACTION = 0.2
+#: Operator patterns never drawn for training, per stage (fixed before any agent was trained):
+#: stage 0 and 2 patterns are (o1, o2), stage 1 patterns (o1, o2, o3). Every operator still occurs
+#: at every position of some training pattern, so a policy that reads operators one by one can
+#: answer them; a policy that looks whole patterns up cannot.
+HELD_OUT_PATTERNS: tuple[tuple[str, ...], ...] = (
+    ("-*", "*+"),
+    ("+-*", "-*+", "*+-", "++*", "--+", "**-"),
+    ("**",),
+)
+#: The evaluation splits: held-out numbers with training patterns, and held-out numbers with held-out patterns.
+SPLITS = ("train", "test", "test-pattern")
 _HASH_BUCKETS = 1000
 #: Logit given to masked actions: finite so that log-softmax and entropy stay NaN-free.
 _MASK_LOGIT = -1e9
@@ -151,8 +184,10 @@ TOOL_HELD_OUT_DRAWS = register_seed_offset("tool_agent/held-out", 0)
 class Problem(NamedTuple):
     """A batch of problems (all integer tensors on one device).
 
-    stage (B,); numbers (B, 5) (unused operands are 0); ops (B, 3) indices into OP_SYMBOLS of
-    o1, o2, o3 (unused ones are 0; stage 2's fixed ``- (d * e)`` is not stored there);
+    stage (B,); numbers (B, 5) in *slot* order, the order pointers P0..P4 read them (unused
+    slots are 0); slot (B, 5): the slot holding role a, b, c, d, e (a permutation of the used slots;
+    unused roles r sit at slot r); ops (B, 3) indices into OP_SYMBOLS of o1, o2, o3 (unused ones
+    are 0; stage 2's fixed ``- (d * e)`` is not stored there);
     target (B,); context (B, L) tokens; subgoal (B, K) values of the canonical program's
     intermediate results; subgoal_mem (B, K) bool (True: reached in memory, not accumulator);
     n_subgoals (B,).
@@ -160,6 +195,7 @@ class Problem(NamedTuple):
 
     stage: torch.Tensor
     numbers: torch.Tensor
+    slot: torch.Tensor
     ops: torch.Tensor
     target: torch.Tensor
     context: torch.Tensor
@@ -227,6 +263,30 @@ def is_held_out(numbers: torch.Tensor) -> torch.Tensor:
     h = (h ^ (h >> 13)) * 0x5BD1E995 % (2**31 - 1)
     h = (h ^ (h >> 15)) % _HASH_BUCKETS
     return h < int(HELD_OUT_FRACTION * _HASH_BUCKETS)
+
+
+def _pattern_index(stage: int, ops: torch.Tensor) -> torch.Tensor:
+    """(B, 3) operator indices -> (B,) pattern index in base 3 over the stage's free operators."""
+    k = 3 if stage == 1 else 2
+    w = torch.tensor([3 ** (k - 1 - j) for j in range(k)], device=ops.device)
+    return (ops[:, :k].long() * w).sum(1)
+
+
+def is_held_out_pattern(stage: int, ops: torch.Tensor) -> torch.Tensor:
+    """(B, 3) operator indices of one stage -> (B,) bool: the operator pattern is in HELD_OUT_PATTERNS."""
+    _check_stage(stage)
+    check_tensor(ops, "ops", ndim=2)
+    idx = _pattern_index(stage, ops)
+    held = [
+        _pattern_index(stage, torch.tensor([[OP_SYMBOLS.index(c) for c in pat.ljust(3, "+")]]))
+        for pat in HELD_OUT_PATTERNS[stage]
+    ]
+    return (idx[:, None] == torch.cat(held).to(ops.device)[None]).any(1)
+
+
+def role_values(problem: Problem) -> torch.Tensor:
+    """(B, 5) the operands in role order a, b, c, d, e (``numbers`` gathered by ``slot``)."""
+    return problem.numbers.gather(1, problem.slot)
 
 
 _FOLD_CACHE: dict = {}
@@ -357,55 +417,77 @@ def _targets_and_subgoals(stage: int, x: torch.Tensor, ops: torch.Tensor):
     return target, sub, mem, n_sub
 
 
-def _context_tokens(stage: int, x: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
-    """(B, L) tokens: ``a o1 b o2 c [o3 d]`` or ``a o1 b o2 c - d * e``, right-padded."""
-    B = x.shape[0]
-    ctx = torch.full((B, CONTEXT_LEN), TOK_PAD, dtype=torch.int64, device=x.device)
+def _context_tokens(stage: int, numbers: torch.Tensor, slot: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
+    """(B, L) tokens: the formula over role names, then the (role, number) pair of each slot.
+
+    ``a o1 b o2 c [o3 d]`` or ``a o1 b o2 c - d * e`` (right-padded to FORMULA_LEN), then for
+    slot i = 0..n-1 the role name it holds and its number (padded to MAX_OPERANDS pairs).
+    """
+    B = numbers.shape[0]
+    ctx = torch.full((B, CONTEXT_LEN), TOK_PAD, dtype=torch.int64, device=numbers.device)
     n = NUM_OPERANDS[stage]
-    ctx[:, 0 : 2 * n - 1 : 2] = x[:, :n]
+    ctx[:, 0 : 2 * n - 1 : 2] = TOK_ROLE0 + torch.arange(n, device=numbers.device)
     if stage < 2:
         ctx[:, 1 : 2 * n - 2 : 2] = TOK_OP0 + ops[:, : n - 1]
     else:
         ctx[:, 1:4:2] = TOK_OP0 + ops[:, :2]
         ctx[:, 5] = TOK_OP0 + OP_SYMBOLS.index("-")
         ctx[:, 7] = TOK_OP0 + OP_SYMBOLS.index("*")
+    role_of_slot = torch.argsort(slot[:, :n], 1)  # (B, n): inverse permutation
+    ctx[:, FORMULA_LEN : FORMULA_LEN + 2 * n : 2] = TOK_ROLE0 + role_of_slot
+    ctx[:, FORMULA_LEN + 1 : FORMULA_LEN + 2 * n : 2] = numbers[:, :n]
     return ctx
 
 
-def build_problems(stage: int, numbers: torch.Tensor, ops: torch.Tensor) -> Problem:
-    """The Problem batch of one stage with the given numbers (B, 5) and operators (B, 3).
+def build_problems(stage: int, numbers: torch.Tensor, ops: torch.Tensor, slot: torch.Tensor | None = None) -> Problem:
+    """The Problem batch of one stage with the given numbers (B, 5), operators (B, 3) and slots.
 
-    ``numbers`` holds the stage's operands first (unused ones 0); ``ops`` holds indices into
-    OP_SYMBOLS of o1, o2, o3 (unused ones 0). Targets, context tokens and subgoals follow.
+    ``numbers`` holds the stage's operands in slot order (unused slots 0); ``ops`` holds indices
+    into OP_SYMBOLS of o1, o2, o3 (unused ones 0); ``slot`` (B, 5) the slot of role a, b, c, ...
+    (default: the identity, role r in slot r). Targets, context tokens and subgoals follow.
     """
     _check_stage(stage)
     check_tensor(numbers, "numbers", ndim=2)
     check_tensor(ops, "ops", shape=(numbers.shape[0], 3))
     if numbers.shape[1] != MAX_OPERANDS:
         raise ValueError(f"numbers must have shape (B, {MAX_OPERANDS}), got {tuple(numbers.shape)}")
-    numbers, ops = numbers.long(), ops.long().to(numbers.device)
-    target, sub, mem, n_sub = _targets_and_subgoals(stage, numbers, ops)
-    st = torch.full((numbers.shape[0],), stage, dtype=torch.int64, device=numbers.device)
-    return Problem(st, numbers, ops, target, _context_tokens(stage, numbers, ops), sub, mem, n_sub)
+    B, dev, n = numbers.shape[0], numbers.device, NUM_OPERANDS[stage]
+    if slot is None:
+        slot = torch.arange(MAX_OPERANDS, device=dev).expand(B, MAX_OPERANDS)
+    check_tensor(slot, "slot", shape=(B, MAX_OPERANDS))
+    slot = slot.long().to(dev)
+    if not torch.equal(slot.sort(1).values, torch.arange(MAX_OPERANDS, device=dev).expand(B, -1)) or not bool(
+        (slot[:, n:] == torch.arange(n, MAX_OPERANDS, device=dev)).all()
+    ):
+        raise ValueError(f"slot must permute the first {n} slots of every row and leave the others in place")
+    numbers, ops = numbers.long(), ops.long().to(dev)
+    target, sub, mem, n_sub = _targets_and_subgoals(stage, numbers.gather(1, slot), ops)
+    st = torch.full((B,), stage, dtype=torch.int64, device=dev)
+    return Problem(st, numbers, slot, ops, target, _context_tokens(stage, numbers, slot, ops), sub, mem, n_sub)
 
 
 def draw_raw_problems(
     stage: int, n: int, generator: torch.Generator, device: torch.device | str | None = None
 ) -> Problem:
-    """``n`` problems of one stage straight from the generator: both splits, stage 2 unfiltered.
+    """``n`` problems of one stage straight from the generator: every split, stage 2 unfiltered.
 
+    Role values and operators are uniform; the operands are laid out in the slots in a uniformly
+    random order, so which pointer takes operand ``a`` depends on the problem.
     :func:`sample_problems` is what training and evaluation use; this is for measuring the filter.
     """
     _check_stage(stage)
     n = check_positive_int(n, "n")
     device = torch.device("cpu") if device is None else torch.device(device)
     k = NUM_OPERANDS[stage]
-    x = torch.zeros(n, MAX_OPERANDS, dtype=torch.int64)
+    x = torch.zeros(n, MAX_OPERANDS, dtype=torch.int64)  # role order
     x[:, :k] = torch.randint(NUM_LOW, NUM_HIGH + 1, (n, k), generator=generator)
     ops = torch.zeros(n, 3, dtype=torch.int64)
     n_ops = k - 1 if stage < 2 else 2
     ops[:, :n_ops] = torch.randint(0, len(OP_SYMBOLS), (n, n_ops), generator=generator)
-    return build_problems(stage, x.to(device), ops.to(device))
+    slot = torch.arange(MAX_OPERANDS).repeat(n, 1)
+    slot[:, :k] = torch.argsort(torch.rand(n, k, generator=generator), 1)
+    numbers = torch.zeros_like(x).scatter(1, slot, x)  # numbers[slot[r]] = x[r]
+    return build_problems(stage, numbers.to(device), ops.to(device), slot.to(device))
 
 
 def index_problems(p: Problem, idx: torch.Tensor) -> Problem:
@@ -429,30 +511,37 @@ def sample_problems(
     split: str = "train",
     device: torch.device | str | None = None,
 ) -> Problem:
-    """Draw ``batch_size`` problems of one stage from the ``"train"`` or ``"test"`` split.
+    """Draw ``batch_size`` problems of one stage from the ``"train"``, ``"test"`` or ``"test-pattern"`` split.
 
-    Numbers are uniform in NUM_LOW..NUM_HIGH and operators uniform over + - *; a combination of
-    numbers belongs to one split only (:func:`is_held_out`). Stage-2 problems are kept only when
+    Numbers are uniform in NUM_LOW..NUM_HIGH, operators uniform over + - * and the slot order a
+    uniform permutation. A combination of numbers (in role order) belongs to the training split or
+    the held-out one only (:func:`is_held_out`), and so does an operator pattern
+    (:func:`is_held_out_pattern`): ``"train"`` has training numbers and training patterns,
+    ``"test"`` held-out numbers and training patterns (in distribution), ``"test-pattern"``
+    held-out numbers and held-out patterns. Stage-2 problems are kept only when
     :func:`memory_free_solvable` is False (memory is provably needed). Rejection sampling loops over
     rounds, never over samples.
     """
     _check_stage(stage)
     batch_size = check_positive_int(batch_size, "batch_size")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     device = torch.device("cpu") if device is None else torch.device(device)
     kept, count = [], 0
+    factor = 64 if split == "test-pattern" else 8 if split == "test" else 2  # rounds sized to the acceptance rate
     while count < batch_size:
-        raw = draw_raw_problems(stage, 2 * (batch_size - count) + 16, generator, device)
-        keep = is_held_out(raw.numbers) == (split == "test")
+        raw = draw_raw_problems(stage, factor * (batch_size - count) + 16, generator, device)
+        keep = (is_held_out(role_values(raw)) == (split != "train")) & (
+            is_held_out_pattern(stage, raw.ops) == (split == "test-pattern")
+        )
         if stage == 2:
             # Problems with no * among o1, o2 are memory-free by construction (d MUL e RSUB a, then
             # +- b, +- c): skip them before the (costlier) search, which decides all the others.
             has_mul = (raw.ops[:, :2] == OP_SYMBOLS.index("*")).any(1)
             idx = (keep & has_mul).nonzero().squeeze(1)
-            keep_sub = ~memory_free_solvable(raw.numbers[idx], NUM_OPERANDS[2], raw.target[idx])
+            keep_sub = ~memory_free_solvable(raw.numbers[idx], NUM_OPERANDS[2], raw.target[idx])  # order-free
             keep = torch.zeros_like(keep)
             keep[idx[keep_sub]] = True
         p = index_problems(raw, keep.nonzero().squeeze(1))
@@ -462,27 +551,31 @@ def sample_problems(
 
 
 def canonical_programs(problem: Problem, max_steps: int = 14) -> torch.Tensor:
-    """(B, max_steps) canonical action programs (padded with ANS, ignored after the episode ends)."""
+    """(B, max_steps) canonical action programs (padded with ANS, ignored after the episode ends).
+
+    ``P[a] o1 P[b] o2 P[c] ...`` where ``P[r]`` is the pointer of the slot holding role r.
+    """
     B, dev = problem.stage.shape[0], problem.stage.device
     prog = torch.full((B, max_steps), ANS, dtype=torch.int64, device=dev)
     tool = problem.ops + ADD
+    ptr = problem.slot  # (B, 5): the pointer that takes role a, b, c, d, e
     for stage in range(NUM_STAGES):
         m = problem.stage == stage
         if stage == 0:
-            cols = [POINTERS[0], tool[:, 0], POINTERS[1], tool[:, 1], POINTERS[2], ANS]
+            cols = [ptr[:, 0], tool[:, 0], ptr[:, 1], tool[:, 1], ptr[:, 2], ANS]
         elif stage == 1:
-            cols = [POINTERS[0], tool[:, 0], POINTERS[1], tool[:, 1], POINTERS[2], tool[:, 2], POINTERS[3], ANS]
+            cols = [ptr[:, 0], tool[:, 0], ptr[:, 1], tool[:, 1], ptr[:, 2], tool[:, 2], ptr[:, 3], ANS]
         else:
             cols = [
-                POINTERS[0],
+                ptr[:, 0],
                 tool[:, 0],
-                POINTERS[1],
+                ptr[:, 1],
                 tool[:, 1],
-                POINTERS[2],
+                ptr[:, 2],
                 STO,
-                POINTERS[3],
+                ptr[:, 3],
                 MUL,
-                POINTERS[4],
+                ptr[:, 4],
                 RSUB,
                 RCL,
                 ANS,
@@ -699,11 +792,15 @@ class ToolAgentConfig:
     max_steps: int = 14
     """T: step limit (the canonical stage-2 program has 12 actions: keep slack)"""
     encoder: str = "gru"
-    """context encoder: 'gru' (order-preserving) or 'mean' (the original's mean pool)"""
+    """context encoder: 'gru' (order-preserving) or 'mean' (a bag of tokens, order lost)"""
     context_blind: bool = False
-    """ablation: zero the context encoding (the policy sees only the stage)"""
+    """ablation: zero the context encoding and the pointer keys (the policy sees only the stage)"""
     batch_mixing_bug: bool = False
-    """ablation: the original's (B, d) + (B, 1, d) broadcast, then a mean over the batch"""
+    """ablation: a (B, d) + (B, 1, d) broadcast, then a mean over the batch (every episode sees the batch mean)"""
+    pointer_attention: bool = True
+    """pointer logits by attention over the slots (Pointer Networks); False: a linear head, as for the tools"""
+    formula_attention: bool = True
+    """the decoder reads the formula by attention at every step (False: only through its initial state)"""
     memory_tools: bool = True
     """False: STO and RCL are forbidden (ablation)"""
     reverse_subtract: bool = True
@@ -715,7 +812,7 @@ class ToolAgentConfig:
     lr: float = 2e-3
     """Adam learning rate"""
     entropy_coef: float = 0.05
-    """entropy bonus (the original used 0.01)"""
+    """entropy bonus"""
     value_coef: float = 0.5
     """weight of the value loss"""
     grad_clip: float = 1.0
@@ -759,10 +856,13 @@ class ToolAgentConfig:
 
 
 class ToolPolicy(nn.Module):
-    """Stage-aware actor-critic: context encoder + stage embedding -> GRU decoder of tool tokens.
+    """Stage-aware policy with a value head: context encoder + stage embedding -> GRU decoder of tool tokens.
 
     The decoder is open-loop: its input at step t is the embedding of its own previous action, so
-    it must plan the whole program from the problem (it never sees a tool result).
+    it must plan the whole program from the problem (it never sees a tool result); with
+    ``formula_attention`` it also reads the formula by attention at every step. Pointer logits
+    are attention scores between the decoder state and one key per slot (from the role name the
+    slot holds), as in Pointer Networks; the other tools' logits come from a linear head.
     """
 
     def __init__(self, cfg: ToolAgentConfig = ToolAgentConfig()):
@@ -777,6 +877,10 @@ class ToolPolicy(nn.Module):
         self.decoder = nn.GRUCell(D, D)
         self.pi = nn.Linear(D, NUM_ACTIONS)
         self.v = nn.Linear(D, 1)
+        self.key = nn.Linear(D, D)
+        self.query = nn.Linear(D, D)
+        self.f_key = nn.Linear(D, D)
+        self.f_query = nn.Linear(D, D)
 
     def encode(self, context: torch.Tensor, stage: torch.Tensor) -> torch.Tensor:
         """context (B, L), stage (B,) -> initial decoder state (B, D)."""
@@ -790,7 +894,7 @@ class ToolPolicy(nn.Module):
             c = torch.zeros_like(c)
         s = self.stage_emb(stage)  # (B, D)
         if self.cfg.batch_mixing_bug:
-            # The original: (B, D) + (B, 1, D) -> (B, B, D), mean over dim 1 = batch-mean context.
+            # (B, D) + (B, 1, D) -> (B, B, D), mean over dim 1 = batch-mean context.
             h = (c + s.unsqueeze(1)).mean(1)  # (B, D)
         else:
             h = c + s
@@ -799,10 +903,49 @@ class ToolPolicy(nn.Module):
     def start(self, batch_size: int, device) -> torch.Tensor:
         return torch.full((batch_size,), NUM_ACTIONS, dtype=torch.int64, device=device)
 
-    def step(self, prev_action: torch.Tensor, h: torch.Tensor):
-        """prev_action (B,), h (B, D) -> (logits (B, A), value (B,), h (B, D))."""
-        h = self.decoder(self.act_emb(prev_action), h)
-        return self.pi(h), self.v(h).squeeze(1), h
+    def keys(self, context: torch.Tensor) -> torch.Tensor:
+        """context (B, L) -> one key per slot (B, 5, D), from the embedding of the role name it holds.
+
+        The number is left out of the key: which slot to take depends on its role, not its value.
+        """
+        check_tensor(context, "context", ndim=2)
+        k = self.key(self.ctx_emb(context[:, FORMULA_LEN::2]))  # (B, 5, D): the role tokens of the slots
+        return torch.zeros_like(k) if self.cfg.context_blind else k
+
+    def formula(self, context: torch.Tensor) -> torch.Tensor:
+        """context (B, L) -> (B, FORMULA_LEN, D): the encoder GRU's outputs over the formula tokens."""
+        check_tensor(context, "context", ndim=2)
+        out = self.encoder(self.ctx_emb(context[:, :FORMULA_LEN]))[0]
+        return torch.zeros_like(out) if self.cfg.context_blind else out
+
+    def step(
+        self,
+        prev_action: torch.Tensor,
+        h: torch.Tensor,
+        keys: torch.Tensor | None = None,
+        formula: torch.Tensor | None = None,
+    ):
+        """prev_action (B,), h (B, D), keys (B, 5, D), formula (B, 9, D) -> (logits (B, A), value (B,), h (B, D)).
+
+        With ``formula_attention`` the decoder's input is the previous action's embedding plus an
+        attention read of the formula, queried by the current state.
+        """
+        x = self.act_emb(prev_action)
+        if self.cfg.formula_attention:
+            if formula is None:
+                raise ValueError("formula attention needs the formula's encoding (policy.formula(context))")
+            w = torch.softmax(
+                (self.f_key(formula) @ self.f_query(h).unsqueeze(2)).squeeze(2) / math.sqrt(h.shape[1]), 1
+            )
+            x = x + (w.unsqueeze(1) @ formula).squeeze(1)  # (B, D): the formula read at this step
+        h = self.decoder(x, h)
+        logits = self.pi(h)
+        if self.cfg.pointer_attention:
+            if keys is None:
+                raise ValueError("pointer attention needs the slot keys (policy.keys(context))")
+            scores = (keys @ self.query(h).unsqueeze(2)).squeeze(2) / math.sqrt(h.shape[1])  # (B, 5)
+            logits = torch.cat([scores, logits[:, MAX_OPERANDS:]], 1)
+        return logits, self.v(h).squeeze(1), h
 
 
 class ToolRollout(NamedTuple):
@@ -826,11 +969,13 @@ def rollout(
     if B < 1:
         raise ValueError("batch size must be >= 1")
     h = policy.encode(problem.context, problem.stage)
+    keys = policy.keys(problem.context)
+    formula = policy.formula(problem.context)
     prev = policy.start(B, h.device)
     state = initial_env_state(problem)
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("actions", "logp", "entropy", "value", "reward", "alive")}
     for _ in range(cfg.max_steps):
-        logits, value, h = policy.step(prev, h)
+        logits, value, h = policy.step(prev, h, keys, formula)
         if cfg.action_mask or not cfg.memory_tools or not cfg.reverse_subtract:
             if cfg.action_mask:
                 mask = valid_actions(problem, state, cfg.memory_tools)
@@ -870,11 +1015,13 @@ def rollout(
     return ToolRollout(s["actions"], s["logp"], s["entropy"], s["value"], s["reward"], s["alive"], state)
 
 
-def a2c_loss(ro: ToolRollout, cfg: ToolAgentConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """A2C loss with per-step returns (gamma = 1), a learned baseline and normalised advantages.
+def vpg_loss(ro: ToolRollout, cfg: ToolAgentConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """REINFORCE with a learned baseline (vanilla policy gradient): Monte-Carlo reward-to-go, no bootstrapping.
 
-    G_t = sum_{s >= t} r_s; A_t = G_t - V_t (baseline detached for the policy term), normalised
-    over the live steps of the batch; loss = -mean(logp * A) + c_v mean((V - G)^2) - c_e mean(H).
+    G_t = sum_{s >= t} r_s (gamma = 1, the whole rest of the episode); A_t = G_t - V_t with V_t a
+    learned state-value baseline, detached for the policy term and normalised over the live steps
+    of the batch; loss = -mean(logp * A) + c_v mean((V - G)^2) - c_e mean(H). The critic only
+    regresses on G_t: no V(s_{t+1}) ever enters a target, so this is not actor-critic (A2C).
     Returns (loss, dict of floats).
     """
     m = ro.alive.float()  # (B, T)
@@ -930,7 +1077,7 @@ def train_agent(
     progress: bool = False,
     log: Callable[[str], object] | None = None,
 ) -> dict:
-    """Train a ToolPolicy with A2C and the curriculum; returns a dict of tensors.
+    """Train a ToolPolicy with REINFORCE with a learned baseline and the curriculum; returns a dict of tensors.
 
     Returns {"state_dict", "curve" (E, 1 + NUM_STAGES): update index then greedy accuracy per
     stage on fresh training-split problems, "unlocked" (E,), "updates", "seconds"}.
@@ -950,7 +1097,7 @@ def train_agent(
     unlocked = 0 if cfg.curriculum else NUM_STAGES - 1
     curve, unl, last_acc = [], [], None
     start = time.perf_counter()
-    bar = progress_bar(total=cfg.max_updates, enabled=progress, desc="A2C updates")
+    bar = progress_bar(total=cfg.max_updates, enabled=progress, desc="policy-gradient updates")
     u = 0
     for u in range(1, cfg.max_updates + 1):
         w = torch.tensor(stage_mix(unlocked, cfg, last_acc))
@@ -959,7 +1106,7 @@ def train_agent(
             sample_problems(s, int(c), gen, device=device) for s, c in enumerate(counts.tolist()) if c > 0
         )
         ro = rollout(policy, prob, generator=gen)
-        loss, _ = a2c_loss(ro, cfg)
+        loss, _ = vpg_loss(ro, cfg)
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
@@ -1000,13 +1147,17 @@ def train_agent(
 HELD_OUT_SEED = 2024
 
 
-def held_out_set(stage: int, n: int = 1000, device: torch.device | str | None = None) -> Problem:
-    """The fixed held-out evaluation set of a stage: ``n`` test-split problems.
+def held_out_set(stage: int, n: int = 1000, device: torch.device | str | None = None, split: str = "test") -> Problem:
+    """The fixed held-out evaluation set of a stage: ``n`` problems of ``split`` ("test" or "test-pattern").
 
-    Drawn from ``generator(HELD_OUT_SEED, "tool_agent/held-out", stage)``, i.e. seed ``2024 + stage``.
+    Drawn from ``generator(HELD_OUT_SEED, "tool_agent/held-out", stage)`` (seed ``2024 + stage``)
+    for "test" and from index ``stage + 3`` for "test-pattern".
     """
-    gen = make_generator(HELD_OUT_SEED, TOOL_HELD_OUT_DRAWS, _check_stage(stage))
-    return sample_problems(stage, n, gen, split="test", device=device)
+    if split not in SPLITS[1:]:
+        raise ValueError(f"split must be 'test' or 'test-pattern', got {split!r}")
+    index = _check_stage(stage) + (NUM_STAGES if split == "test-pattern" else 0)
+    gen = make_generator(HELD_OUT_SEED, TOOL_HELD_OUT_DRAWS, index)
+    return sample_problems(stage, n, gen, split=split, device=device)
 
 
 # ----------------------------------------------------------------------------- program text

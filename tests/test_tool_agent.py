@@ -1,4 +1,4 @@
-"""Tests for memtutor.tool_agent (notebook 06): environment semantics, proofs, policy, A2C, training."""
+"""Tests for memtutor.tool_agent (notebook 06): environment semantics, proofs, splits, policy, VPG loss, training."""
 
 from __future__ import annotations
 
@@ -197,9 +197,69 @@ def test_held_out_split_is_disjoint_and_about_the_right_size():
     for stage in range(3):
         tr = ta.sample_problems(stage, 300, gen(7), split="train")
         te = ta.sample_problems(stage, 300, gen(8), split="test")
-        assert not bool(ta.is_held_out(tr.numbers).any()) and bool(ta.is_held_out(te.numbers).all())
+        tp = ta.sample_problems(stage, 300, gen(9), split="test-pattern")
+        assert not bool(ta.is_held_out(ta.role_values(tr)).any()) and bool(ta.is_held_out(ta.role_values(te)).all())
+        assert bool(ta.is_held_out(ta.role_values(tp)).all())
+        assert not bool(ta.is_held_out_pattern(stage, tr.ops).any()) and not bool(
+            ta.is_held_out_pattern(stage, te.ops).any()
+        )
+        assert bool(ta.is_held_out_pattern(stage, tp.ops).all())
+        # every held-out pattern is drawn, and none of the training patterns
+        held = {"".join(ta.OP_SYMBOLS[o] for o in row[: 3 if stage == 1 else 2]) for row in tp.ops.tolist()}
+        assert held == set(ta.HELD_OUT_PATTERNS[stage])
     raw = ta.draw_raw_problems(0, 20000, gen(9), "cpu")
     assert abs(ta.is_held_out(raw.numbers).float().mean().item() - ta.HELD_OUT_FRACTION) < 0.02
+
+
+def test_held_out_patterns_leave_every_operator_at_every_position_in_training():
+    for stage, held in enumerate(ta.HELD_OUT_PATTERNS):
+        k = 3 if stage == 1 else 2
+        patterns = {"".join(p) for p in product(ta.OP_SYMBOLS, repeat=k)}
+        if stage == 2:  # stage 2 draws only patterns with a * (the others never need the memory)
+            patterns = {p for p in patterns if "*" in p}
+        train = patterns - set(held)
+        assert set(held) < patterns and train
+        for j in range(k):
+            assert {p[j] for p in train} == set(ta.OP_SYMBOLS), (stage, j)
+
+
+def test_slots_are_shuffled_and_the_canonical_program_follows_them():
+    p = ta.sample_problems(1, 2000, gen(4))
+    # every permutation of the four slots occurs, about equally often
+    counts = torch.unique(p.slot[:, :4], dim=0, return_counts=True)[1]
+    assert counts.shape[0] == 24 and counts.min() > 40
+    assert torch.equal(p.slot[:, 4], torch.full((2000,), 4))
+    # the numbers in slot order, read through the slots, are the role values the target uses
+    x = ta.role_values(p)
+    tool = p.ops + ADD
+    want = ta.apply_op(ta.apply_op(ta.apply_op(x[:, 0], tool[:, 0], x[:, 1]), tool[:, 1], x[:, 2]), tool[:, 2], x[:, 3])
+    assert torch.equal(want, p.target)
+    prog = ta.canonical_programs(p)
+    assert torch.equal(prog[:, 0], p.slot[:, 0]) and torch.equal(prog[:, 6], p.slot[:, 3])
+    # the in-order program (slot order, bindings ignored) is right only by luck
+    blind = nb06.program_accuracy(p, nb06.in_order_programs(p)).float().mean().item()
+    assert blind < 0.35
+
+
+def test_context_lists_each_slot_with_the_role_it_holds():
+    p = ta.sample_problems(2, 200, gen(6))
+    pairs = p.context[:, ta.FORMULA_LEN :].view(200, ta.MAX_OPERANDS, 2)  # (B, 5, [role, number])
+    role_of_slot = pairs[:, :, 0] - ta.TOK_ROLE0
+    assert torch.equal(role_of_slot.gather(1, p.slot), torch.arange(5).expand(200, 5))  # slot[r] holds role r
+    assert torch.equal(pairs[:, :, 1], p.numbers)
+    # the formula part names the roles in order, whatever the shuffle
+    assert torch.equal(p.context[:, 0:9:2], (ta.TOK_ROLE0 + torch.arange(5)).expand(200, 5))
+
+
+def test_build_problems_rejects_a_bad_slot_order():
+    x = torch.tensor([[7, 5, 3, 0, 0]])
+    o = torch.zeros(1, 3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="slot must permute"):
+        ta.build_problems(0, x, o, torch.tensor([[0, 0, 2, 3, 4]]))
+    with pytest.raises(ValueError, match="slot must permute"):
+        ta.build_problems(0, x, o, torch.tensor([[0, 1, 3, 2, 4]]))  # moves an unused slot
+    p = ta.build_problems(0, x, o, torch.tensor([[2, 0, 1, 3, 4]]))  # a in slot 2, b in slot 0, c in slot 1
+    assert int(p.target) == 3 + 7 + 5 and ta.role_values(p)[0, :3].tolist() == [3, 7, 5]
 
 
 def test_sampling_is_deterministic_given_the_generator():
@@ -272,7 +332,7 @@ def test_policy_is_batch_independent():
 
 
 def test_batch_mixing_bug_flag_mixes_episodes():
-    """Regression for the original's (B, d) + (B, 1, d) broadcast: episode 0 sees episode 3."""
+    """The (B, d) + (B, 1, d) broadcast ablation: episode 0 sees episode 3."""
     torch.manual_seed(0)
     for bug in (False, True):
         pol = ToolPolicy(ToolAgentConfig(d_model=16, batch_mixing_bug=bug))
@@ -305,8 +365,42 @@ def test_action_mask_and_memory_removal():
     assert not bool(((used == STO) | (used == RCL)).any())
 
 
-# ----------------------------------------------------------------------------- A2C
-def test_a2c_returns_match_a_loop_and_gradients_flow():
+def test_pointer_attention_follows_the_slot_keys():
+    """Permuting the slots of a problem permutes the pointer scores the same way (content-based)."""
+    torch.manual_seed(0)
+    pol = ToolPolicy(ToolAgentConfig(d_model=16))
+    p = ta.sample_problems(1, 1, gen(3))
+    keys, formula = pol.keys(p.context), pol.formula(p.context)
+    h = torch.randn(1, 16)
+    logits, _, _ = pol.step(torch.tensor([ta.NUM_ACTIONS]), h, keys, formula)
+    perm = torch.tensor([2, 0, 3, 1, 4])
+    logits2, _, _ = pol.step(torch.tensor([ta.NUM_ACTIONS]), h, keys[:, perm], formula)
+    torch.testing.assert_close(logits2[:, :5], logits[:, :5][:, perm])
+    torch.testing.assert_close(logits2[:, 5:], logits[:, 5:])
+    with pytest.raises(ValueError, match="slot keys"):
+        pol.step(torch.tensor([ta.NUM_ACTIONS]), h, None, formula)
+    with pytest.raises(ValueError, match="formula"):
+        pol.step(torch.tensor([ta.NUM_ACTIONS]), h, keys)
+    blind = ToolPolicy(ToolAgentConfig(d_model=16, context_blind=True))
+    assert not bool(blind.keys(p.context).any()) and not bool(blind.formula(p.context).any())
+
+
+def test_formula_attention_reads_the_operators_at_every_step():
+    """With the same initial state, changing an operator of the formula changes the step's logits."""
+    torch.manual_seed(0)
+    p = one_problem(0, [7, 5, 3], "+*")
+    q = one_problem(0, [7, 5, 3], "-*")
+    h = torch.randn(1, 16)
+    for flag in (True, False):
+        pol = ToolPolicy(ToolAgentConfig(d_model=16, formula_attention=flag))
+        args = [(pol.keys(x.context), pol.formula(x.context)) for x in (p, q)]
+        a = pol.step(torch.tensor([ta.NUM_ACTIONS]), h, *args[0])[0]
+        b = pol.step(torch.tensor([ta.NUM_ACTIONS]), h, *args[1])[0]
+        assert (not torch.allclose(a, b)) == flag
+
+
+# ----------------------------------------------------------------------------- VPG loss
+def test_vpg_returns_match_a_loop_and_gradients_flow():
     torch.manual_seed(0)
     cfg = ToolAgentConfig(d_model=16)
     pol = ToolPolicy(cfg)
@@ -322,7 +416,7 @@ def test_a2c_returns_match_a_loop_and_gradients_flow():
             acc += R[i, t].item()
             loop[i, t] = acc
     torch.testing.assert_close(R.flip(1).cumsum(1).flip(1), loop)
-    loss, info = ta.a2c_loss(ro, cfg)
+    loss, info = ta.vpg_loss(ro, cfg)
     loss.backward()
     assert all(q.grad is not None and torch.isfinite(q.grad).all() for q in pol.parameters())
     assert info["entropy"] > 0 and prog.shape == (18, cfg.max_steps)
@@ -330,7 +424,7 @@ def test_a2c_returns_match_a_loop_and_gradients_flow():
 
 @pytest.mark.slow
 def test_training_path_learns_stage0():
-    """A tiny run: greedy stage-0 accuracy on fresh problems rises well above guessing (1/9)."""
+    """A tiny run: greedy stage-0 accuracy on fresh problems rises well above the number-blind programs."""
     cfg = ToolAgentConfig(d_model=32, batch_size=128, max_updates=160, eval_every=80, eval_size=128, lr=5e-3, seed=0)
     out = ta.train_agent(cfg)
     curve = out["curve"]
@@ -344,7 +438,13 @@ def test_training_path_learns_stage0():
 # ----------------------------------------------------------------------------- display, exercises, benchmark
 def test_trace_and_text_helpers(capsys):
     p = one_problem(2, [7, 5, 3, 2, 4], "*+")
-    assert nb06.context_to_text(p.context[0]) == "7 * 5 + 3 - 2 * 4"
+    assert nb06.context_to_text(p.context[0]) == "a * b + c - d * e | P0: a=7  P1: b=5  P2: c=3  P3: d=2  P4: e=4"
+    assert nb06.problem_text(p, 0) == "((7 * 5) + 3) - (2 * 4) = 30"
+    q = ta.build_problems(
+        0, torch.tensor([[13, 54, 72, 0, 0]]), torch.tensor([[1, 2, 0]]), torch.tensor([[1, 2, 0, 3, 4]])
+    )
+    assert nb06.problem_text(q, 0) == "(54 - 72) * 13 = -234"
+    assert nb06.formula_text(1, [0, 1, 2]) == "((a + b) - c) * d"
     prog = ta.canonical_programs(p)[0].tolist()
     assert nb06.program_to_text(prog) == "P0 MUL P1 ADD P2 STO P3 MUL P4 RSUB RCL ANS"
     assert ta.parse_program(nb06.program_to_text(prog)) == prog[:12]
@@ -352,7 +452,7 @@ def test_trace_and_text_helpers(capsys):
     assert rows[-2] == ("RCL", 30, 38) and rows[-1][0] == "ANS"
     torch.manual_seed(0)
     rows = nb06.explain_program(ToolPolicy(ToolAgentConfig(d_model=8)), ta.cat_problems([p, p]), 1)
-    assert capsys.readouterr().out.startswith("stage 2: 7 * 5 + 3 - 2 * 4 = 30\n") and rows
+    assert capsys.readouterr().out.startswith("stage 2: ((7 * 5) + 3) - (2 * 4) = 30") and rows
 
 
 @pytest.mark.slow
@@ -367,14 +467,17 @@ def test_benchmark_quick_runs():
     assert "ratio" in out.stdout
 
 
-def test_run_ablations_rejects_unknown_names_and_held_out_sets_are_fixed():
-    with pytest.raises(ValueError, match="unknown ablations"):
-        nb06.run_ablations(ToolAgentConfig(), ["no such thing"])
+def test_held_out_sets_are_fixed():
     a, b = ta.held_out_set(1, 20), ta.held_out_set(1, 20)
-    assert torch.equal(a.numbers, b.numbers) and bool(ta.is_held_out(a.numbers).all())
-    # the held-out set of stage s is drawn from seed HELD_OUT_SEED + s
+    assert torch.equal(a.numbers, b.numbers) and bool(ta.is_held_out(ta.role_values(a)).all())
+    # the held-out set of stage s is drawn from seed HELD_OUT_SEED + s, its held-out-pattern set from + 3 + s
     c = ta.sample_problems(1, 20, torch.Generator().manual_seed(ta.HELD_OUT_SEED + 1), split="test")
     assert torch.equal(a.numbers, c.numbers)
+    d = ta.held_out_set(1, 20, split="test-pattern")
+    e = ta.sample_problems(1, 20, torch.Generator().manual_seed(ta.HELD_OUT_SEED + 4), split="test-pattern")
+    assert torch.equal(d.numbers, e.numbers) and bool(ta.is_held_out_pattern(1, d.ops).all())
+    with pytest.raises(ValueError, match="split"):
+        ta.held_out_set(1, 20, split="train")
 
 
 def test_curriculum_stage_mixes():
@@ -403,7 +506,7 @@ def params():
 
 
 def _table_config(p: dict, **changes) -> nb06.AblationTableConfig:
-    kw = dict(headline=p["cfg"], ablation_updates=p["ABLATION_UPDATES"], seeds=p["SEEDS"], n_held_out=p["N_HELD_OUT"])
+    kw = dict(headline=p["cfg"], seeds=p["SEEDS"], ablation_seeds=p["ABLATION_SEEDS"], n_held_out=p["N_HELD_OUT"])
     return nb06.AblationTableConfig(**{**kw, **changes})
 
 
@@ -411,12 +514,26 @@ def _no_training():
     raise AssertionError("a cached result with an unchanged configuration must load without training")
 
 
+def test_default_table_config_is_the_notebooks(params):
+    """The script entry trains what the notebook loads."""
+    assert config_dict(nb06.default_table_config()) == config_dict(_table_config(params))
+
+
 def test_committed_results_record_the_notebook_defaults(params):
     agent = torch.load(CHECKPOINTS / nb06.AGENT_FILE, weights_only=True)
     assert agent["config"] == config_dict(params["cfg"])
     table = torch.load(CHECKPOINTS / nb06.ABLATIONS_FILE, weights_only=True)
     assert table["config"] == config_dict(_table_config(params))
-    assert table["result"]["names"] == [n for n in nb06.ABLATIONS if n != "headline"]
+    rows = table["result"]["rows"]
+    assert list(rows) == list(nb06.ABLATIONS)
+    assert rows["headline"]["seeds"].tolist() == list(params["SEEDS"]) and len(params["SEEDS"]) >= 5
+    for name, row in rows.items():
+        assert len(row["seeds"]) >= 3, name
+        assert row["test"].shape == row["test_pattern"].shape == (len(row["seeds"]), ta.NUM_STAGES)
+        assert bool((row["updates"] <= params["cfg"].max_updates).all()), name
+    # the cached agent is the first headline seed of the table
+    sd = table["result"]["state_dicts"]["headline"]
+    assert all(torch.equal(sd[k], v) for k, v in agent["result"]["state_dict"].items())
 
 
 def test_unchanged_configuration_loads_without_training(params):
@@ -428,7 +545,7 @@ def test_unchanged_configuration_loads_without_training(params):
     table = load_or_train(
         nb06.ABLATIONS_FILE, _table_config(params), _no_training, minutes=nb06.ABLATIONS_MINUTES, directory=CHECKPOINTS
     )
-    assert table["max_updates"] == params["ABLATION_UPDATES"] and table["seed_max_updates"] == cfg.max_updates
+    assert table["max_updates"] == cfg.max_updates
 
 
 @pytest.mark.parametrize(("change", "field"), [(dict(lr=1e-3), "lr"), (dict(seed=1), "seed")])
@@ -447,10 +564,10 @@ def test_changed_agent_parameter_is_detected(params, change, field):
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        (dict(ablation_updates=1000), "ablation_updates"),
+        (dict(ablation_seeds=(0, 1, 2, 3)), "ablation_seeds"),
         (dict(seeds=(0, 1, 2, 3)), "seeds"),
         (dict(n_held_out=500), "n_held_out"),
-        (dict(ablations={"no shaping": {"shaping": 0.0}}), r"ablations\.no curriculum"),
+        (dict(ablations={"no formula attention": {"formula_attention": True}}), r"ablations\.no formula attention"),
     ],
 )
 def test_changed_table_parameter_is_detected(params, change, field):
@@ -477,17 +594,18 @@ def test_training_path_of_the_ablation_table_with_a_tiny_budget(tmp_path):
     tiny = ToolAgentConfig(d_model=8, batch_size=8, max_updates=2, eval_every=1, eval_size=8)
     config = nb06.AblationTableConfig(
         headline=tiny,
-        ablation_updates=1,
         seeds=[0, 1],
+        ablation_seeds=[0],
         n_held_out=8,
-        ablations={n: nb06.ABLATIONS[n] for n in ("context-blind", "no shaping")},
+        ablations={"no formula attention": {"formula_attention": False}, "no shaping": {"shaping": 0.0}},
     )
     table = load_or_train("t.pt", config, lambda: nb06.train_ablation_table(config), minutes=0.1, directory=tmp_path)
-    assert table["names"] == ["context-blind", "no shaping"] and table["accuracy"].shape == (2, ta.NUM_STAGES)
-    assert table["updates"].tolist() == [1, 1] and table["max_updates"] == 1
-    assert table["seed_accuracy"].shape == table["fw_seed_accuracy"].shape == (2, ta.NUM_STAGES)
-    assert table["seeds"].tolist() == [0, 1] and table["seed_max_updates"] == 2
+    rows = table["rows"]
+    assert list(rows) == ["headline", "no formula attention", "no shaping"]
+    assert rows["headline"]["test"].shape == rows["headline"]["test_pattern"].shape == (2, ta.NUM_STAGES)
+    assert rows["no shaping"]["updates"].tolist() == [2] and table["max_updates"] == 2
+    assert set(table["state_dicts"]) == set(nb06.EXPLORER_ROWS)
     again = load_or_train("t.pt", config, _no_training, minutes=0.1, directory=tmp_path)
-    torch.testing.assert_close(again["seed_accuracy"], table["seed_accuracy"])
+    torch.testing.assert_close(again["rows"]["headline"]["test"], rows["headline"]["test"])
     out = ta.train_agent(tiny, progress=True)
     assert out["updates"] == 2 and "config" not in out

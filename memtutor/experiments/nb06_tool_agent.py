@@ -1,21 +1,31 @@
-"""Notebook 06's experiments: the ablation table, the seeds tables and the program displays.
+"""Notebook 06's experiments: the seeds and ablation table and the program displays.
 
 The lesson module :mod:`memtutor.tool_agent` holds the environment, the proofs, the policy, the
-rollout, the A2C loss and the training loop :func:`~memtutor.tool_agent.train_agent`. This module
-runs them as notebook 06 does: the ablations it compares (:data:`ABLATIONS`, :func:`run_ablations`),
-held-out accuracy (:func:`held_out_accuracy`), the headline configuration over seeds
-(:func:`run_seeds`), the whole cached table (:func:`train_ablation_table`) with its configuration
-(:class:`AblationTableConfig`), and the text displays of problems and programs
-(:func:`context_to_text`, :func:`program_to_text`, :func:`trace_program`, :func:`explain_program`).
+rollout, the loss (REINFORCE with a learned baseline) and the training loop
+:func:`~memtutor.tool_agent.train_agent`. This module runs them as notebook 06 does: the rows it
+compares (:data:`ABLATIONS`), accuracy on the two held-out splits (:func:`held_out_accuracy`),
+one training run measured (:func:`train_and_measure`), the whole cached table over seeds
+(:func:`train_ablation_table`, optionally in parallel processes) with its configuration
+(:class:`AblationTableConfig`), the number-blind baseline (:func:`in_order_programs`), and the text
+displays of problems and programs (:func:`formula_text`, :func:`problem_text`,
+:func:`context_to_text`, :func:`program_to_text`, :func:`trace_program`, :func:`explain_program`).
 
 Seeding: every agent is trained by ``train_agent`` from its configuration's ``seed`` (see its
 docstring); held-out accuracy uses the fixed sets of :func:`memtutor.tool_agent.held_out_set`.
+
+Run as a script (``python -m memtutor.experiments.nb06_tool_agent --jobs 16 --out FILE``) it trains
+the notebook's default table in parallel processes, saving what has finished after every run.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
+import multiprocessing as mp
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import product
 from typing import Any
 
 import torch
@@ -23,23 +33,33 @@ import torch
 from memtutor.tool_agent import (
     ACTION_NAMES,
     ANS,
+    FORMULA_LEN,
     HELD_OUT_SEED,
+    MAX_OPERANDS,
+    NUM_HIGH,
+    NUM_LOW,
+    NUM_OPERANDS,
     NUM_STAGES,
     OP_SYMBOLS,
+    ROLE_NAMES,
     TOK_OP0,
     TOK_PAD,
+    TOK_ROLE0,
     Problem,
     ToolAgentConfig,
     ToolPolicy,
+    build_problems,
+    canonical_programs,
     evaluate_programs,
     held_out_set,
     index_problems,
+    is_held_out_pattern,
     reference_run_program,
     rollout,
+    run_programs,
     train_agent,
 )
-from memtutor.utils import check_positive_int
-from memtutor.utils import progress as progress_bar
+from memtutor.utils import check_positive_int, save_result
 
 __all__ = [
     "ABLATIONS",
@@ -47,41 +67,40 @@ __all__ = [
     "AGENT_MINUTES",
     "ABLATIONS_FILE",
     "ABLATIONS_MINUTES",
+    "EXPLORER_ROWS",
     "AblationTableConfig",
     "held_out_accuracy",
     "train_and_measure",
-    "run_ablations",
-    "run_seeds",
     "train_ablation_table",
+    "in_order_programs",
+    "program_accuracy",
+    "nearest_training_pattern",
+    "wilson_interval",
+    "parse_problem",
+    "formula_text",
+    "problem_text",
     "program_to_text",
     "context_to_text",
     "trace_program",
     "explain_program",
 ]
 
-#: The ablations of notebook 06: name -> changes to the headline configuration.
+#: The rows of notebook 06's table: name -> changes to the headline configuration.
 ABLATIONS: dict[str, dict[str, Any]] = {
     "headline": {},
-    "no curriculum": {"curriculum": False},
-    "memory tools removed": {"memory_tools": False},
-    "context-blind": {"context_blind": True},
-    "mean-pooled encoder": {"encoder": "mean"},
-    "batch-mixing bug": {"batch_mixing_bug": True},
-    "entropy 0.01": {"entropy_coef": 0.01},
-    "no RSUB (no carry-over)": {"reverse_subtract": False},
-    "unordered shaping": {"ordered_shaping": False},
-    "no shaping": {"shaping": 0.0},
-    "no action mask": {"action_mask": False},
+    "no formula attention": {"formula_attention": False},
 }
+#: Rows whose first-seed agent is kept in the table (for the notebook's explorer).
+EXPLORER_ROWS = ("headline", "no formula attention")
 
-#: The cached headline agent; its configuration is the notebook's ``ToolAgentConfig``.
+#: The cached headline agent (the first headline seed); its configuration is the notebook's ``cfg``.
 AGENT_FILE = "06_tool_agent.pt"
-#: Estimated time to train it (66 s on a free core, 274 s on a heavily shared one), minutes.
-AGENT_MINUTES = 5.0
-#: The cached ablation and seeds tables.
+#: Estimated time to train it on one free core, minutes.
+AGENT_MINUTES = 4.0
+#: The cached seeds and ablation table.
 ABLATIONS_FILE = "06_ablations.pt"
-#: Estimated time to recompute them (16 agents), minutes.
-ABLATIONS_MINUTES = 90.0
+#: Estimated time to recompute it on one free core (8 agents of about 100 CPU-seconds each), minutes.
+ABLATIONS_MINUTES = 15.0
 
 
 def _without_headline() -> dict[str, dict[str, Any]]:
@@ -90,16 +109,16 @@ def _without_headline() -> dict[str, dict[str, Any]]:
 
 @dataclass(frozen=True)
 class AblationTableConfig:
-    """Everything notebook 06's ablation and seeds tables depend on (the cached result's configuration)."""
+    """Everything notebook 06's table depends on (the cached result's configuration)."""
 
     headline: ToolAgentConfig
-    """The headline agent's configuration (the notebook's ``cfg``); the seeds tables train it as is."""
-    ablation_updates: int
-    """Update budget of each ablation (``max_updates`` of its configuration)."""
+    """The headline configuration (the notebook's ``cfg``); every row has its update budget."""
     seeds: tuple[int, ...]
-    """Seeds of the headline (and failure-weighted) configuration in the seeds tables."""
+    """Seeds of the headline row (none used to develop the recipe)."""
+    ablation_seeds: tuple[int, ...]
+    """Seeds of every other row."""
     n_held_out: int
-    """Held-out problems per stage."""
+    """Held-out problems per stage and split."""
     ablations: Mapping[str, Mapping[str, Any]] = field(default_factory=_without_headline)
     """Name -> changes to the headline configuration (default :data:`ABLATIONS` without "headline")."""
     held_out_seed: int = HELD_OUT_SEED
@@ -108,119 +127,218 @@ class AblationTableConfig:
     def __post_init__(self) -> None:
         # Lists from a notebook's parameters cell become tuples: the config compares by value.
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "ablation_seeds", tuple(int(s) for s in self.ablation_seeds))
         object.__setattr__(self, "ablations", {n: dict(c) for n, c in self.ablations.items()})
-        check_positive_int(self.ablation_updates, "ablation_updates")
         check_positive_int(self.n_held_out, "n_held_out")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
+        if not self.seeds or not self.ablation_seeds:
+            raise ValueError("seeds and ablation_seeds must not be empty")
         if self.held_out_seed != HELD_OUT_SEED:
             raise ValueError(
                 f"the held-out sets are drawn from HELD_OUT_SEED = {HELD_OUT_SEED}, not {self.held_out_seed}"
             )
 
+    def jobs(self) -> list[tuple[str, ToolAgentConfig]]:
+        """Every training run of the table: (row name, configuration), rows in table order."""
+        out = [("headline", replace(self.headline, seed=s)) for s in self.seeds]
+        for name, changes in self.ablations.items():
+            out += [(name, replace(self.headline, **changes, seed=s)) for s in self.ablation_seeds]
+        return out
 
-def held_out_accuracy(policy: ToolPolicy, n: int = 1000) -> torch.Tensor:
-    """(NUM_STAGES,) greedy exact-answer accuracy on each stage's held-out set."""
+
+def held_out_accuracy(policy: ToolPolicy, n: int = 1000, split: str = "test") -> torch.Tensor:
+    """(NUM_STAGES,) greedy exact-answer accuracy on each stage's held-out set of ``split``."""
     dev = next(policy.parameters()).device
-    return torch.stack([evaluate_programs(policy, held_out_set(s, n, dev)).float().mean() for s in range(NUM_STAGES)])
+    return torch.stack(
+        [evaluate_programs(policy, held_out_set(s, n, dev, split)).float().mean() for s in range(NUM_STAGES)]
+    )
 
 
-def train_and_measure(cfg: ToolAgentConfig, n_eval: int = 1000) -> tuple[torch.Tensor, dict]:
-    """Train one agent with ``cfg``; returns (held-out accuracy (NUM_STAGES,), train_agent's result)."""
+def train_and_measure(cfg: ToolAgentConfig, n_eval: int = 1000, keep_state: bool = False) -> dict:
+    """Train one agent with ``cfg`` and measure it on both held-out splits.
+
+    Returns {"seed", "updates", "solved" (every stage's last curriculum check >= stop_at),
+    "test" (NUM_STAGES,), "test_pattern" (NUM_STAGES,), "seconds", "curve"} and, with
+    ``keep_state``, the "state_dict".
+    """
     out = train_agent(cfg)
     policy = ToolPolicy(cfg)
     policy.load_state_dict(out["state_dict"])
-    return held_out_accuracy(policy, n_eval), out
-
-
-def run_ablations(
-    base: ToolAgentConfig,
-    ablations: Mapping[str, Mapping[str, Any]] | Iterable[str] | None = None,
-    *,
-    n_eval: int = 1000,
-    log: Callable[[str], object] | None = None,
-) -> dict:
-    """Train one agent per ablation (``base`` with its changes) and measure it held out.
-
-    ``ablations`` maps names to changes of ``base``, or lists names of :data:`ABLATIONS` (default: all).
-    Returns {"names": [...], "accuracy" (N, NUM_STAGES), "updates" (N,), "seconds" (N,),
-    "curves": [(E, 1 + NUM_STAGES)], "max_updates": int}.
-    """
-    if ablations is None:
-        ablations = ABLATIONS
-    if not isinstance(ablations, Mapping):
-        names = list(ablations)
-        unknown = [n for n in names if n not in ABLATIONS]
-        if unknown:
-            raise ValueError(f"unknown ablations {unknown}; known: {list(ABLATIONS)}")
-        ablations = {n: ABLATIONS[n] for n in names}
-    names = list(ablations)
-    acc, upd, sec, curves = [], [], [], []
-    for name in names:
-        a, out = train_and_measure(replace(base, **ablations[name]), n_eval)
-        acc.append(a)
-        upd.append(out["updates"])
-        sec.append(out["seconds"])
-        curves.append(out["curve"])
-        if log is not None:
-            log(
-                f"{name}: held-out "
-                + " ".join(f"{x:.3f}" for x in a.tolist())
-                + f" after {out['updates']} updates ({out['seconds']:.0f}s)"
-            )
-    return {
-        "names": names,
-        "accuracy": torch.stack(acc),
-        "updates": torch.tensor(upd),
-        "seconds": torch.tensor(sec),
-        "curves": curves,
-        "max_updates": base.max_updates,
+    res = {
+        "seed": cfg.seed,
+        "updates": int(out["updates"]),
+        "solved": bool(out["curve"][-1, 1:].min() >= cfg.stop_at),
+        "test": held_out_accuracy(policy, n_eval, "test"),
+        "test_pattern": held_out_accuracy(policy, n_eval, "test-pattern"),
+        "seconds": float(out["seconds"]),
+        "curve": out["curve"],
     }
+    if keep_state:
+        res["state_dict"] = out["state_dict"]
+    return res
 
 
-def run_seeds(
-    cfg: ToolAgentConfig, seeds: Sequence[int], *, n_eval: int = 1000, progress: bool = False, desc: str = "seeds"
-) -> dict[str, torch.Tensor]:
-    """Train ``cfg`` once per seed and measure each agent held out.
+def _job(args: tuple[int, str, ToolAgentConfig, int, bool]) -> tuple[int, str, dict]:
+    i, name, cfg, n_eval, keep = args
+    torch.set_num_threads(1)
+    return i, name, train_and_measure(cfg, n_eval, keep)
 
-    Returns {"accuracy" (S, NUM_STAGES), "updates" (S,), "seconds" (S,)}.
-    """
-    acc, upd, sec = [], [], []
-    for seed in progress_bar(seeds, enabled=progress, desc=desc):
-        a, out = train_and_measure(replace(cfg, seed=seed), n_eval)
-        acc.append(a)
-        upd.append(out["updates"])
-        sec.append(out["seconds"])
-    return {"accuracy": torch.stack(acc), "updates": torch.tensor(upd), "seconds": torch.tensor(sec)}
+
+def _assemble(config: AblationTableConfig, done: Mapping[int, tuple[str, dict]]) -> dict:
+    """The table from finished runs {job index: (row, run)}: rows in table order, seeds in config order."""
+    rows: dict[str, dict] = {}
+    states: dict[str, dict] = {}
+    for i in sorted(done):
+        name, run = done[i]
+        r = rows.setdefault(name, {k: [] for k in ("seeds", "updates", "solved", "test", "test_pattern", "seconds")})
+        r["curves"] = r.get("curves", []) + [run["curve"]]
+        for k in ("updates", "solved", "test", "test_pattern", "seconds"):
+            r[k].append(run[k])
+        r["seeds"].append(run["seed"])
+        if "state_dict" in run:
+            states[name] = run["state_dict"]
+    table = {}
+    for name, r in rows.items():
+        table[name] = {
+            "seeds": torch.tensor(r["seeds"]),
+            "updates": torch.tensor(r["updates"]),
+            "solved": torch.tensor(r["solved"]),
+            "test": torch.stack(r["test"]),
+            "test_pattern": torch.stack(r["test_pattern"]),
+            "seconds": torch.tensor(r["seconds"]),
+            "curves": r["curves"],
+        }
+    return {"rows": table, "max_updates": config.headline.max_updates, "state_dicts": states}
 
 
 def train_ablation_table(
-    config: AblationTableConfig, *, log: Callable[[str], object] | None = None, progress: bool = False
+    config: AblationTableConfig,
+    *,
+    jobs: int = 1,
+    save_to: str | None = None,
+    log: Callable[[str], object] | None = None,
 ) -> dict:
-    """The ablation table and the two seeds tables of notebook 06 (the result cached in :data:`ABLATIONS_FILE`).
+    """Notebook 06's table (the result cached in :data:`ABLATIONS_FILE`): every row over its seeds.
 
-    Each ablation is the headline configuration changed as in ``config.ablations`` with a budget of
-    ``config.ablation_updates``; the seeds tables train the headline configuration, and the same
-    with ``failure_weighted=True``, from every seed of ``config.seeds`` with the headline's budget.
-    Returns :func:`run_ablations`'s dict plus ``seeds``, ``seed_accuracy`` (S, NUM_STAGES),
-    ``seed_updates``, ``seed_seconds``, ``seed_max_updates`` and the same ``fw_*`` entries of the
-    failure-weighted curriculum.
+    Each row is the headline configuration changed as in ``config.ablations`` (the same update
+    budget for all), trained from each of its seeds and measured on both held-out splits.
+    ``jobs`` > 1 trains in that many processes (one thread each); ``save_to``: a file to which
+    the finished part is saved after every run. Returns {"rows": {name: {"seeds" (S,), "updates"
+    (S,), "solved" (S,) bool, "test" (S, NUM_STAGES), "test_pattern" (S, NUM_STAGES), "seconds"
+    (S,), "curves": [(E, 1 + NUM_STAGES)]}}, "max_updates", "state_dicts": {row: state dict of
+    its first seed, for the rows of EXPLORER_ROWS}}.
     """
-    cfg = config.headline
-    base = replace(cfg, max_updates=config.ablation_updates)
-    table = run_ablations(base, config.ablations, n_eval=config.n_held_out, log=log)
-    seeds = torch.tensor(config.seeds)
-    plain = run_seeds(cfg, config.seeds, n_eval=config.n_held_out, progress=progress, desc="seeds")
-    fw = run_seeds(
-        replace(cfg, failure_weighted=True),
-        config.seeds,
-        n_eval=config.n_held_out,
-        progress=progress,
-        desc="failure-weighted seeds",
-    )
-    table.update({f"fw_seed_{k}": v for k, v in fw.items()}, fw_seeds=seeds)
-    table.update({f"seed_{k}": v for k, v in plain.items()}, seeds=seeds, seed_max_updates=cfg.max_updates)
-    return table
+    check_positive_int(jobs, "jobs")
+    all_jobs = config.jobs()
+    first: dict[str, int] = {}
+    for i, (name, _) in enumerate(all_jobs):
+        first.setdefault(name, i)
+    args = [
+        (i, n, c, config.n_held_out, name_first)
+        for i, (n, c) in enumerate(all_jobs)
+        for name_first in [first[n] == i and n in EXPLORER_ROWS]
+    ]
+    done: dict[int, tuple[str, dict]] = {}
+    start = time.perf_counter()
+
+    def record(i: int, name: str, run: dict) -> None:
+        done[i] = (name, run)
+        if log is not None:
+            log(
+                f"{name} seed {run['seed']}: {'solved' if run['solved'] else 'not solved'} after {run['updates']} "
+                f"updates; test {[round(x, 3) for x in run['test'].tolist()]} test-pattern "
+                f"{[round(x, 3) for x in run['test_pattern'].tolist()]} ({time.perf_counter() - start:.0f}s)"
+            )
+        if save_to is not None:
+            save_result(save_to, config, _assemble(config, done))
+
+    if jobs == 1:
+        for a in args:
+            record(*_job(a))
+    else:
+        # longest first: the rows expected to fail run their whole budget
+        order = sorted(args, key=lambda a: a[1] == "headline")
+        with mp.get_context("fork").Pool(jobs) as pool:
+            for i, name, run in pool.imap_unordered(_job, order):
+                record(i, name, run)
+    return _assemble(config, done)
+
+
+# ----------------------------------------------------------------------------- baselines
+def in_order_programs(problem: Problem, max_steps: int = 14) -> torch.Tensor:
+    """(B, max_steps) the canonical programs with pointers in slot order, ignoring the bindings.
+
+    This is the program a policy that reads only the operators would write (the right program
+    when every operand sits in its own role's slot). With uniformly shuffled slots every fixed
+    pointer order scores the same on average: this is the number-blind baseline.
+    """
+    identity = torch.arange(MAX_OPERANDS, device=problem.slot.device).expand_as(problem.slot)
+    return canonical_programs(problem._replace(slot=identity), max_steps)
+
+
+def program_accuracy(problem: Problem, programs: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: the programs (B, T) answer their problems exactly."""
+    final, _ = run_programs(problem, programs)
+    return final.answered & (final.answer == problem.target)
+
+
+def nearest_training_pattern(stage: int, ops: torch.Tensor) -> torch.Tensor:
+    """(B, 3) operator indices -> the closest training pattern of the stage (fewest operators changed).
+
+    The pattern-lookup baseline answers a held-out pattern with the program of this pattern (ties:
+    the first training pattern in the order ``+ - *``). Training patterns map to themselves.
+    """
+    k = 3 if stage == 1 else 2
+    pats = [p for p in product(range(len(OP_SYMBOLS)), repeat=k)]
+    if stage == 2:
+        pats = [p for p in pats if OP_SYMBOLS.index("*") in p]
+    cand = torch.zeros(len(pats), 3, dtype=torch.int64)
+    cand[:, :k] = torch.tensor(pats)
+    cand = cand[~is_held_out_pattern(stage, cand)].to(ops.device)  # (P, 3) training patterns
+    dist = (ops[:, None, :k] != cand[None, :, :k]).sum(-1)  # (B, P)
+    return cand[dist.argmin(1)]
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion k / n (95 % for z = 1.96)."""
+    n = check_positive_int(n, "n")
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be in 0..n, got k={k}, n={n}")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def parse_problem(text: str, generator: torch.Generator | None = None) -> Problem:
+    """A typed problem -> a Problem with its operands in shuffled slots.
+
+    ``"54 - 72 * 13"`` (three numbers: stage 0), four numbers (stage 1) or ``"a o1 b o2 c - d * e"``
+    (stage 2); operators ``+ - *``, numbers NUM_LOW..NUM_HIGH; it is read as the fold the stages
+    define, left to right (stage 2: ``((a o1 b) o2 c) - (d * e)``), whatever the usual precedence.
+    """
+    tok = text.replace("(", " ").replace(")", " ").split()
+    nums, ops = tok[0::2], tok[1::2]
+    if len(tok) % 2 == 0 or not all(t.isdigit() for t in nums) or not all(o in OP_SYMBOLS for o in ops):
+        raise ValueError(f"expected numbers separated by + - *, got {text!r}")
+    values = [int(t) for t in nums]
+    if not all(NUM_LOW <= v <= NUM_HIGH for v in values):
+        raise ValueError(f"numbers must be in {NUM_LOW}..{NUM_HIGH}, got {values}")
+    n = len(values)
+    if n == 5 and ops[2:] == ["-", "*"]:
+        stage = 2
+    elif n in (3, 4):
+        stage = n - 3
+    else:
+        raise ValueError(f"a problem has 3 or 4 numbers, or 5 ending in '- d * e'; got {text!r}")
+    x = torch.zeros(1, MAX_OPERANDS, dtype=torch.int64)
+    x[0, :n] = torch.tensor(values)
+    o = torch.zeros(1, 3, dtype=torch.int64)
+    k = 2 if stage == 2 else n - 1
+    o[0, :k] = torch.tensor([OP_SYMBOLS.index(c) for c in ops[:k]])
+    slot = torch.arange(MAX_OPERANDS)[None].clone()
+    slot[0, :n] = torch.randperm(n, generator=generator)
+    numbers = torch.zeros_like(x).scatter(1, slot, x)
+    return build_problems(stage, numbers, o, slot)
 
 
 # ----------------------------------------------------------------------------- text displays
@@ -234,15 +352,42 @@ def program_to_text(program: Iterable[int]) -> str:
     return " ".join(out)
 
 
+def formula_text(stage: int, ops: Sequence[int], values: Sequence[object] | None = None) -> str:
+    """The problem with the parentheses of its left-to-right fold, over role names or ``values``.
+
+    stage 0 ``(a o1 b) o2 c``; stage 1 ``((a o1 b) o2 c) o3 d``; stage 2 ``((a o1 b) o2 c) - (d * e)``.
+    """
+    n = NUM_OPERANDS[stage]
+    v = [str(x) for x in (values if values is not None else ROLE_NAMES)][:n]
+    sym = [OP_SYMBOLS[int(o)] for o in ops]
+    text = f"{v[0]} {sym[0]} {v[1]}"
+    for j in range(2, n if stage < 2 else 3):  # the left-to-right fold
+        text = f"({text}) {sym[j - 1]} {v[j]}"
+    if stage == 2:
+        text = f"({text}) - ({v[3]} * {v[4]})"
+    return text
+
+
+def problem_text(problem: Problem, index: int) -> str:
+    """Problem ``index`` with its numbers in place and its target: ``(54 - 72) * 13 = -234``."""
+    stage = int(problem.stage[index])
+    values = problem.numbers[index].gather(0, problem.slot[index]).tolist()
+    return f"{formula_text(stage, problem.ops[index].tolist(), values)} = {int(problem.target[index])}"
+
+
 def context_to_text(context: Iterable[int]) -> str:
-    """Context tokens -> 'a o1 b ...'."""
-    out = []
-    for t in context:
-        t = int(t)
-        if t == TOK_PAD:
-            continue
-        out.append(OP_SYMBOLS[t - TOK_OP0] if t >= TOK_OP0 else str(t))
-    return " ".join(out)
+    """Context tokens -> 'a + b * c | P0: c=13  P1: a=54  P2: b=72' (the formula as the policy reads it)."""
+    ctx = [int(t) for t in context]
+
+    def tok(t: int) -> str:
+        if t >= TOK_ROLE0:
+            return ROLE_NAMES[t - TOK_ROLE0]
+        return OP_SYMBOLS[t - TOK_OP0] if t >= TOK_OP0 else str(t)
+
+    formula = " ".join(tok(t) for t in ctx[:FORMULA_LEN] if t != TOK_PAD)
+    pairs = ctx[FORMULA_LEN:]
+    slots = [f"P{i}: {tok(pairs[2 * i])}={pairs[2 * i + 1]}" for i in range(MAX_OPERANDS) if pairs[2 * i] != TOK_PAD]
+    return f"{formula} | " + "  ".join(slots)
 
 
 def trace_program(
@@ -261,16 +406,50 @@ def trace_program(
 def explain_program(
     policy: ToolPolicy, problems: Problem, index: int, max_steps: int = 14
 ) -> list[tuple[str, int | None, int | None]]:
-    """Print problem ``index`` of ``problems`` and the policy's greedy program as ``TOKEN[acc|mem]``
-    after each action; returns the rows of :func:`trace_program`."""
+    """Print problem ``index`` of ``problems`` (with its parentheses and its slots) and the policy's
+    greedy program as ``TOKEN[acc|mem]`` after each action; returns the rows of :func:`trace_program`."""
     one = index_problems(problems, torch.tensor([index]))
     stage = int(one.stage[0])
     with torch.no_grad():
         prog = rollout(policy, one, greedy=True).actions[0].tolist()
     rows = trace_program(one.numbers[0].tolist(), stage, prog, max_steps)
-    print(f"stage {stage}: {context_to_text(one.context[0])} = {int(one.target)}")
+    print(f"stage {stage}: {problem_text(one, 0)}    slots: {context_to_text(one.context[0]).split(' | ')[1]}")
     print(
         "  "
         + "  ".join(f"{name}[{'' if acc is None else acc}|{'' if mem is None else mem}]" for name, acc, mem in rows)
     )
     return rows
+
+
+def _main() -> None:  # pragma: no cover - a command-line entry for training the table in parallel
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", required=True, help="file for the table (saved after every run)")
+    parser.add_argument("--agent-out", help="file for the headline agent (the first headline seed)")
+    args = parser.parse_args()
+    config = default_table_config()
+    table = train_ablation_table(config, jobs=args.jobs, save_to=args.out, log=lambda s: print(s, flush=True))
+    if args.agent_out:
+        agent = train_agent(config.headline) if "headline" not in table["state_dicts"] else None
+        run = table["rows"]["headline"]
+        result = agent or {
+            "state_dict": table["state_dicts"]["headline"],
+            "curve": run["curves"][0],
+            "updates": int(run["updates"][0]),
+            "seconds": float(run["seconds"][0]),
+        }
+        save_result(args.agent_out, config.headline, result)
+
+
+def default_table_config() -> AblationTableConfig:
+    """The notebook's default table configuration (kept equal to its parameters cell by a test)."""
+    return AblationTableConfig(
+        headline=ToolAgentConfig(failure_weighted=True, max_updates=1000, seed=23),
+        seeds=(23, 24, 25, 26, 27),
+        ablation_seeds=(21, 22, 23),
+        n_held_out=1000,
+    )
+
+
+if __name__ == "__main__":
+    _main()
