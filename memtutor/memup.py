@@ -41,7 +41,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, TypedDict
 
 import torch
@@ -58,10 +58,17 @@ __all__ = [
     "PAD",
     "VOCAB",
     "N_CLASSES",
+    "ECHO",
+    "NOISY_VOCAB",
     "MemUPConfig",
     "TRAIN_DATA_SEED",
     "RANDOM_TARGETS_SEED",
     "memup_copy_task",
+    "NoisyCopy",
+    "noisy_copy_task",
+    "surprise_given_memory",
+    "NOISY_DETECTORS",
+    "train_noisy_memup",
     "recall_mask",
     "filler_schedule",
     "local_windows",
@@ -111,6 +118,9 @@ VOCAB = 11
 #: Output classes: the 8 symbols and "blank" (8), the target everywhere except the recall steps.
 N_CLASSES = ALPHABET + 1
 BLANK = ALPHABET
+#: The noisy copy task's echo cue (:func:`noisy_copy_task`), and the vocabulary of its models.
+ECHO = 11
+NOISY_VOCAB = 12
 #: Seed purposes (see the module docstring): the training sequences, and the random targets of
 #: the ablation, drawn from a generator of their own so that both selections see the same data.
 TRAIN_DATA_SEED = register_seed_offset("memup/train-data", 0)
@@ -233,6 +243,60 @@ def recall_mask(n_head: int, n_filler: int, device=None) -> torch.Tensor:
     return mask
 
 
+@dataclass(frozen=True)
+class NoisyCopy:
+    """The noise of :func:`noisy_copy_task`: ``n_noise`` echo pairs in the fillers."""
+
+    n_noise: int = 8
+    """Noise symbols per sequence, each asked back once."""
+    delay: int = 10
+    """Steps from a noise symbol to its echo cue (longer than the detector's window hides it)."""
+
+    def __post_init__(self):
+        check_positive_int(self.n_noise, "n_noise")
+        check_positive_int(self.delay, "delay")
+
+    def check_fits(self, n_filler: int) -> None:
+        """Raise ``ValueError`` unless ``n_filler`` fillers hold ``n_noise`` slots of ``delay + 1`` steps."""
+        if n_filler // self.n_noise < self.delay + 1:
+            raise ValueError(
+                f"{self.n_noise} noise pairs {self.delay} steps apart need n_filler >= "
+                f"{self.n_noise * (self.delay + 1)}, got {n_filler}"
+            )
+
+
+def noisy_copy_task(
+    batch: int,
+    n_head: int,
+    n_filler: int,
+    noise: NoisyCopy,
+    generator: torch.Generator,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The copy task with surprising but irrelevant steps: echoes of random noise symbols.
+
+    The fillers are cut into ``noise.n_noise`` equal slots; in each, a random symbol ``s`` (0..7)
+    replaces a filler at a random step ``p`` of the slot, and ``noise.delay`` steps later the
+    input is the echo cue (:data:`ECHO`) and the target is ``s``. Head, recall and every other
+    step are as in :func:`memup_copy_task` (same head for the same generator state). Returns ``x``
+    and ``y``, both (B, T) with T = 2H + L.
+    """
+    batch = check_positive_int(batch, "batch")
+    n_head = check_positive_int(n_head, "n_head")
+    n_filler = check_positive_int(n_filler, "n_filler")
+    noise.check_fits(n_filler)
+    x, y = memup_copy_task(batch, n_head, n_filler, generator)
+    slot = n_filler // noise.n_noise
+    offset = torch.randint(0, slot - noise.delay, (batch, noise.n_noise), generator=generator)  # (B, N)
+    source = n_head + slot * torch.arange(noise.n_noise) + offset  # (B, N) steps of the noise symbols
+    symbol = torch.randint(0, ALPHABET, (batch, noise.n_noise), generator=generator)  # (B, N)
+    echo = source + noise.delay  # (B, N), inside the same slot
+    x.scatter_(1, source, symbol)
+    x.scatter_(1, echo, ECHO)
+    y.scatter_(1, echo, symbol)
+    return x.to(device), y.to(device)
+
+
 def local_windows(x: torch.Tensor, window: int) -> torch.Tensor:
     """The local context of every step: (B, T) inputs -> (B, T, w), ``[..., -1]`` is x_t itself.
 
@@ -247,10 +311,10 @@ def local_windows(x: torch.Tensor, window: int) -> torch.Tensor:
 class LocalContext(nn.Module):
     """c_k: an embedding of the last w inputs, (..., w) long -> (..., D). No long-term memory."""
 
-    def __init__(self, window: int, embed: int, out: int):
+    def __init__(self, window: int, embed: int, out: int, vocab: int = VOCAB):
         super().__init__()
         self.window = check_positive_int(window, "window")
-        self.emb = nn.Embedding(VOCAB, embed)
+        self.emb = nn.Embedding(check_positive_int(vocab, "vocab"), embed)
         self.proj = nn.Linear(window * embed, out)
 
     def forward(self, win: torch.Tensor) -> torch.Tensor:
@@ -261,9 +325,9 @@ class LocalContext(nn.Module):
 class Detector(nn.Module):
     """d_psi: predicts y_k from c_k alone; its cross-entropy is the surprise of step k."""
 
-    def __init__(self, window: int = 8, embed: int = 16, hidden: int = 64):
+    def __init__(self, window: int = 8, embed: int = 16, hidden: int = 64, vocab: int = VOCAB):
         super().__init__()
-        self.context = LocalContext(window, embed, hidden)
+        self.context = LocalContext(window, embed, hidden, vocab)
         self.head = nn.Linear(hidden, N_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -308,6 +372,34 @@ def score_steps(detector: Detector, windows: torch.Tensor, y: torch.Tensor, chun
         surprise_from_windows(detector, windows[:, s : s + chunk], y[:, s : s + chunk])
         for s in range(0, windows.shape[1], chunk)
     ]
+    return torch.cat(parts, 1)
+
+
+@torch.no_grad()
+def surprise_given_memory(
+    memory: MemoryLSTM,
+    predictor: Predictor,
+    x: torch.Tensor,
+    windows: torch.Tensor,
+    y: torch.Tensor,
+    chunk: int = SCORE_CHUNK,
+) -> torch.Tensor:
+    """The authors' detector: surprise *given the memory*, ``-log q_phi(y_k | m_k, c_k)``.
+
+    The memory runs over ``x`` (B, T), ``chunk`` steps at a time with its state carried on, and the
+    predictor reads each step's own state ``m_k`` and window ``c_k`` (``windows`` (B, T, w)).
+    Called with slowly averaged (EMA) copies of the memory and predictor being trained, a step whose
+    outcome the memory already explains scores low. -> (B, T), no graph.
+    """
+    check_tensor(x, "x", ndim=2)
+    check_tensor(windows, "windows", ndim=3)
+    check_tensor(y, "y", shape=tuple(x.shape))
+    chunk = check_positive_int(chunk, "chunk")
+    parts, state = [], None
+    for s in range(0, x.shape[1], chunk):
+        h, state = memory(x[:, s : s + chunk], state)  # (B, n, D): m_k after reading step k
+        logits = predictor(h, windows[:, s : s + chunk].unsqueeze(2)).squeeze(2)  # (B, n, C)
+        parts.append(F.cross_entropy(logits.transpose(1, 2), y[:, s : s + chunk], reduction="none"))
     return torch.cat(parts, 1)
 
 
@@ -430,9 +522,9 @@ def gather_steps(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 class MemoryLSTM(nn.Module):
     """g_theta: embedding + one LSTM layer; (B, n) inputs and a state -> (B, n, D) states."""
 
-    def __init__(self, embed: int = 16, hidden: int = 64, forget_bias: float = 1.0):
+    def __init__(self, embed: int = 16, hidden: int = 64, forget_bias: float = 1.0, vocab: int = VOCAB):
         super().__init__()
-        self.emb = nn.Embedding(VOCAB, embed)
+        self.emb = nn.Embedding(check_positive_int(vocab, "vocab"), embed)
         self.lstm = nn.LSTM(embed, hidden, batch_first=True)
         init_forget_bias(self.lstm, forget_bias)
 
@@ -460,9 +552,9 @@ class Predictor(nn.Module):
     width w as the detector's). The first layer is split, W [m; c] = W_m m + W_c c, so that a
     rollout can encode each candidate target once and share it across prediction steps."""
 
-    def __init__(self, window: int = 8, embed: int = 16, hidden: int = 64):
+    def __init__(self, window: int = 8, embed: int = 16, hidden: int = 64, vocab: int = VOCAB):
         super().__init__()
-        self.context = LocalContext(window, embed, hidden)
+        self.context = LocalContext(window, embed, hidden, vocab)
         self.mem_in = nn.Linear(hidden, 2 * hidden)
         self.ctx_in = nn.Linear(hidden, 2 * hidden, bias=False)
         self.out = nn.Linear(2 * hidden, N_CLASSES)
@@ -501,12 +593,12 @@ class MemUPNets(TypedDict):
     predictor: Predictor
 
 
-def build_memup(cfg: MemUPConfig) -> MemUPNets:
-    """Fresh detector, memory and predictor for ``cfg``."""
+def build_memup(cfg: MemUPConfig, vocab: int = VOCAB) -> MemUPNets:
+    """Fresh detector, memory and predictor for ``cfg`` (inputs in ``0 .. vocab - 1``)."""
     return {
-        "detector": Detector(cfg.window, cfg.embed, cfg.hidden),
-        "memory": MemoryLSTM(cfg.embed, cfg.hidden, cfg.forget_bias),
-        "predictor": Predictor(cfg.window, cfg.embed, cfg.hidden),
+        "detector": Detector(cfg.window, cfg.embed, cfg.hidden, vocab),
+        "memory": MemoryLSTM(cfg.embed, cfg.hidden, cfg.forget_bias, vocab),
+        "predictor": Predictor(cfg.window, cfg.embed, cfg.hidden, vocab),
     }
 
 
@@ -597,13 +689,17 @@ RunForward = Callable[[Callable[[], torch.Tensor]], torch.Tensor]
 
 def memup_update(
     nets: MemUPNets,
-    det_ema: Detector,
+    det_ema: Detector | None,
     opts: dict[str, torch.optim.Optimizer],
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: MemUPConfig,
     generator: torch.Generator | None = None,
     run_forward: RunForward | None = None,
+    *,
+    scorer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    target_mask: torch.Tensor | None = None,
+    current_step_opt: torch.optim.Optimizer | None = None,
 ) -> dict[str, float]:
     """One MemUP pass over a batch of sequences (B, T), with an optimiser step per rollout.
 
@@ -615,12 +711,30 @@ def memup_update(
        r-step chunk, so nothing in the update builds a graph longer than a rollout.
 
     ``generator`` draws the random targets of ``cfg.selection == 'random'``; ``run_forward`` runs
-    each rollout's loss closure (see :data:`RunForward`). Returns the mean losses and ``steps``,
-    the optimiser steps taken (one per rollout).
+    each rollout's loss closure (see :data:`RunForward`). ``scorer(x, windows, y) -> (B, T)``
+    replaces the detector (e.g. :func:`surprise_given_memory` of EMA copies); the detector then
+    takes no step (``det_ema`` may be None). ``current_step_opt`` (an optimiser of the predictor
+    alone): after each memory step, the predictor takes a step on current-step targets, every
+    step ``k`` of the rollout predicted from its own state ``m_k`` (detached: the memory is frozen
+    for it), as the authors' code trains the predictor whose EMA copy scores surprise given the
+    memory; reported as ``current_loss``. ``target_mask`` (B, T) bool: also report
+    ``target_share``, the fraction of the selected targets that lie in it, and ``first_share``,
+    the same for the targets of the first rollout's prediction steps. Returns the mean
+    losses and ``steps``, the optimiser steps taken (one per rollout).
     """
     run_forward = run_forward or _call
     windows = local_windows(x, cfg.window)  # (B, T, w), a view of x built once for detector and predictor
-    u = score_steps(det_ema, windows, y)  # (B, T), chunk by chunk: no (B, T, D) activations
+    if scorer is None:
+        if det_ema is None:
+            raise ValueError("memup_update needs det_ema or a scorer")
+        u = score_steps(det_ema, windows, y)  # (B, T), chunk by chunk: no (B, T, D) activations
+    else:
+        u = scorer(x, windows, y)
+        check_tensor(u, "scorer output", shape=tuple(x.shape))
+    if target_mask is not None:
+        check_tensor(target_mask, "target_mask", shape=tuple(x.shape), finite=False)
+    hits, chosen, first_hits, first_chosen = 0, 0, 0, 0
+    cur_losses = []
     mem_params = list(nets["memory"].parameters()) + list(nets["predictor"].parameters())
     mem_losses, det_losses = [], []
     state = None
@@ -630,13 +744,21 @@ def memup_update(
         xs = x[:, start : start + cfg.rollout].contiguous()  # (B, n)
         ys = y[:, start : start + cfg.rollout].contiguous()
         carried = detach_state(state)  # values go on, gradients stop at the rollout boundary
+        h_rollout: torch.Tensor | None = None
         sel = None
         if cfg.selection == "random":  # the ablation: same steps t, random future targets
             sel = select_random_targets(u, local + start, cfg.k, generator)
+        if target_mask is not None:
+            idx, valid = (tg.idx, tg.valid) if sel is None else sel
+            hits += int((gather_steps(target_mask, idx) & valid).sum())
+            chosen += int(valid.sum())
+            if start == 0:  # the first rollout: the only one that sees a head of H < r symbols
+                first_hits, first_chosen = hits, chosen
 
         def rollout_loss(xs=xs, carried=carried, sel=sel, tg=tg) -> torch.Tensor:
-            nonlocal state
+            nonlocal state, h_rollout
             h, state = nets["memory"](xs, carried)  # (B, n, D)
+            h_rollout = h
             if sel is not None:
                 return memup_rollout_loss(nets["predictor"], h, windows, y, sel, tg.local)
             # Same loss as memup_rollout_loss, each candidate target encoded once.
@@ -650,11 +772,26 @@ def memup_update(
         loss.backward()
         _clip_step(opts["memory"], mem_params, cfg.clip)
         mem_losses.append(loss.item())
-
-        # The detector learns on the same r steps, each with its real window (it scores the whole
-        # sequence that way above; windows of the chunk alone would pad its first w - 1 steps).
+        # The rollout's r steps with their real windows (windows of the chunk alone would pad its
+        # first w - 1 steps, unlike the windows the steps are scored on).
         det_win = windows[:, start : start + cfg.rollout].contiguous()  # (B, n, w)
+        if current_step_opt is not None:
+            assert h_rollout is not None
+            m_k = h_rollout.detach()  # (B, n, D), the memory frozen for this step
 
+            def current_loss(m_k=m_k, det_win=det_win, ys=ys) -> torch.Tensor:
+                logits = nets["predictor"](m_k, det_win.unsqueeze(2)).squeeze(2)  # (B, n, C)
+                return F.cross_entropy(logits.transpose(1, 2), ys)
+
+            cur = run_forward(current_loss)
+            current_step_opt.zero_grad()
+            cur.backward()
+            _clip_step(current_step_opt, nets["predictor"].parameters(), cfg.clip)
+            cur_losses.append(cur.item())
+        if scorer is not None:  # no detector network to train
+            continue
+
+        # The detector learns on the same r steps, each with its real window.
         def detector_loss(det_win=det_win, ys=ys) -> torch.Tensor:
             return surprise_from_windows(nets["detector"], det_win, ys).mean()
 
@@ -663,12 +800,17 @@ def memup_update(
         det_loss.backward()
         _clip_step(opts["detector"], nets["detector"].parameters(), cfg.clip)
         det_losses.append(det_loss.item())
-    ema_update(det_ema, nets["detector"], cfg.ema_decay)
-    return {
-        "loss": sum(mem_losses) / len(mem_losses),
-        "detector_loss": sum(det_losses) / len(det_losses),
-        "steps": len(mem_losses),
-    }
+    out = {"loss": sum(mem_losses) / len(mem_losses), "steps": len(mem_losses)}
+    if scorer is None:
+        assert det_ema is not None
+        ema_update(det_ema, nets["detector"], cfg.ema_decay)
+        out["detector_loss"] = sum(det_losses) / len(det_losses)
+    if target_mask is not None:
+        out["target_share"] = hits / max(chosen, 1)
+        out["first_share"] = first_hits / max(first_chosen, 1)
+    if cur_losses:
+        out["current_loss"] = sum(cur_losses) / len(cur_losses)
+    return out
 
 
 def filler_schedule(cfg: MemUPConfig) -> list[int]:
@@ -679,10 +821,10 @@ def filler_schedule(cfg: MemUPConfig) -> list[int]:
 
 
 def make_memup(
-    cfg: MemUPConfig, device: torch.device | str = "cpu"
+    cfg: MemUPConfig, device: torch.device | str = "cpu", vocab: int = VOCAB
 ) -> tuple[MemUPNets, Detector, dict[str, torch.optim.Optimizer]]:
     """Fresh nets, the detector's EMA copy and the optimisers for ``cfg``."""
-    nets = build_memup(cfg)
+    nets = build_memup(cfg, vocab)
     for net in (nets["detector"], nets["memory"], nets["predictor"]):
         net.to(device)  # in place
     det_ema = copy.deepcopy(nets["detector"]).requires_grad_(False)
@@ -717,6 +859,99 @@ def train_memup(cfg: MemUPConfig, seed: int, *, progress: bool = False, device: 
     result["detector_ema"] = det_ema.state_dict()
     result["memup_loss"] = torch.tensor(mem_loss)
     result["detector_loss"] = torch.tensor(det_loss)
+    return result
+
+
+#: The target selections compared on the noisy copy task: the memory-less detector of the paper
+#: ('local'), the authors' code's surprise given the memory ('memory'), and random targets.
+NOISY_DETECTORS = ("local", "memory", "random")
+
+
+def _zero_scores(x: torch.Tensor, windows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(x.shape, device=x.device)  # random targets only need the shape
+
+
+def train_noisy_memup(
+    cfg: MemUPConfig,
+    noise: NoisyCopy,
+    detector: str,
+    seed: int,
+    *,
+    progress: bool = False,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """MemUP on :func:`noisy_copy_task` sequences, the targets selected by ``detector``:
+
+    * ``'local'``: the memory-less detector ``-log p_psi(y_k | c_k)`` (as :func:`train_memup`);
+    * ``'memory'``: :func:`surprise_given_memory` of EMA copies (decay ``cfg.ema_decay``, one
+      update per batch) of the memory and predictor being trained; no detector network: in its
+      place the predictor takes a step on current-step targets after each memory step (its own
+      Adam, ``cfg.lr``), as in the authors' code;
+    * ``'random'``: K random future steps.
+
+    Every selection takes one optimiser step per rollout on the same ``cfg.batches`` batches from
+    ``seed`` (initial weights, data and random targets seeded as in :func:`train_memup`); no
+    length curriculum (``cfg.warmup_batches`` must be 0). Returns the state dicts, ``loss`` and
+    ``recall_share`` (per batch: the fraction of selected targets that are recall steps),
+    ``first_share`` (the same for the first rollout, where the head is) and
+    ``seconds`` (training wall time).
+    """
+    if detector not in NOISY_DETECTORS:
+        raise ValueError(f"detector must be one of {NOISY_DETECTORS}, got {detector!r}")
+    if cfg.warmup_batches:
+        raise ValueError(f"the noisy task has no length curriculum: warmup_batches must be 0, got {cfg.warmup_batches}")
+    noise.check_fits(cfg.n_filler)
+    cfg = replace(cfg, selection="random" if detector == "random" else "topk")
+    torch.manual_seed(seed)  # the initial weights
+    nets, det_ema, opts = make_memup(cfg, device, NOISY_VOCAB)
+    mem_ema = copy.deepcopy(nets["memory"]).requires_grad_(False)
+    pred_ema = copy.deepcopy(nets["predictor"]).requires_grad_(False)
+    scorer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    current_opt = None
+    if detector == "memory":
+        current_opt = torch.optim.Adam(nets["predictor"].parameters(), lr=cfg.lr)
+
+        def scorer(x: torch.Tensor, windows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return surprise_given_memory(mem_ema, pred_ema, x, windows, y)
+
+    elif detector == "random":
+        scorer = _zero_scores
+    data_gen = generator(seed, TRAIN_DATA_SEED)
+    select_gen = generator(seed, RANDOM_TARGETS_SEED)
+    recall = recall_mask(cfg.n_head, cfg.n_filler, device).expand(cfg.batch, -1)  # (B, T)
+    losses, shares, first, seconds = [], [], [], 0.0
+    for _ in utils.progress(range(cfg.batches), enabled=progress, desc=f"MemUP, noisy ({detector})"):
+        x, y = noisy_copy_task(cfg.batch, cfg.n_head, cfg.n_filler, noise, data_gen, device)
+        with utils.timer() as t:
+            out = memup_update(
+                nets,
+                det_ema,
+                opts,
+                x,
+                y,
+                cfg,
+                select_gen,
+                scorer=scorer,
+                target_mask=recall,
+                current_step_opt=current_opt,
+            )
+            if detector == "memory":
+                ema_update(mem_ema, nets["memory"], cfg.ema_decay)
+                ema_update(pred_ema, nets["predictor"], cfg.ema_decay)
+        seconds += t["seconds"]
+        losses.append(out["loss"])
+        shares.append(out["target_share"])
+        first.append(out["first_share"])
+    result: dict[str, Any] = {name: nets[name].state_dict() for name in ("memory", "predictor")}
+    if detector == "local":
+        result["detector_ema"] = det_ema.state_dict()
+    elif detector == "memory":
+        result["memory_ema"] = mem_ema.state_dict()
+        result["predictor_ema"] = pred_ema.state_dict()
+    result["loss"] = torch.tensor(losses)
+    result["recall_share"] = torch.tensor(shares)
+    result["first_share"] = torch.tensor(first)
+    result["seconds"] = seconds
     return result
 
 

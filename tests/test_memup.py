@@ -786,7 +786,7 @@ def test_cost_table_marks_lengths_measured_for_memory_only():
 
 
 def test_committed_study_runs_load_with_the_notebook_parameters(monkeypatch, tmp_path):
-    """Sections 7b and 7c: every committed ``07_eq_*`` and ``*_seed<n>`` file is one the notebook asks
+    """Sections 7b, 7c and 7d: every committed ``07_eq_*`` and ``*_seed<n>`` file is one the notebook asks
     for with its parameters (the learning rates chosen on validation at the first length), and each
     loads without training."""
     monkeypatch.setenv("MEMTUTOR_CHECKPOINTS", str(tmp_path))
@@ -812,6 +812,13 @@ def test_committed_study_runs_load_with_the_notebook_parameters(monkeypatch, tmp
     for s in ns["HEADLINE_SEEDS"]:
         cfg, _, _ = xp.run("memup", ns["N_FILLER"], base, seed=s, progress=False, seed_in_name=True)
         asked.add(xp.run_name("memup", cfg, base, s))
+    monkeypatch.setattr(mu, "train_noisy_memup", lambda *a, **k: pytest.fail("trained"))
+    cfg_noisy = xp.noisy_config(base, ns["NOISY_FILLER"], ns["NOISY_BATCHES"])
+    noise = mu.NoisyCopy(ns["N_NOISE"], ns["NOISE_DELAY"])
+    for s in ns["NOISY_SEEDS"]:
+        for d in mu.NOISY_DETECTORS:
+            xp.run_noisy(d, cfg_noisy, noise, seed=s, progress=False)
+            asked.add(xp.noisy_name(d, cfg_noisy.n_filler, s))
     committed = {p.name for p in CHECKPOINTS.glob("07_*.pt")} - set(committed_training_runs())
     assert asked == committed
     assert not any(tmp_path.iterdir())

@@ -17,7 +17,11 @@ baseline. This module runs them as the notebook does:
   (:func:`evaluate_equal`) and Wilson intervals (:func:`wilson_interval`);
 * the cost of one update pass: :func:`saved_tensor_bytes`, :class:`PeakSavedBytes`,
   :func:`peak_allocated_bytes` (the allocator's peak), :func:`update_cost`, :func:`measure_cost`;
-* the notebook's text tables: :func:`accuracy_table`, :func:`cost_table`, :func:`equal_table`.
+* the notebook's text tables: :func:`accuracy_table`, :func:`cost_table`, :func:`equal_table`;
+* the noisy copy task (:func:`~memtutor.memup.noisy_copy_task`): the three target selections of
+  :data:`~memtutor.memup.NOISY_DETECTORS` trained from several seeds (:func:`noisy_config`,
+  :func:`run_noisy`), their test accuracy on the recall and the echo steps (:func:`evaluate_noisy`),
+  the surprise each detector assigns (:func:`noisy_surprise`) and :func:`noisy_table`.
 
 Seeding follows :mod:`memtutor.memup`: a run with training seed ``s`` starts from
 ``torch.manual_seed(s)`` and draws its sequences from ``generator(s, "memup/train-data")`` and
@@ -70,6 +74,15 @@ __all__ = [
     "choose_lr",
     "wilson_interval",
     "equal_table",
+    "NOISY_LABELS",
+    "noisy_config",
+    "noisy_name",
+    "noisy_minutes",
+    "run_noisy",
+    "noisy_nets",
+    "evaluate_noisy",
+    "noisy_surprise",
+    "noisy_table",
 ]
 
 #: What notebook 07 trains: MemUP with the detector's top-K targets, MemUP with random targets
@@ -317,7 +330,14 @@ def _memory_of_update(
 
 
 def update_cost(
-    cfg: mu.MemUPConfig, method: str, seed: int = 0, repeats: int = 1, *, isolate: bool = False
+    cfg: mu.MemUPConfig,
+    method: str,
+    seed: int = 0,
+    repeats: int = 1,
+    *,
+    isolate: bool = False,
+    pool: Any = None,
+    memory: bool = True,
 ) -> dict[str, float]:
     """Time and memory of one update pass over a batch of ``cfg.length`` steps.
 
@@ -327,19 +347,27 @@ def update_cost(
     bytes autograd saves for one backward pass, and ``peak_bytes``, the peak of torch's CPU
     allocator during the pass above what was allocated before it (:func:`peak_allocated_bytes`).
     ``isolate=True`` makes that pass in a fresh process (the profiler's records of a long pass take
-    far more memory than the pass itself; they go with the process). ``seconds`` is the median of
+    far more memory than the pass itself; they go with the process); ``pool``, a one-worker
+    ``concurrent.futures.ProcessPoolExecutor`` of the "spawn" context, makes it there instead (one
+    start for several measurements, each in a profiler of its own; a worker that dies raises
+    instead of hanging); ``memory=False`` skips that pass (both memory
+    figures NaN: a timing-only control). ``seconds`` is the median of
     ``repeats`` timed passes after a warm-up pass (none with ``repeats=0``: memory only, ``seconds``
     is NaN).
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 0:
         raise ValueError(f"repeats must be an int >= 0, got {repeats!r}")
     update = _update_fn(cfg, method, seed)
-    if isolate:
+    args = (cfg, method, seed, torch.get_num_threads(), _flush_denormal_now())
+    if not memory:
+        saved_bytes, peak = math.nan, math.nan
+    elif pool is not None:
+        saved_bytes, peak = pool.submit(_memory_of_update, *args).result()
+    elif isolate:
         import multiprocessing
 
-        flush = _flush_denormal_now()
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            saved_bytes, peak = pool.apply(_memory_of_update, (cfg, method, seed, torch.get_num_threads(), flush))
+        with multiprocessing.get_context("spawn").Pool(1) as fresh:
+            saved_bytes, peak = fresh.apply(_memory_of_update, args)
     else:
         saved_bytes, peak = _memory_of_update(cfg, method, seed)
     times = []
@@ -374,20 +402,43 @@ def measure_cost(
     (``base`` with ``T - 2H`` fillers and ``batch`` sequences), with denormal floats flushed to
     zero, and of full BPTT once more with them allowed; then MemUP's memory only (no timing) at
     each T of ``memory_lengths``, where full BPTT would not fit. Keys ``(method, T)``, methods
-    'memup', 'bptt' and 'bptt_denormal'. ``isolate`` as in :func:`update_cost`. Leaves
+    'memup', 'bptt' and 'bptt_denormal' (time only: its memory is full BPTT's). ``isolate``: the
+    memory measurements in fresh processes, one per length (see :func:`update_cost`). Leaves
     ``torch.set_flush_denormal(True)``."""
+    if isolate:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # a fresh process for each length's two memory measurements: three starts, not six, and
+        # the profiler's records of one length are gone before the next
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=2) as pool:
+            return _measure_cost(base, lengths, batch, repeats, seed, memory_lengths, pool, progress)
+    return _measure_cost(base, lengths, batch, repeats, seed, memory_lengths, None, progress)
+
+
+def _measure_cost(
+    base: mu.MemUPConfig,
+    lengths: Iterable[int],
+    batch: int,
+    repeats: int,
+    seed: int,
+    memory_lengths: Iterable[int],
+    pool: Any,
+    progress: bool,
+) -> dict[tuple[str, int], dict[str, float]]:
     cost = {}
     for T in utils.progress(lengths, enabled=progress, desc="cost"):
         cfg = replace(base, n_filler=T - 2 * base.n_head, batch=batch)
         torch.set_flush_denormal(True)
         for method in ("memup", "bptt"):
-            cost[method, T] = update_cost(cfg, method, seed, repeats, isolate=isolate)
+            cost[method, T] = update_cost(cfg, method, seed, repeats, pool=pool)
         torch.set_flush_denormal(False)
-        cost["bptt_denormal", T] = update_cost(cfg, "bptt", seed, repeats, isolate=isolate)
+        cost["bptt_denormal", T] = update_cost(cfg, "bptt", seed, repeats, pool=pool, memory=False)  # time only
         torch.set_flush_denormal(True)
     for T in memory_lengths:
         cfg = replace(base, n_filler=T - 2 * base.n_head, batch=batch)
-        cost["memup", T] = update_cost(cfg, "memup", seed, repeats=0, isolate=isolate)
+        cost["memup", T] = update_cost(cfg, "memup", seed, repeats=0, pool=pool)
     return cost
 
 
@@ -690,3 +741,122 @@ EQUAL_LABELS = {
     "tbptt_recall": "truncated BPTT, recall only",
     "bptt": "full BPTT",
 }
+
+
+# ----------------------------------------------------------------------------- the noisy copy task
+
+#: How the target selections of the noisy copy task are named in tables and plots.
+NOISY_LABELS = {
+    "local": "memory-less detector",
+    "memory": "surprise given the memory",
+    "random": "random targets",
+}
+
+#: Training seconds per sequence step of a batch of 64 (HIDDEN = 128, r = 20, K = 3), by selection,
+#: measured on one shared CPU core: used only for the training-time estimate.
+SECONDS_PER_NOISY_STEP = {"local": 1.9e-3, "memory": 4.1e-3, "random": 1.4e-3}
+
+
+def noisy_config(base: mu.MemUPConfig, n_filler: int, batches: int) -> mu.MemUPConfig:
+    """``base`` with ``n_filler`` fillers, ``batches`` batches and no length curriculum."""
+    return replace(base, n_filler=n_filler, batches=batches, warmup_batches=0)
+
+
+def _check_noisy(detector: str) -> str:
+    if detector not in mu.NOISY_DETECTORS:
+        raise ValueError(f"detector must be one of {mu.NOISY_DETECTORS}, got {detector!r}")
+    return detector
+
+
+def noisy_name(detector: str, n_filler: int, seed: int) -> str:
+    """Cached file of a noisy-task run: ``07_noisy_<detector>_L<n_filler>_seed<seed>.pt``."""
+    return f"07_noisy_{_check_noisy(detector)}_L{n_filler}_seed{seed}.pt"
+
+
+def noisy_minutes(detector: str, cfg: mu.MemUPConfig) -> float:
+    """Estimated minutes of :func:`~memtutor.memup.train_noisy_memup` on one CPU core."""
+    sec = SECONDS_PER_NOISY_STEP[_check_noisy(detector)] * cfg.length * cfg.batches * cfg.batch / 64
+    return max(0.1, math.ceil(sec / 6) / 10)
+
+
+def run_noisy(
+    detector: str,
+    cfg: mu.MemUPConfig,
+    noise: mu.NoisyCopy,
+    *,
+    seed: int,
+    retrain: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Load or train (:func:`~memtutor.memup.train_noisy_memup`) MemUP on the noisy copy task with
+    ``detector``'s targets, from ``seed``. The cached file records the selection, the seed, the
+    noise and every config field."""
+    config = {"detector": _check_noisy(detector), "train_seed": seed, "noise": noise, "config": cfg}
+    return load_or_train(
+        noisy_name(detector, cfg.n_filler, seed),
+        config,
+        lambda: mu.train_noisy_memup(cfg, noise, detector, seed, progress=progress),
+        minutes=noisy_minutes(detector, cfg),
+        retrain=retrain,
+    )
+
+
+def noisy_nets(result: Mapping, cfg: mu.MemUPConfig) -> mu.MemUPNets:
+    """The trained memory and predictor of a noisy-task run (the detector slot stays untrained)."""
+    nets = mu.build_memup(cfg, mu.NOISY_VOCAB)
+    for name in ("memory", "predictor"):
+        nets[name].load_state_dict(result[name])
+    return nets
+
+
+@torch.no_grad()
+def evaluate_noisy(
+    result: Mapping, cfg: mu.MemUPConfig, noise: mu.NoisyCopy, n_seqs: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Predictions of a noisy-task run on ``n_seqs`` fresh sequences, read online (the predictor
+    on ``m_k`` and ``c_k`` at each step ``k``): ``recall`` (n_seqs, H) bool, right at each recall
+    step, and ``echo`` (n_seqs, n_noise) bool, right at each echo step."""
+    n_seqs = check_positive_int(n_seqs, "n_seqs")
+    x, y = mu.noisy_copy_task(n_seqs, cfg.n_head, cfg.n_filler, noise, generator)
+    nets = noisy_nets(result, cfg)
+    T = x.shape[1]
+    m = mu.outputs_at(nets["memory"], x, torch.arange(T))  # (B, T, D)
+    logits = nets["predictor"](m, mu.local_windows(x, cfg.window).unsqueeze(2)).squeeze(2)  # (B, T, C)
+    right = logits.argmax(-1) == y  # (B, T)
+    echo = x == mu.ECHO
+    return {"recall": right[:, -cfg.n_head :], "echo": right[echo].reshape(n_seqs, noise.n_noise)}
+
+
+@torch.no_grad()
+def noisy_surprise(
+    detector: str, result: Mapping, cfg: mu.MemUPConfig, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """The surprise a trained run's detector assigns to every step of ``x``, ``y`` (B, T): the EMA
+    detector's ``-log p(y_k | c_k)`` ('local') or the EMA memory and predictor's
+    ``-log q(y_k | m_k, c_k)`` ('memory'). -> (B, T)."""
+    windows = mu.local_windows(x, cfg.window)
+    if _check_noisy(detector) == "local":
+        det = mu.Detector(cfg.window, cfg.embed, cfg.hidden, mu.NOISY_VOCAB)
+        det.load_state_dict(result["detector_ema"])
+        return mu.score_steps(det, windows, y)
+    if detector == "memory":
+        nets = mu.build_memup(cfg, mu.NOISY_VOCAB)
+        nets["memory"].load_state_dict(result["memory_ema"])
+        nets["predictor"].load_state_dict(result["predictor_ema"])
+        return mu.surprise_given_memory(nets["memory"], nets["predictor"], x, windows, y)
+    raise ValueError("random targets have no detector")
+
+
+def noisy_table(acc: Mapping[tuple[str, int], float], seeds: Iterable[int], title: str) -> str:
+    """One row per selection of :data:`~memtutor.memup.NOISY_DETECTORS`: the value of each seed
+    (``acc[detector, seed]``), then mean and sd over the seeds."""
+    seeds = list(seeds)
+    lines = [title, f"{'targets':<26} | " + " | ".join(f"seed {s:>2}" for s in seeds) + " | mean +- sd"]
+    for d in mu.NOISY_DETECTORS:
+        vals = [acc[d, s] for s in seeds]
+        mean = sum(vals) / len(vals)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else math.nan
+        lines.append(
+            f"{NOISY_LABELS[d]:<26} | " + " | ".join(f"{v:>7.3f}" for v in vals) + f" | {mean:.3f} +- {sd:.3f}"
+        )
+    return "\n".join(lines)
