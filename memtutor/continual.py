@@ -86,6 +86,7 @@ __all__ = [
     "reptile_update",
     "diagonal_fisher",
     "ewc_penalty",
+    "ewc_implicit_step",
     "replay_step",
     "train_stream",
 ]
@@ -705,6 +706,28 @@ def ewc_penalty(
     return 0.5 * torch.stack(total).sum()
 
 
+def ewc_implicit_step(
+    params: Mapping[str, torch.Tensor],
+    anchor: Mapping[str, torch.Tensor],
+    fisher: Mapping[str, torch.Tensor],
+    step: float,
+) -> None:
+    """The EWC penalty's exact (implicit, proximal) step of size ``step`` = lr x lambda, in place on ``params``.
+
+    theta_k <- (theta_k + step F_k theta*_k) / (1 + step F_k): the minimiser of
+    1/2 sum_k F_k (theta_k - theta*_k)^2 + ||theta - theta_old||^2 / (2 step). It moves each weight
+    towards its anchor by the fraction step F_k / (1 + step F_k) < 1, so it is stable for every
+    step >= 0, where a plain gradient step on the penalty diverges once step F_k > 2.
+    Every dict maps a parameter name to a tensor of that parameter's shape.
+    """
+    if not step >= 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    with torch.no_grad():
+        for k, p in params.items():
+            shrink = step * fisher[k]
+            p.add_(shrink * anchor[k]).div_(1 + shrink)
+
+
 def replay_step(
     model: ContinualNet,
     opt: torch.optim.Optimizer,
@@ -721,8 +744,10 @@ def replay_step(
 
     Replayed items are drawn from ``buf`` (probability P(i), importance weights w_i), appended to
     the batch for one forward pass, weighted by w_i in the loss, and re-scored: their priorities
-    become their current losses. ``ewc`` = (anchor, fisher) adds ``cfg.ewc_lambda`` times
-    :func:`ewc_penalty`. Returns the loss () and the number of images in the step's gradient.
+    become their current losses. ``ewc`` = (anchor, fisher): after the SGD step on the data loss,
+    the penalty ``cfg.ewc_lambda`` x :func:`ewc_penalty` is applied as its exact implicit step
+    (:func:`ewc_implicit_step` with step ``cfg.lr * cfg.ewc_lambda``), stable for any lambda.
+    Returns the data loss () and the number of images in the step's gradient.
     """
     nb = bx.shape[0]
     replayed = buf is not None and len(buf) > 0 and cfg.replay_batch > 0
@@ -735,11 +760,11 @@ def replay_step(
     if buf is not None and replayed:
         loss = loss + (rw.to(per_item) * per_item[nb:]).mean()
         buf.update_priorities(ridx, per_item[nb:].detach())  # re-score the replayed items
-    if ewc is not None:
-        loss = loss + cfg.ewc_lambda * ewc_penalty(dict(model.named_parameters()), *ewc)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+    if ewc is not None:  # the penalty's exact step: a gradient step on it diverges once lr lambda F > 2
+        ewc_implicit_step(dict(model.named_parameters()), *ewc, step=cfg.lr * cfg.ewc_lambda)
     return loss.detach(), per_item.shape[0]
 
 
@@ -771,7 +796,8 @@ def train_stream(
     ``priority_changes`` () summed over tasks, how many stored items' priorities differ at the
     end of the task from its start (re-scored by replay), ``grad_evals`` () images whose gradient
     was computed (ordinary steps, meta-updates' inner steps, EWC's Fisher), ``grad_evals_meta`` ()
-    the meta-updates' share. With ``return_model`` also ``model`` (the trained
+    the meta-updates' share, ``diverged`` () bool, True when any training loss was not finite
+    (the run blew up; its scores are those of a broken model). With ``return_model`` also ``model`` (the trained
     :class:`ContinualNet`) and ``memory`` (its :class:`PrototypeMemory`, or None), which are not
     tensors and so not for caching.
     """
@@ -854,6 +880,7 @@ def train_stream(
         "priority_changes": torch.tensor(changed),
         "grad_evals": torch.tensor(grad_evals + grad_evals_meta),
         "grad_evals_meta": torch.tensor(grad_evals_meta),
+        "diverged": ~torch.isfinite(torch.stack(losses)).all().cpu(),
         **({"model": model, "memory": pm} if return_model else {}),
     }
 

@@ -335,6 +335,50 @@ def test_ewc_fisher_and_penalty_equal_loops(streams):
     assert float(cl.ewc_penalty(anchor, anchor, fisher)) == 0.0
 
 
+def test_ewc_implicit_step_is_the_proximal_step_and_stable_for_any_lambda():
+    g = torch.Generator().manual_seed(0)
+    theta = {"w": torch.randn(4, 3, generator=g, dtype=torch.float64)}
+    anchor = {"w": torch.randn(4, 3, generator=g, dtype=torch.float64)}
+    fisher = {"w": torch.rand(4, 3, generator=g, dtype=torch.float64)}
+    for step in (1e-6, 0.3, 1e6):
+        p = {"w": theta["w"].clone()}
+        cl.ewc_implicit_step(p, anchor, fisher, step)
+        # the minimiser of step * penalty + ||p - theta||^2 / 2: its gradient vanishes there
+        q = p["w"].clone().requires_grad_()
+        obj = step * cl.ewc_penalty({"w": q}, anchor, fisher) + 0.5 * (q - theta["w"]).pow(2).sum()
+        (grad,) = torch.autograd.grad(obj, q)
+        assert grad.abs().max() < 1e-6 * max(1.0, step)
+        # it never overshoots the anchor: each weight moves part of the way towards it
+        moved, gap = p["w"] - theta["w"], anchor["w"] - theta["w"]
+        assert ((moved * gap) >= 0).all() and (moved.abs() <= gap.abs() + 1e-12).all()
+    small = {"w": theta["w"].clone()}
+    cl.ewc_implicit_step(small, anchor, fisher, 1e-6)  # to first order, a gradient step on the penalty
+    explicit = theta["w"] - 1e-6 * fisher["w"] * (theta["w"] - anchor["w"])
+    torch.testing.assert_close(small["w"], explicit, rtol=0, atol=1e-11)
+    with pytest.raises(ValueError, match="step"):
+        cl.ewc_implicit_step(theta, anchor, fisher, -1.0)
+
+
+def test_online_ewc_with_a_huge_lambda_stays_finite_and_divergence_is_reported(streams):
+    s = streams["domain"]
+    cfg = replace(FAST, epochs=2, eval_every=10**6, lr=0.5, ewc_lambda=1e5)
+    ewc = cl.train_stream(s, M["online EWC"], cfg, num_tasks=3)
+    assert not bool(ewc["diverged"]) and torch.isfinite(ewc["loss"]).all()
+    # a huge lambda pins the weights the first task needs: it keeps that task through the next two
+    assert ewc["R"][-1, 0] > ewc["R"][0, 0] - 0.05
+    broken = cl.train_stream(s, M["naive"], replace(cfg, lr=1e30), num_tasks=2)
+    assert bool(broken["diverged"])
+
+
+def test_search_and_table_share_one_split_and_never_share_an_image():
+    search = nb05.SearchConfig(learner=FAST, seeds=[100, 101], trials=2)
+    table = nb05.MethodsTableConfig(learner=FAST, seeds=[0, 1], chosen={sc: {m: {} for m in M} for sc in cl.SCENARIOS})
+    assert search.split_seed == table.split_seed == nb05.SPLIT_SEED
+    assert nb05.check_disjoint(search, table) == 3 * 450  # every scenario's 450 test images checked
+    with pytest.raises(ValueError, match="test images are training or validation images"):
+        nb05.check_disjoint(search, replace(table, split_seed=1))
+
+
 def test_pooled_episodes_hold_the_same_images_in_one_episode(streams):
     s = streams["task"]
     buf = _filled_buffer(s)

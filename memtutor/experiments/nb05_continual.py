@@ -6,22 +6,26 @@ loop :func:`~memtutor.continual.train_stream`. This module runs them as notebook
 
 1. :func:`validation_search`: for every scenario and every learner of :data:`CONTINUAL_METHODS`,
    the same number of random-search trials over that learner's settings (:data:`SEARCH_KNOBS`),
-   each trained on the training images of the validation seeds and scored on their validation
+   each trained on the training images with every search seed and scored on the validation
    images only;
 2. :func:`choose`: the trial with the best mean validation ACC, per scenario and learner;
-3. :func:`train_methods`: every learner with its chosen settings on the test seeds, scored once on
-   the test images (the cached table).
+3. :func:`train_methods`: every learner with its chosen settings and every table seed, scored once
+   on the test images (the cached table).
 
-Seeding: seed ``s`` fixes the stream's train/validation/test split (``make_task_stream(seed=s)``)
-and the learner (``train_stream(seed=s)``), so all learners of one seed see the same split and
-start from the same initialisation. Trial ``i`` of the search draws its settings from
-``generator(search_seed, "nb05/search-trials", i)``, the same numbers for every learner (common
-random numbers: trial ``i`` has the same learning rate for every learner).
+Seeding: one split seed, :data:`SPLIT_SEED`, fixes the train/validation/test split of the digits
+(``make_task_stream(seed=SPLIT_SEED)``), the same for the search and the table, as a dataset's fixed
+test set is; the search trains on its training images and scores on its validation images, the
+table scores on its test images, and :func:`check_disjoint` asserts that the two never share an
+image. A run seed ``s`` fixes only the learner (``train_stream(seed=s)``: initialisation and every
+random draw), so all learners of one seed start from the same initialisation. Trial ``i`` of the
+search draws its settings from ``generator(search_seed, "nb05/search-trials", i)``, the same
+numbers for every learner (common random numbers: trial ``i`` has the same learning rate for every learner).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -53,6 +57,8 @@ __all__ = [
     "SEARCH_MINUTES",
     "METHODS_FILE",
     "METHODS_MINUTES",
+    "SPLIT_SEED",
+    "check_disjoint",
     "SearchConfig",
     "MethodsTableConfig",
     "search_trials",
@@ -105,17 +111,22 @@ _RANGES: dict[str, tuple] = {
     "ewc_lambda": ("log", 1.0, 1e5),
 }
 
+#: The seed of the one train/validation/test split shared by the search and the table.
+SPLIT_SEED = 0
+
 #: Seed purpose of the trials' draws.
 SEARCH_TRIALS = register_seed_offset("nb05/search-trials", 60_000)
 
 #: The cached validation search (every learner x trial x validation seed x scenario).
 SEARCH_FILE = "05_search.pt"
-#: Time to recompute it (576 runs; measured 13 minutes on a 2-core machine shared with other jobs), minutes.
-SEARCH_MINUTES = 13.0
+#: Time to recompute it (576 runs; measured 8.8 minutes of wall time, 4.1 CPU-minutes, on a 2-core machine
+#: shared with other jobs; the cached result stores its own ``wall_seconds`` and ``cpu_seconds``), minutes.
+SEARCH_MINUTES = 9.0
 #: The cached methods table (every learner x test seed x scenario, with the chosen settings).
 METHODS_FILE = "05_methods.pt"
-#: Time to recompute it (120 runs; measured 4.3 minutes on the same machine), minutes: above
-#: ``IMPLICIT_TRAINING_MINUTES``, so a changed parameter raises instead of retraining silently.
+#: Time to recompute it (120 runs; measured 1.4 minutes of wall time, 1.0 CPU-minute, on the same machine,
+#: up to 4.3 minutes under heavier load), minutes: kept above ``IMPLICIT_TRAINING_MINUTES``, so a changed
+#: parameter raises instead of retraining silently.
 METHODS_MINUTES = 4.5
 
 
@@ -192,16 +203,19 @@ class SearchConfig:
     learner: ContinualConfig
     """The settings every trial starts from (the notebook's ``CFG``); a trial overrides its knobs."""
     seeds: tuple[int, ...]
-    """Validation seeds (the notebook's ``VAL_SEEDS``): each fixes a split and an initialisation."""
+    """Run seeds of the search (the notebook's ``VAL_SEEDS``): each fixes an initialisation and the draws."""
     trials: int
     """Random-search trials per learner and scenario (the notebook's ``TRIALS``), the same for all."""
     search_seed: int = 0
     scenarios: tuple[str, ...] = SCENARIOS
     methods: Mapping[str, Mapping[str, Any]] | Sequence[str] = field(default_factory=lambda: dict(CONTINUAL_METHODS))
     """Learner name -> switches, or a list of names of :data:`CONTINUAL_METHODS`."""
+    split_seed: int = SPLIT_SEED
+    """The split: the search trains on its training images and scores on its validation images."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", _seeds(self.seeds))
+        _seeds((self.split_seed,))
         object.__setattr__(self, "scenarios", _scenarios(self.scenarios))
         check_positive_int(self.trials, "trials")
         unknown = [m for m in self.methods if m not in SEARCH_KNOBS]
@@ -217,14 +231,17 @@ class MethodsTableConfig:
     learner: ContinualConfig
     """The base settings (the notebook's ``CFG``)."""
     seeds: tuple[int, ...]
-    """Test seeds (the notebook's ``SEEDS``), none of them used by the search."""
+    """Run seeds of the table (the notebook's ``SEEDS``), none of them used by the search."""
     chosen: Mapping[str, Mapping[str, Mapping[str, Any]]]
     """scenario -> learner -> the knobs chosen on validation (:func:`choose`)."""
     scenarios: tuple[str, ...] = SCENARIOS
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: dict(CONTINUAL_METHODS))
+    split_seed: int = SPLIT_SEED
+    """The split whose test images are scored (the search's split: validation images never tested)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", _seeds(self.seeds))
+        _seeds((self.split_seed,))
         object.__setattr__(self, "scenarios", _scenarios(self.scenarios))
         object.__setattr__(self, "methods", _named(self.methods))
         missing = [(s, m) for s in self.scenarios for m in self.methods if m not in self.chosen.get(s, {})]
@@ -237,15 +254,19 @@ def validation_search(config: SearchConfig, *, progress: bool = False) -> dict[s
     """Every learner x trial x validation seed, scored on validation images only.
 
     Returns ``{f"{scenario}/{method}/{key}": (trials, V)}`` for key ``ACC``, ``LA`` (learning
-    accuracy) and ``grad_evals``. No test image is looked at.
+    accuracy), ``grad_evals`` and ``diverged`` (1.0 where a training loss was not finite), and
+    ``wall_seconds``/``cpu_seconds`` () the time the whole search took (this process). Every run
+    trains on the training images of the split ``config.split_seed`` and is scored on its validation
+    images; no test image is looked at.
     """
     out: dict[str, torch.Tensor] = {}
+    wall, cpu = time.perf_counter(), time.process_time()
     n_runs = len(config.scenarios) * len(config.methods) * config.trials * len(config.seeds)
     bar = progress_bar(total=n_runs, enabled=progress, desc="validation search")
     quiet = replace(config.learner, eval_every=10**9)  # no curves: only R is needed
     for sc in config.scenarios:
+        val = validation_stream(make_task_stream(sc, seed=config.split_seed))
         for v, seed in enumerate(config.seeds):
-            val = validation_stream(make_task_stream(sc, seed=seed))
             for name, base in _named(config.methods).items():
                 for i, trial in enumerate(search_trials(name, config.trials, config.search_seed)):
                     switches, cfg = learner_settings(base, quiet, trial)
@@ -254,11 +275,14 @@ def validation_search(config: SearchConfig, *, progress: bool = False) -> dict[s
                         ("ACC", average_accuracy(res["R"])),
                         ("LA", learning_accuracy(res["R"])),
                         ("grad_evals", res["grad_evals"].float()),
+                        ("diverged", res["diverged"].float()),
                     ):
                         t = out.setdefault(f"{sc}/{name}/{key}", torch.zeros(config.trials, len(config.seeds)))
                         t[i, v] = value
                     bar.update()
     bar.close()
+    out["wall_seconds"] = torch.tensor(time.perf_counter() - wall)
+    out["cpu_seconds"] = torch.tensor(time.process_time() - cpu)
     return out
 
 
@@ -280,12 +304,14 @@ def run_methods(
     *,
     chosen: Mapping[str, Mapping[str, Any]] | None = None,
     num_tasks: int | None = None,
+    split_seed: int = SPLIT_SEED,
     progress: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Every method x seed on one scenario, on the test images. Returns ``{f"{method}/{key}": (S, ...)}``.
 
     ``methods`` maps names to switches, or lists names of :data:`CONTINUAL_METHODS`; ``chosen``
-    maps a name to its knobs (default: ``cfg`` as it is). Keys are those of
+    maps a name to its knobs (default: ``cfg`` as it is). Every run uses the split ``split_seed``;
+    a seed fixes the learner's initialisation and draws. Keys are those of
     :func:`memtutor.continual.train_stream`.
     """
     if scenario not in SCENARIOS:
@@ -295,9 +321,19 @@ def run_methods(
     chosen = chosen or {}
     out: dict[str, list] = {}
     bar = progress_bar(total=len(named) * len(seeds), enabled=progress, desc=f"{scenario}-incremental")
-    keys = ("R", "baseline", "curve", "curve_step", "task_end", "priority_changes", "grad_evals", "grad_evals_meta")
+    keys = (
+        "R",
+        "baseline",
+        "curve",
+        "curve_step",
+        "task_end",
+        "priority_changes",
+        "grad_evals",
+        "grad_evals_meta",
+        "diverged",
+    )
+    stream = make_task_stream(scenario, seed=split_seed)
     for s in seeds:
-        stream = make_task_stream(scenario, seed=s)
         for name, base in named.items():
             switches, c = learner_settings(base, cfg, chosen.get(name, {}))
             res = train_stream(stream, switches, c, seed=s, num_tasks=num_tasks)
@@ -311,13 +347,43 @@ def run_methods(
 def train_methods(config: MethodsTableConfig, *, progress: bool = False) -> dict[str, torch.Tensor]:
     """The methods table: :func:`run_methods` on every scenario of ``config`` with its chosen settings.
 
-    Returns ``{f"{scenario}/{method}/{key}": (S, ...)}`` (the result cached in :data:`METHODS_FILE`).
+    Returns ``{f"{scenario}/{method}/{key}": (S, ...)}`` (the result cached in :data:`METHODS_FILE`),
+    and ``wall_seconds``/``cpu_seconds`` () the time it took (this process).
     """
     out = {}
+    wall, cpu = time.perf_counter(), time.process_time()
     for sc in config.scenarios:
-        res = run_methods(sc, config.methods, config.seeds, config.learner, chosen=config.chosen[sc], progress=progress)
+        res = run_methods(
+            sc,
+            config.methods,
+            config.seeds,
+            config.learner,
+            chosen=config.chosen[sc],
+            split_seed=config.split_seed,
+            progress=progress,
+        )
         out.update({f"{sc}/{key}": value for key, value in res.items()})
+    out["wall_seconds"] = torch.tensor(time.perf_counter() - wall)
+    out["cpu_seconds"] = torch.tensor(time.process_time() - cpu)
     return out
+
+
+def check_disjoint(search: SearchConfig, table: MethodsTableConfig) -> int:
+    """Images shared by (training or validation images of the search) and (test images of the table): must be 0.
+
+    Compares ``load_digits`` row indices over every scenario; raises ValueError if any image is shared.
+    Returns the number of test images checked.
+    """
+    checked = 0
+    for sc in search.scenarios:
+        seen = make_task_stream(sc, seed=search.split_seed)
+        used = set(seen.train_index.tolist()) | set(seen.val_index.tolist())
+        tested = set(make_task_stream(sc, seed=table.split_seed).test_index.tolist())
+        shared = used & tested
+        if shared:
+            raise ValueError(f"{sc}: {len(shared)} test images are training or validation images of the search")
+        checked += len(tested)
+    return checked
 
 
 def _stack_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
