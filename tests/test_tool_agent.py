@@ -241,6 +241,31 @@ def test_slots_are_shuffled_and_the_canonical_program_follows_them():
     assert blind < 0.35
 
 
+def _ops(pattern: str) -> torch.Tensor:
+    return torch.tensor([[ta.OP_SYMBOLS.index(c) for c in pattern.ljust(3, "+")]])
+
+
+def test_cross_stage_lookup_knows_openings_trained_in_other_stages():
+    known = nb06.trained_operator_sequences()
+    sym = {"".join(ta.OP_SYMBOLS[i] for i in seq) for seq in known}
+    # the held-out stage-0 patterns are stage-2 training patterns; stage 2's ** is a stage-0 training pattern
+    assert {"-*", "*+", "**"} <= sym
+    # held-out stage-1 patterns (three operators) are trained nowhere
+    assert not set(ta.HELD_OUT_PATTERNS[1]) & sym
+    for stage, pattern in ((0, "-*"), (0, "*+"), (2, "**")):
+        assert torch.equal(nb06.cross_stage_lookup_pattern(stage, _ops(pattern)), _ops(pattern))
+    for pattern in ta.HELD_OUT_PATTERNS[1]:
+        out = nb06.cross_stage_lookup_pattern(1, _ops(pattern))
+        assert torch.equal(out, nb06.nearest_training_pattern(1, _ops(pattern))) and not torch.equal(out, _ops(pattern))
+        assert not bool(ta.is_held_out_pattern(1, out).any())
+    # scored as in the notebook: exact on the held-out patterns of stages 0 and 2, not of stage 1
+    for stage, want in ((0, 1.0), (1, 0.0), (2, 1.0)):
+        p = ta.held_out_set(stage, 200, split="test-pattern")
+        q = p._replace(ops=nb06.cross_stage_lookup_pattern(stage, p.ops))
+        acc = nb06.program_accuracy(p, ta.canonical_programs(q)).float().mean().item()
+        assert abs(acc - want) <= 0.01, (stage, acc)
+
+
 def test_context_lists_each_slot_with_the_role_it_holds():
     p = ta.sample_problems(2, 200, gen(6))
     pairs = p.context[:, ta.FORMULA_LEN :].view(200, ta.MAX_OPERANDS, 2)  # (B, 5, [role, number])
@@ -534,6 +559,12 @@ def test_committed_results_record_the_notebook_defaults(params):
     # the cached agent is the first headline seed of the table
     sd = table["result"]["state_dicts"]["headline"]
     assert all(torch.equal(sd[k], v) for k, v in agent["result"]["state_dict"].items())
+    # every ablation seed's agent is kept, the first also as the explorer's
+    for name in nb06.EVERY_SEED_ROWS:
+        kept = table["result"]["seed_state_dicts"][name]
+        assert len(kept) == len(params["ABLATION_SEEDS"])
+        first = table["result"]["state_dicts"][name]
+        assert all(torch.equal(kept[0][k], v) for k, v in first.items())
 
 
 def test_unchanged_configuration_loads_without_training(params):
@@ -605,6 +636,9 @@ def test_training_path_of_the_ablation_table_with_a_tiny_budget(tmp_path):
     assert rows["headline"]["test"].shape == rows["headline"]["test_pattern"].shape == (2, ta.NUM_STAGES)
     assert rows["no shaping"]["updates"].tolist() == [2] and table["max_updates"] == 2
     assert set(table["state_dicts"]) == set(nb06.EXPLORER_ROWS)
+    kept = table["seed_state_dicts"]["no formula attention"]
+    assert set(table["seed_state_dicts"]) == set(nb06.EVERY_SEED_ROWS) and len(kept) == len(config.ablation_seeds)
+    assert all(torch.equal(kept[0][k], v) for k, v in table["state_dicts"]["no formula attention"].items())
     again = load_or_train("t.pt", config, _no_training, minutes=0.1, directory=tmp_path)
     torch.testing.assert_close(again["rows"]["headline"]["test"], rows["headline"]["test"])
     out = ta.train_agent(tiny, progress=True)

@@ -6,7 +6,8 @@ rollout, the loss (REINFORCE with a learned baseline) and the training loop
 compares (:data:`ABLATIONS`), accuracy on the two held-out splits (:func:`held_out_accuracy`),
 one training run measured (:func:`train_and_measure`), the whole cached table over seeds
 (:func:`train_ablation_table`, optionally in parallel processes) with its configuration
-(:class:`AblationTableConfig`), the number-blind baseline (:func:`in_order_programs`), and the text
+(:class:`AblationTableConfig`), the binding-blind baseline (:func:`in_order_programs`), the pattern
+lookups (:func:`nearest_training_pattern`, :func:`cross_stage_lookup_pattern`), and the text
 displays of problems and programs (:func:`formula_text`, :func:`problem_text`,
 :func:`context_to_text`, :func:`program_to_text`, :func:`trace_program`, :func:`explain_program`).
 
@@ -68,6 +69,7 @@ __all__ = [
     "ABLATIONS_FILE",
     "ABLATIONS_MINUTES",
     "EXPLORER_ROWS",
+    "EVERY_SEED_ROWS",
     "AblationTableConfig",
     "held_out_accuracy",
     "train_and_measure",
@@ -75,6 +77,8 @@ __all__ = [
     "in_order_programs",
     "program_accuracy",
     "nearest_training_pattern",
+    "trained_operator_sequences",
+    "cross_stage_lookup_pattern",
     "wilson_interval",
     "parse_problem",
     "formula_text",
@@ -92,6 +96,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 #: Rows whose first-seed agent is kept in the table (for the notebook's explorer).
 EXPLORER_ROWS = ("headline", "no formula attention")
+#: Rows whose agents are kept for every seed (the notebook counts what each ablated agent writes).
+EVERY_SEED_ROWS = ("no formula attention",)
 
 #: The cached headline agent (the first headline seed); its configuration is the notebook's ``cfg``.
 AGENT_FILE = "06_tool_agent.pt"
@@ -99,8 +105,8 @@ AGENT_FILE = "06_tool_agent.pt"
 AGENT_MINUTES = 4.0
 #: The cached seeds and ablation table.
 ABLATIONS_FILE = "06_ablations.pt"
-#: Estimated time to recompute it on one free core (8 agents of about 100 CPU-seconds each), minutes.
-ABLATIONS_MINUTES = 15.0
+#: Estimated time to recompute it on one core (8 agents of about 160 s each on a shared 2-core machine), minutes.
+ABLATIONS_MINUTES = 21.0
 
 
 def _without_headline() -> dict[str, dict[str, Any]]:
@@ -187,6 +193,7 @@ def _assemble(config: AblationTableConfig, done: Mapping[int, tuple[str, dict]])
     """The table from finished runs {job index: (row, run)}: rows in table order, seeds in config order."""
     rows: dict[str, dict] = {}
     states: dict[str, dict] = {}
+    seed_states: dict[str, list[dict]] = {}
     for i in sorted(done):
         name, run = done[i]
         r = rows.setdefault(name, {k: [] for k in ("seeds", "updates", "solved", "test", "test_pattern", "seconds")})
@@ -195,7 +202,10 @@ def _assemble(config: AblationTableConfig, done: Mapping[int, tuple[str, dict]])
             r[k].append(run[k])
         r["seeds"].append(run["seed"])
         if "state_dict" in run:
-            states[name] = run["state_dict"]
+            if name in EXPLORER_ROWS:
+                states.setdefault(name, run["state_dict"])
+            if name in EVERY_SEED_ROWS:
+                seed_states.setdefault(name, []).append(run["state_dict"])
     table = {}
     for name, r in rows.items():
         table[name] = {
@@ -207,7 +217,12 @@ def _assemble(config: AblationTableConfig, done: Mapping[int, tuple[str, dict]])
             "seconds": torch.tensor(r["seconds"]),
             "curves": r["curves"],
         }
-    return {"rows": table, "max_updates": config.headline.max_updates, "state_dicts": states}
+    return {
+        "rows": table,
+        "max_updates": config.headline.max_updates,
+        "state_dicts": states,
+        "seed_state_dicts": seed_states,
+    }
 
 
 def train_ablation_table(
@@ -225,7 +240,8 @@ def train_ablation_table(
     the finished part is saved after every run. Returns {"rows": {name: {"seeds" (S,), "updates"
     (S,), "solved" (S,) bool, "test" (S, NUM_STAGES), "test_pattern" (S, NUM_STAGES), "seconds"
     (S,), "curves": [(E, 1 + NUM_STAGES)]}}, "max_updates", "state_dicts": {row: state dict of
-    its first seed, for the rows of EXPLORER_ROWS}}.
+    its first seed, for the rows of EXPLORER_ROWS}, "seed_state_dicts": {row: [state dict per seed,
+    in seed order], for the rows of EVERY_SEED_ROWS}}.
     """
     check_positive_int(jobs, "jobs")
     all_jobs = config.jobs()
@@ -233,9 +249,8 @@ def train_ablation_table(
     for i, (name, _) in enumerate(all_jobs):
         first.setdefault(name, i)
     args = [
-        (i, n, c, config.n_held_out, name_first)
+        (i, n, c, config.n_held_out, (first[n] == i and n in EXPLORER_ROWS) or n in EVERY_SEED_ROWS)
         for i, (n, c) in enumerate(all_jobs)
-        for name_first in [first[n] == i and n in EXPLORER_ROWS]
     ]
     done: dict[int, tuple[str, dict]] = {}
     start = time.perf_counter()
@@ -269,7 +284,8 @@ def in_order_programs(problem: Problem, max_steps: int = 14) -> torch.Tensor:
 
     This is the program a policy that reads only the operators would write (the right program
     when every operand sits in its own role's slot). With uniformly shuffled slots every fixed
-    pointer order scores the same on average: this is the number-blind baseline.
+    pointer order scores the same on average: this is the binding-blind baseline (a policy that
+    ignores where each role sits).
     """
     identity = torch.arange(MAX_OPERANDS, device=problem.slot.device).expand_as(problem.slot)
     return canonical_programs(problem._replace(slot=identity), max_steps)
@@ -296,6 +312,41 @@ def nearest_training_pattern(stage: int, ops: torch.Tensor) -> torch.Tensor:
     cand = cand[~is_held_out_pattern(stage, cand)].to(ops.device)  # (P, 3) training patterns
     dist = (ops[:, None, :k] != cand[None, :, :k]).sum(-1)  # (B, P)
     return cand[dist.argmin(1)]
+
+
+def _stage_patterns(stage: int) -> list[tuple[int, ...]]:
+    """Every operator pattern a stage can draw (stage 2: a ``*`` among o1, o2), held out or not."""
+    k = 3 if stage == 1 else 2
+    pats = list(product(range(len(OP_SYMBOLS)), repeat=k))
+    return [p for p in pats if stage != 2 or OP_SYMBOLS.index("*") in p]
+
+
+def trained_operator_sequences() -> set[tuple[int, ...]]:
+    """The operator sequences ``o1 o2`` (stages 0, 2) and ``o1 o2 o3`` (stage 1) of every training pattern
+    of every stage, with their prefixes: the openings a policy trained on all stages has written."""
+    out: set[tuple[int, ...]] = set()
+    for stage in range(NUM_STAGES):
+        pats = _stage_patterns(stage)
+        ops = torch.zeros(len(pats), 3, dtype=torch.int64)
+        ops[:, : len(pats[0])] = torch.tensor(pats)
+        for p, held in zip(pats, is_held_out_pattern(stage, ops).tolist(), strict=True):
+            if not held:
+                out.update(p[:j] for j in range(1, len(p) + 1))
+    return out
+
+
+def cross_stage_lookup_pattern(stage: int, ops: torch.Tensor) -> torch.Tensor:
+    """(B, 3) operator indices -> the pattern whose canonical program a cross-stage lookup writes.
+
+    The cross-stage lookup has memorised every operator sequence trained in *any* stage
+    (:func:`trained_operator_sequences`) and finishes it with the stage's own tail: a pattern whose
+    operator sequence was trained in some stage is answered with its own (right) program, any other
+    pattern with the program of :func:`nearest_training_pattern` of its stage.
+    """
+    k = 3 if stage == 1 else 2
+    known = trained_operator_sequences()
+    hit = torch.tensor([tuple(row[:k]) in known for row in ops.tolist()], dtype=torch.bool, device=ops.device)
+    return torch.where(hit[:, None], ops, nearest_training_pattern(stage, ops))
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -446,7 +497,7 @@ def default_table_config() -> AblationTableConfig:
     return AblationTableConfig(
         headline=ToolAgentConfig(failure_weighted=True, max_updates=1000, seed=23),
         seeds=(23, 24, 25, 26, 27),
-        ablation_seeds=(21, 22, 23),
+        ablation_seeds=(23, 24, 25),
         n_held_out=1000,
     )
 
