@@ -863,8 +863,11 @@ def train_memup(cfg: MemUPConfig, seed: int, *, progress: bool = False, device: 
 
 
 #: The target selections compared on the noisy copy task: the memory-less detector of the paper
-#: ('local'), the authors' code's surprise given the memory ('memory'), and random targets.
-NOISY_DETECTORS = ("local", "memory", "random")
+#: ('local'), the authors' code's surprise given the memory ('memory'), random targets, and the two
+#: controls that separate the two differences between 'local' and 'memory': the memory-less
+#: detector plus the predictor's current-step step ('local_step'), and surprise given the memory
+#: without it ('memory_nostep').
+NOISY_DETECTORS = ("local", "memory", "random", "local_step", "memory_nostep")
 
 
 def _zero_scores(x: torch.Tensor, windows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -887,7 +890,10 @@ def train_noisy_memup(
       update per batch) of the memory and predictor being trained; no detector network: in its
       place the predictor takes a step on current-step targets after each memory step (its own
       Adam, ``cfg.lr``), as in the authors' code;
-    * ``'random'``: K random future steps.
+    * ``'random'``: K random future steps;
+    * ``'local_step'``: as ``'local'``, plus the predictor's current-step step of ``'memory'``
+      after each memory step (its own Adam): ``'memory'`` with the memory-less detector's scores;
+    * ``'memory_nostep'``: as ``'memory'`` without the current-step step.
 
     Every selection takes one optimiser step per rollout on the same ``cfg.batches`` batches from
     ``seed`` (initial weights, data and random targets seeded as in :func:`train_memup`); no
@@ -908,8 +914,10 @@ def train_noisy_memup(
     pred_ema = copy.deepcopy(nets["predictor"]).requires_grad_(False)
     scorer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     current_opt = None
-    if detector == "memory":
+    given_memory = detector in ("memory", "memory_nostep")
+    if detector in ("memory", "local_step"):  # the predictor's current-step step
         current_opt = torch.optim.Adam(nets["predictor"].parameters(), lr=cfg.lr)
+    if given_memory:
 
         def scorer(x: torch.Tensor, windows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return surprise_given_memory(mem_ema, pred_ema, x, windows, y)
@@ -935,7 +943,7 @@ def train_noisy_memup(
                 target_mask=recall,
                 current_step_opt=current_opt,
             )
-            if detector == "memory":
+            if given_memory:
                 ema_update(mem_ema, nets["memory"], cfg.ema_decay)
                 ema_update(pred_ema, nets["predictor"], cfg.ema_decay)
         seconds += t["seconds"]
@@ -943,9 +951,9 @@ def train_noisy_memup(
         shares.append(out["target_share"])
         first.append(out["first_share"])
     result: dict[str, Any] = {name: nets[name].state_dict() for name in ("memory", "predictor")}
-    if detector == "local":
+    if detector in ("local", "local_step"):
         result["detector_ema"] = det_ema.state_dict()
-    elif detector == "memory":
+    elif given_memory:
         result["memory_ema"] = mem_ema.state_dict()
         result["predictor_ema"] = pred_ema.state_dict()
     result["loss"] = torch.tensor(losses)

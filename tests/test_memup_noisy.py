@@ -210,6 +210,39 @@ def test_train_noisy_memup_runs_and_is_seeded(detector):
     assert ((a["recall_share"] >= 0) & (a["recall_share"] <= 1)).all()
 
 
+def test_controls_change_one_factor_each(monkeypatch):
+    """'local' and 'memory' differ in the scorer and in the current-step step; each control
+    changes one of the two: (scores given the memory?, current-step step?) per selection."""
+    real = mu.memup_update
+    seen: dict[str, set] = {}
+
+    def spy(*args, scorer=None, current_step_opt=None, **kwargs):
+        given_memory = scorer is not None and scorer is not mu._zero_scores
+        seen.setdefault(current, set()).add((given_memory, current_step_opt is not None))
+        return real(*args, scorer=scorer, current_step_opt=current_step_opt, **kwargs)
+
+    monkeypatch.setattr(mu, "memup_update", spy)
+    for current in ("local", "local_step", "memory", "memory_nostep"):
+        mu.train_noisy_memup(_tiny(), mu.NoisyCopy(3, 10), current, seed=1)
+    assert seen == {
+        "local": {(False, False)},
+        "local_step": {(False, True)},
+        "memory": {(True, True)},
+        "memory_nostep": {(True, False)},
+    }
+
+
+@pytest.mark.parametrize(("plain", "control"), [("local", "local_step"), ("memory", "memory_nostep")])
+def test_control_selects_as_its_arm_until_the_predictors_differ(plain, control):
+    """Same initial weights, data and scorer: the first batch selects the same targets; the
+    current-step step (in one arm of each pair) then makes the predictors differ."""
+    a = mu.train_noisy_memup(_tiny(), mu.NoisyCopy(3, 10), plain, seed=2)
+    b = mu.train_noisy_memup(_tiny(), mu.NoisyCopy(3, 10), control, seed=2)
+    assert a["recall_share"][0] == b["recall_share"][0] and a["first_share"][0] == b["first_share"][0]
+    assert any(not torch.equal(v, b["predictor"][k]) for k, v in a["predictor"].items())
+    assert set(a) == set(b)  # the same scoring copies are kept ('detector_ema' or the memory's)
+
+
 def test_every_selection_sees_the_same_training_sequences(monkeypatch):
     seen: dict[str, list] = {}
     real = mu.noisy_copy_task
@@ -274,7 +307,7 @@ def test_noisy_table_mean_and_sd():
     acc = {(d, s): v for d in mu.NOISY_DETECTORS for s, v in ((1, 0.2), (2, 0.4), (3, 0.6))}
     text = xp.noisy_table(acc, (1, 2, 3), "title")
     assert text.splitlines()[0] == "title"
-    assert text.count("0.400 +- 0.200") == 3
+    assert text.count("0.400 +- 0.200") == len(mu.NOISY_DETECTORS)
 
 
 # ----------------------------------------------------------------------------- the committed runs

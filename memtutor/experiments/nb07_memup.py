@@ -18,8 +18,8 @@ baseline. This module runs them as the notebook does:
 * the cost of one update pass: :func:`saved_tensor_bytes`, :class:`PeakSavedBytes`,
   :func:`peak_allocated_bytes` (the allocator's peak), :func:`update_cost`, :func:`measure_cost`;
 * the notebook's text tables: :func:`accuracy_table`, :func:`cost_table`, :func:`equal_table`;
-* the noisy copy task (:func:`~memtutor.memup.noisy_copy_task`): the three target selections of
-  :data:`~memtutor.memup.NOISY_DETECTORS` trained from several seeds (:func:`noisy_config`,
+* the noisy copy task (:func:`~memtutor.memup.noisy_copy_task`): the target selections of
+  :data:`~memtutor.memup.NOISY_DETECTORS` (three, and two controls) trained from several seeds (:func:`noisy_config`,
   :func:`run_noisy`), their test accuracy on the recall and the echo steps (:func:`evaluate_noisy`),
   the surprise each detector assigns (:func:`noisy_surprise`) and :func:`noisy_table`.
 
@@ -750,11 +750,19 @@ NOISY_LABELS = {
     "local": "memory-less detector",
     "memory": "surprise given the memory",
     "random": "random targets",
+    "local_step": "memory-less + current step",
+    "memory_nostep": "given memory, no cur. step",
 }
 
 #: Training seconds per sequence step of a batch of 64 (HIDDEN = 128, r = 20, K = 3), by selection,
 #: measured on one shared CPU core: used only for the training-time estimate.
-SECONDS_PER_NOISY_STEP = {"local": 1.9e-3, "memory": 4.1e-3, "random": 1.4e-3}
+SECONDS_PER_NOISY_STEP = {
+    "local": 1.9e-3,
+    "memory": 4.1e-3,
+    "random": 1.4e-3,
+    "local_step": 2.0e-3,
+    "memory_nostep": 2.2e-3,
+}
 
 
 def noisy_config(base: mu.MemUPConfig, n_filler: int, batches: int) -> mu.MemUPConfig:
@@ -832,14 +840,14 @@ def noisy_surprise(
     detector: str, result: Mapping, cfg: mu.MemUPConfig, x: torch.Tensor, y: torch.Tensor
 ) -> torch.Tensor:
     """The surprise a trained run's detector assigns to every step of ``x``, ``y`` (B, T): the EMA
-    detector's ``-log p(y_k | c_k)`` ('local') or the EMA memory and predictor's
-    ``-log q(y_k | m_k, c_k)`` ('memory'). -> (B, T)."""
+    detector's ``-log p(y_k | c_k)`` ('local', 'local_step') or the EMA memory and predictor's
+    ``-log q(y_k | m_k, c_k)`` ('memory', 'memory_nostep'). -> (B, T)."""
     windows = mu.local_windows(x, cfg.window)
-    if _check_noisy(detector) == "local":
+    if _check_noisy(detector) in ("local", "local_step"):
         det = mu.Detector(cfg.window, cfg.embed, cfg.hidden, mu.NOISY_VOCAB)
         det.load_state_dict(result["detector_ema"])
         return mu.score_steps(det, windows, y)
-    if detector == "memory":
+    if detector in ("memory", "memory_nostep"):
         nets = mu.build_memup(cfg, mu.NOISY_VOCAB)
         nets["memory"].load_state_dict(result["memory_ema"])
         nets["predictor"].load_state_dict(result["predictor_ema"])
