@@ -49,7 +49,7 @@ API_GROUPS = [
     (
         "Lesson modules",
         "What each lesson builds and checks.",
-        ["memory", "controller", "tasks", "replay", "meta", "continual", "tool_agent", "memup"],
+        ["memory", "controller", "tasks", "replay", "_replay_fast", "meta", "continual", "tool_agent", "memup"],
     ),
     (
         "Experiments",

@@ -153,7 +153,7 @@ class SineConfig:
     meta_batch: int = 25
     """T: tasks per meta-update (paper: 25)."""
     inner_lr: float = 0.01
-    """alpha: inner-loop SGD step (paper: 0.01; cbfinn/maml's flag default is 1e-3)."""
+    """The inner-loop SGD step alpha (0.01 in the paper; cbfinn/maml's flag default is 1e-3)."""
     inner_steps: int = 1
     """Inner SGD steps during meta-training (paper: 1)."""
     reptile_steps: int = 5
@@ -433,7 +433,7 @@ class ControllerMetaConfig:
     n_query: int = 16
     """Query sequences per task during meta-training."""
     inner_lr: float = 0.1
-    """alpha: SGD step of the inner loop on the output layer (loss in bits per sequence)."""
+    """The SGD step alpha of the inner loop on the output layer (loss in bits per sequence)."""
     inner_steps: int = 1
     """Inner steps during meta-training."""
     meta_lr: float = 3e-4
