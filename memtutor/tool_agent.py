@@ -91,6 +91,7 @@ __all__ = [
     "ANS",
     "OP_SYMBOLS",
     "CONTEXT_LEN",
+    "FORMULA_LEN",
     "NUM_STAGES",
     "NUM_OPERANDS",
     "Problem",
