@@ -43,9 +43,10 @@ slack). The stage-1 habit (fold left to right) is a prefix of the stage-2 progra
 Stage-2 problems are kept only when an exhaustive search over every memory-free program (a fold of
 the operands, at most 10 actions, so well within the step limit) finds no exact answer: every
 stage-2 problem the environment draws needs ``STO``/``RCL``. A fixed fraction of number combinations
-(``HELD_OUT_FRACTION``) and a fixed set of operator patterns per stage (``HELD_OUT_PATTERNS``) are
-never drawn for training: accuracy is measured on held-out numbers with training patterns ("test",
-in distribution) and on held-out numbers with held-out patterns ("test-pattern").
+(``HELD_OUT_FRACTION``) and, in every stage, every operator pattern that opens with one of the
+``HELD_OUT_OPENINGS`` (``HELD_OUT_PATTERNS``) are never drawn for training: accuracy is measured on
+held-out numbers with training patterns ("test", in distribution) and on held-out numbers with
+held-out patterns ("test-pattern").
 
 Training: REINFORCE (Williams 1992) with Monte-Carlo reward-to-go and a learned state-value
 baseline, i.e. vanilla policy gradient (:func:`vpg_loss`); the critic never bootstraps.
@@ -114,6 +115,7 @@ __all__ = [
     "role_values",
     "is_held_out_pattern",
     "HELD_OUT_PATTERNS",
+    "HELD_OUT_OPENINGS",
     "SPLITS",
     "ROLE_NAMES",
     "evaluate_programs",
@@ -154,14 +156,19 @@ FORMULA_LEN = 2 * MAX_OPERANDS - 1
 CONTEXT_LEN = FORMULA_LEN + 2 * MAX_OPERANDS
 #: Fraction of number combinations reserved for held-out evaluation (never drawn for training).
 HELD_OUT_FRACTION = 0.2
-#: Operator patterns never drawn for training, per stage (fixed before any agent was trained):
-#: stage 0 and 2 patterns are (o1, o2), stage 1 patterns (o1, o2, o3). Every operator still occurs
-#: at every position of some training pattern, so a policy that reads operators one by one can
-#: answer them; a policy that looks whole patterns up cannot.
+#: Operator openings ``o1 o2`` never drawn for training in *any* stage (fixed before any agent was
+#: trained). Every stage opens with ``P[a] o1 P[b] o2 P[c]``, so an opening held out in one stage
+#: but trained in another could be answered by reusing the other stage's program: it is held out
+#: everywhere. Every operator still occurs at every position of the training patterns of stages 0
+#: and 1, so a policy that reads operators one by one can answer them; a policy that looks up whole
+#: patterns or openings (from any stage) cannot.
+HELD_OUT_OPENINGS: tuple[str, ...] = ("-*", "*+")
+#: The held-out operator patterns per stage: stage 0 and 2 patterns are (o1, o2), stage 1 patterns
+#: (o1, o2, o3); exactly the patterns that begin with a held-out opening.
 HELD_OUT_PATTERNS: tuple[tuple[str, ...], ...] = (
-    ("-*", "*+"),
-    ("+-*", "-*+", "*+-", "++*", "--+", "**-"),
-    ("**",),
+    HELD_OUT_OPENINGS,
+    tuple(opening + o3 for opening in HELD_OUT_OPENINGS for o3 in OP_SYMBOLS),
+    HELD_OUT_OPENINGS,
 )
 #: The evaluation splits: held-out numbers with training patterns, and held-out numbers with held-out patterns.
 SPLITS = ("train", "test", "test-pattern")
@@ -840,8 +847,15 @@ class ToolAgentConfig:
     """fresh training-split problems per stage at each check"""
     seed: int = 0
     """seed of parameters and of the problem generator"""
+    held_out_openings: tuple[str, ...] = HELD_OUT_OPENINGS
+    """the openings never drawn for training (recorded so that a cached agent knows its split; fixed)"""
 
     def __post_init__(self):
+        object.__setattr__(self, "held_out_openings", tuple(self.held_out_openings))
+        if self.held_out_openings != HELD_OUT_OPENINGS:
+            raise ValueError(
+                f"held_out_openings is fixed to HELD_OUT_OPENINGS = {HELD_OUT_OPENINGS}, got {self.held_out_openings}"
+            )
         if self.encoder not in ("gru", "mean"):
             raise ValueError(f"encoder must be 'gru' or 'mean', got {self.encoder!r}")
         for name in ("d_model", "max_steps", "batch_size", "max_updates", "eval_every", "eval_size"):

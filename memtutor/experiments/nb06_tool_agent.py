@@ -33,16 +33,20 @@ import torch
 
 from memtutor.tool_agent import (
     ACTION_NAMES,
+    ADD,
     ANS,
     FORMULA_LEN,
     HELD_OUT_SEED,
     MAX_OPERANDS,
+    MUL,
     NUM_HIGH,
     NUM_LOW,
     NUM_OPERANDS,
     NUM_STAGES,
     OP_SYMBOLS,
     ROLE_NAMES,
+    RSUB,
+    SUB,
     TOK_OP0,
     TOK_PAD,
     TOK_ROLE0,
@@ -80,6 +84,7 @@ __all__ = [
     "trained_operator_sequences",
     "cross_stage_lookup_pattern",
     "wilson_interval",
+    "written_openings",
     "parse_problem",
     "formula_text",
     "problem_text",
@@ -105,8 +110,8 @@ AGENT_FILE = "06_tool_agent.pt"
 AGENT_MINUTES = 4.0
 #: The cached seeds and ablation table.
 ABLATIONS_FILE = "06_ablations.pt"
-#: Estimated time to recompute it on one core (8 agents of about 160 s each on a shared 2-core machine), minutes.
-ABLATIONS_MINUTES = 21.0
+#: Estimated time to recompute it on one core (8 agents of about 80 s each on a shared 2-core machine), minutes.
+ABLATIONS_MINUTES = 11.0
 
 
 def _without_headline() -> dict[str, dict[str, Any]]:
@@ -347,6 +352,18 @@ def cross_stage_lookup_pattern(stage: int, ops: torch.Tensor) -> torch.Tensor:
     known = trained_operator_sequences()
     hit = torch.tensor([tuple(row[:k]) in known for row in ops.tolist()], dtype=torch.bool, device=ops.device)
     return torch.where(hit[:, None], ops, nearest_training_pattern(stage, ops))
+
+
+_OPERATOR_SYMBOL = {ADD: "+", SUB: "-", MUL: "*", RSUB: "R"}
+
+
+def written_openings(policy: ToolPolicy, problems: Problem) -> list[str]:
+    """The first two operator tokens of the policy's greedy program for each problem, as symbols
+    (``+ - *``, ``R`` for RSUB): the opening it writes, to compare with the problem's ``o1 o2``."""
+    with torch.no_grad():
+        ro = rollout(policy, problems, greedy=True)
+    actions = torch.where(ro.alive, ro.actions, -1).tolist()
+    return ["".join(_OPERATOR_SYMBOL[a] for a in row if a in _OPERATOR_SYMBOL)[:2] for row in actions]
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
