@@ -49,7 +49,7 @@ API_GROUPS = [
     (
         "Lesson modules",
         "What each lesson builds and checks.",
-        ["memory", "controller", "tasks", "replay", "_replay_fast", "meta", "continual", "tool_agent", "memup"],
+        ["memory", "controller", "tasks", "replay", "_replay_fast", "meta", "continual", "tool_agent", "memup", "tmaze"],
     ),
     (
         "Experiments",
@@ -57,7 +57,7 @@ API_GROUPS = [
         ["experiments"],
     ),
     ("Exercise checks", "The check each exercise's check cell calls.", ["exercises"]),
-    ("Shared helpers and the course kit", "", ["utils", "course"]),
+    ("Shared helpers and the course kit", "", ["utils", "diagrams", "course"]),
 ]
 
 
