@@ -179,3 +179,20 @@ def test_probe_fits_at_least_as_well_as_the_controllers_own_read_out():
             [meta.packed_bits_error(c(x)[0], y) for x, y in zip(tasks.x_support, tasks.y_support, strict=True)]
         )
     assert fitted.shape == (2,) and (fitted <= own).all(), (fitted, own)
+
+
+def test_the_diagram_names_what_the_notebook_names():
+    """The θ -> φ_i picture labels θ, φ_i, the inner and outer steps and Reptile's ε, as the equations do."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = nb04.draw_maml_geometry()
+    try:
+        text = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+        for symbol in (r"\theta", r"\varphi_1", r"\varphi_3", r"\alpha", r"\beta", r"\varepsilon", r"H^{\mathrm{sup}}"):
+            assert symbol in text, symbol
+        assert "first-order MAML" in text and "Reptile" in text
+    finally:
+        plt.close(fig)

@@ -264,3 +264,69 @@ def test_committed_is_runs_match_the_notebooks_parameters():
     assert data["config"] == config_dict(zero)
     assert data["result"]["final_prioritized"].shape == (len(zero.betas), zero.num_seeds)
     assert (CHECKPOINTS / IS_BIAS_ZERO_FILE).stat().st_size < 100_000, "keep the cached runs small"
+
+
+# ---------------------------------------------------------------------------------------------
+# The diagrams' walks: the numbers they draw are the package tree's
+# ---------------------------------------------------------------------------------------------
+def test_the_drawn_binary_walk_finds_the_package_trees_leaf():
+    """binary_walk (drawn by draw_sum_tree_walk) ends at the leaf SumTree.find returns for the same prefix,
+    on integer priorities with zeros (exact sums) and prefixes on the leaves' boundaries; each step's v is
+    what is left of the prefix inside the node."""
+    from memtutor.experiments.nb03_replay import WALK_PREFIX, WALK_PRIORITIES, binary_walk
+    from memtutor.replay import SumTree
+
+    g = torch.Generator().manual_seed(0)
+    cases = [(WALK_PRIORITIES, WALK_PREFIX)]
+    for n in (2, 4, 8, 16):
+        p = torch.randint(0, 6, (n,), generator=g).double()
+        p[0] += 1  # a positive total
+        csum = torch.cumsum(p, 0)
+        prefixes = torch.cat(
+            [torch.tensor([0.0]), csum[:-1], torch.rand(5, generator=g, dtype=torch.float64) * csum[-1]]
+        )
+        cases += [(tuple(p.tolist()), float(v)) for v in prefixes if v < csum[-1]]
+    for priorities, v in cases:
+        tree = SumTree(len(priorities), branching=2, root_fanout=1)
+        tree.update(torch.arange(len(priorities)), torch.tensor(priorities, dtype=torch.float64))
+        path = binary_walk(priorities, v)
+        depth, leaf, v_left = path[-1]
+        assert 2**depth == len(priorities) and path[0] == (0, 0, v)
+        assert leaf == int(tree.find(torch.tensor([v], dtype=torch.float64))), (priorities, v)
+        assert 0 <= v_left < priorities[leaf] and v_left == v - sum(priorities[:leaf])
+    assert binary_walk(WALK_PRIORITIES, WALK_PREFIX)[-1][1] == 2  # the drawn example: leaf 2
+
+
+def test_the_drawn_wide_walk_is_the_package_trees_descent():
+    from memtutor.experiments.nb03_replay import WIDE_PREFIX, WIDE_PRIORITIES, wide_walk
+    from memtutor.replay import SumTree
+
+    g = torch.Generator().manual_seed(1)
+    cases = [(WIDE_PRIORITIES, WIDE_PREFIX, 4)]
+    for k, top in ((2, 3), (4, 4), (3, 5)):
+        p = torch.randint(0, 6, (k * top,), generator=g).double()
+        p[-1] += 1
+        cases += [(tuple(p.tolist()), float(v), k) for v in torch.arange(0.0, float(p.sum()), 0.5)]
+    for priorities, v, k in cases:
+        walk = wide_walk(priorities, v, k)
+        tree = SumTree(len(priorities), branching=k, root_fanout=len(priorities) // k)
+        tree.update(torch.arange(len(priorities)), torch.tensor(priorities, dtype=torch.float64))
+        assert len(tree.levels) == 2 and tree.levels[1].tolist() == walk["top"]
+        assert walk["leaf"] == int(tree.find(torch.tensor([v], dtype=torch.float64))), (priorities, v, k)
+        assert walk["top_csum"][walk["node"]] <= v < walk["top_csum"][walk["node"] + 1]
+        assert walk["row_csum"][walk["child"]] <= walk["v_in_node"] < walk["row_csum"][walk["child"] + 1]
+    assert wide_walk(WIDE_PRIORITIES, WIDE_PREFIX)["leaf"] == 10  # the drawn example
+
+
+def test_the_walks_reject_bad_input():
+    from memtutor.experiments.nb03_replay import binary_walk, draw_sum_tree_walk, wide_walk
+
+    for bad in [((1.0, 2.0, 3.0), 1.0), ((1.0, 2.0), 3.0), ((1.0, -1.0), 0.0), ((0.0, 0.0), 0.0), ((), 0.0)]:
+        with pytest.raises(ValueError):
+            binary_walk(*bad)
+    with pytest.raises(ValueError, match="k \\* T leaves"):
+        wide_walk((1.0, 2.0, 3.0), 1.0, 2)
+    with pytest.raises(ValueError, match="prefix value"):
+        wide_walk((1.0, 2.0, 3.0, 4.0), 10.0, 2)
+    with pytest.raises(ValueError, match="at most 16 leaves"):
+        draw_sum_tree_walk(tuple([1.0] * 32), 1.0)

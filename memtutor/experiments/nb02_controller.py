@@ -7,7 +7,10 @@ the same number of updates and for the same training wall time), the cached-resu
 of those runs, and the tables the notebook prints. Also: the learning-rate search that both models
 get on the same grid and validation data (``02_lr_search.pt``), the per-length measurements (the
 fraction of sequences copied perfectly) and the memory variants that move the length where
-copying breaks (``02_variants.pt``), and a measurement of CPU and wall time per update.
+copying breaks (``02_variants.pt``), and a measurement of CPU and wall time per update. And the
+lesson's reference material: the interface vector field by field (:data:`INTERFACE_FIELDS`, its
+slices and Markdown table, checked against :func:`memtutor.memory.split_interface` by the notebook
+and the tests) and the diagram of a controller step (:func:`draw_controller`).
 
 Implementation of the cached runs: the files ``02_copy_seed{0,1,2}.pt`` were trained with the
 memory step's fused link node and unfused content addressing (``fused=("link",)``, see
@@ -23,8 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from memtutor import memory as mem
@@ -37,8 +42,9 @@ from memtutor.controller import (
     evaluate_copy,
     train_copy,
 )
+from memtutor.diagrams import arrow, box, canvas, note
 from memtutor.tasks import CopyBatch, copy_task
-from memtutor.utils import generator, load_or_train, register_seed_offset, seed_everything
+from memtutor.utils import check_positive_int, generator, load_or_train, register_seed_offset, seed_everything
 
 __all__ = [
     "CACHED_FUSED",
@@ -76,6 +82,11 @@ __all__ = [
     "load_variants",
     "first_failing_length",
     "update_times",
+    "InterfaceField",
+    "INTERFACE_FIELDS",
+    "interface_slices",
+    "interface_table_markdown",
+    "draw_controller",
 ]
 
 #: The memory-step implementation that trained the cached runs (see the module docstring).
@@ -510,3 +521,126 @@ def update_times(model: nn.Module, train: CopyTrainConfig, updates: int = 20, *,
     waiting for a core that another job holds; wall time does."""
     res = train_copy(model, replace(train, num_updates=updates + 1, eval_every=updates + 1), seed=seed)
     return {"wall": float(res["update_seconds"][1:].mean()), "cpu": float(res["update_cpu_seconds"][1:].mean())}
+
+
+# --------------------------------------------------------------------------------------------
+# The interface vector, field by field, and the lesson's diagram
+
+
+class InterfaceField(NamedTuple):
+    """One field of the DNC interface vector xi_t, as :func:`memtutor.memory.split_interface` cuts it."""
+
+    name: str
+    """Attribute of :class:`memtutor.memory.Interface`."""
+    symbol: str
+    """The paper's symbol (LaTeX; ``i`` indexes the R read heads)."""
+    size: tuple[int, int, int, int]
+    """Length as coefficients of ``(W*R, W, R, 1)``: ``(0, 0, 3, 0)`` is 3R."""
+    squash: str
+    """Squashing function: ``"none"``, ``"oneplus"``, ``"sigmoid"`` or ``"softmax over 3 modes"``."""
+
+
+#: The fields of xi_t in their order in the vector (Graves et al. 2016, Methods, "Interface parameters").
+INTERFACE_FIELDS = (
+    InterfaceField("read_keys", r"k^{r,i}_t", (1, 0, 0, 0), "none"),
+    InterfaceField("read_strengths", r"\beta^{r,i}_t", (0, 0, 1, 0), "oneplus"),
+    InterfaceField("write_key", r"k^w_t", (0, 1, 0, 0), "none"),
+    InterfaceField("write_strength", r"\beta^w_t", (0, 0, 0, 1), "oneplus"),
+    InterfaceField("erase_vector", r"e_t", (0, 1, 0, 0), "sigmoid"),
+    InterfaceField("write_vector", r"v_t", (0, 1, 0, 0), "none"),
+    InterfaceField("free_gates", r"f^i_t", (0, 0, 1, 0), "sigmoid"),
+    InterfaceField("allocation_gate", r"g^a_t", (0, 0, 0, 1), "sigmoid"),
+    InterfaceField("write_gate", r"g^w_t", (0, 0, 0, 1), "sigmoid"),
+    InterfaceField("read_modes", r"\pi^i_t", (0, 0, 3, 0), "softmax over 3 modes"),
+)
+
+_SIZE_TERMS = ("WR", "W", "R", "")
+#: What each squashing function guarantees, for the table.
+_SQUASH_RANGE = {
+    "none": "any real",
+    "oneplus": r"$1 + \log(1 + e^x) \ge 1$",
+    "sigmoid": r"in $(0, 1)$",
+    "softmax over 3 modes": "per head: backward, content, forward; sums to 1",
+}
+
+
+def _polynomial(coeffs: Sequence[int]) -> str:
+    """``(1, 3, 5, 3)`` -> ``"WR + 3W + 5R + 3"`` (LaTeX-free, for tables)."""
+    terms = []
+    for c, term in zip(coeffs, _SIZE_TERMS, strict=True):
+        if c:
+            terms.append(f"{c if c != 1 or not term else ''}{term}")
+    return " + ".join(terms) or "0"
+
+
+def interface_slices(word_size: int, num_reads: int) -> dict[str, slice]:
+    """``{field name: slice of xi_t}`` for W = ``word_size`` and R = ``num_reads``, in the order
+    of :data:`INTERFACE_FIELDS`; the last stop is the interface size the table implies."""
+    w = check_positive_int(word_size, "word_size")
+    r = check_positive_int(num_reads, "num_reads")
+    out, start = {}, 0
+    for f in INTERFACE_FIELDS:
+        stop = start + f.size[0] * r * w + f.size[1] * w + f.size[2] * r + f.size[3]
+        out[f.name] = slice(start, stop)
+        start = stop
+    return out
+
+
+def interface_table_markdown(word_size: int = 16, num_reads: int = 1) -> str:
+    """The interface table of notebook 02 as Markdown: per field its ``Interface`` attribute, symbol,
+    size and slice of xi_t in terms of R and W, the slice at ``word_size``, ``num_reads``, and the
+    squashing function."""
+    slices = interface_slices(word_size, num_reads)
+    here = f"here ($W = {word_size}$, $R = {num_reads}$)"
+    lines = [
+        f"| field | symbol | size | slice of $\\xi_t$ | {here} | squashing | values |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    start: tuple[int, ...] = (0, 0, 0, 0)  # coefficients of (W*R, W, R, 1)
+    for f in INTERFACE_FIELDS:
+        stop = tuple(a + b for a, b in zip(start, f.size, strict=True))
+        sl = slices[f.name]
+        lines.append(
+            f"| `{f.name}` | ${f.symbol}$ | ${_polynomial(f.size)}$ | "
+            f"$[{_polynomial(start)},\\ {_polynomial(stop)})$ | $[{sl.start}, {sl.stop})$ | "
+            f"{f.squash} | {_SQUASH_RANGE[f.squash]} |"
+        )
+        start = stop
+    return "\n".join(lines)
+
+
+def draw_controller() -> Figure:
+    """The lesson's diagram: one time step of the memory controller (LSTM -> interface vector ->
+    memory -> read vectors -> output, with what carries over to the next step), and the LSTM
+    baseline below it. Returns the figure."""
+    fig, ax = canvas(12.5, 6.2)
+    # the memory controller, one step
+    note(ax, 0.15, 5.95, "memory controller, step $t$", fontsize=10, ha="left")
+    x_in = box(ax, 0.85, 4.2, "input\n$x_t$", w=1.2, h=0.9, role="input")
+    lstm = box(ax, 3.35, 4.2, "LSTM controller\n$(h_{t-1}, c_{t-1}) \\to (h_t, c_t)$", w=2.7, h=1.1, role="network")
+    iface = box(ax, 6.55, 4.2, "$\\xi_t = W_\\xi h_t + b_\\xi$\nsplit, squash", w=2.2, h=1.1, role="operation")
+    memory = box(ax, 10.75, 4.2, "DNC memory (notebook 01)\nwrite, then read\n$M_t,\\ u_t,\\ L_t,\\ p_t$", w=3.2,
+                 h=1.4, role="memory")  # fmt: skip
+    out = box(ax, 6.55, 2.45, "$y_t = W_y\\,[h_t; r_t] + b_y$", w=3.0, h=0.8, role="output")
+    arrow(ax, x_in.right, lstm.left, "$x_t$")
+    arrow(ax, lstm.right, iface.left, "$h_t$")
+    arrow(ax, iface.right, memory.left, "$\\xi_t$", fontsize=9)
+    note(
+        ax, (iface.right[0] + memory.left[0]) / 2, 3.75, r"$k, \beta, e_t, v_t,$" "\n" r"$f, g^a, g^w, \pi$", fontsize=7
+    )
+    arrow(ax, memory.at(0.25, 0.0), out.right, "$r_t$", bend=-0.3, offset=(0.25, -0.05))
+    arrow(ax, lstm.bottom, out.left, "$h_t$", bend=0.3, offset=(-0.3, -0.05))
+    # what the next step receives: the read vectors, as part of the controller's input
+    arrow(ax, memory.top, lstm.top, bend=0.25, dashed=True)
+    note(ax, 7.05, 5.2, "next step: $r_t$ becomes $r_{t-1}$,\nthe LSTM's input is $[x_t; r_{t-1}]$", fontsize=8)
+    note(ax, memory.x + 0.55, memory.bottom[1] - 0.3, "its state is carried\nto step $t+1$, per sequence", fontsize=8)
+    # the baseline
+    ax.plot([0.15, 12.35], [1.55, 1.55], color="#bbbbbb", lw=0.8, ls=":")
+    note(ax, 0.15, 1.25, "LSTM baseline (no memory)", fontsize=10, ha="left")
+    b_in = box(ax, 0.85, 0.55, "input\n$x_t$", w=1.2, h=0.8, role="input")
+    b_lstm = box(ax, 3.35, 0.55, "LSTM\n$(h_{t-1}, c_{t-1}) \\to (h_t, c_t)$", w=2.7, h=0.8, role="network")
+    b_out = box(ax, 6.55, 0.55, "$y_t = W_y h_t + b_y$", w=2.4, h=0.7, role="output")
+    arrow(ax, b_in.right, b_lstm.left, "$x_t$")
+    arrow(ax, b_lstm.right, b_out.left, "$h_t$")
+    note(ax, 10.75, 0.55, "the whole sequence must fit\nin the state $h_t, c_t$", fontsize=8)
+    return fig

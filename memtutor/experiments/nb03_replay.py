@@ -16,6 +16,9 @@ Q-table is learned.
   on a second, fresh seed.
 * :func:`is_bias_sweep` (cached by :func:`load_is_bias`): replay of a noisy reward with importance
   exponents ``beta``.
+* The notebook's diagrams: :func:`draw_sum_tree_walk` (a binary sum tree and the walk of one prefix value,
+  :func:`binary_walk`) and :func:`draw_wide_tree_walk` (the wide tree's shared top-level search and per-sample
+  rows, :func:`wide_walk`).
 
 Seeding: run ``r`` of the chain with ``n`` states draws everything random (replay draws; for the
 variants also the memory's order and the initial values, in that order) from
@@ -34,7 +37,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch, Rectangle
 
+from memtutor.diagrams import PALETTE, arrow, box, canvas, note
 from memtutor.replay import DEFAULT_EPS, TREE_DTYPE, PrioritizedReplay, priority
 from memtutor.utils import (
     check_positive_int,
@@ -82,6 +88,14 @@ __all__ = [
     "IsBiasConfig",
     "is_bias_sweep",
     "load_is_bias",
+    "WALK_PRIORITIES",
+    "WALK_PREFIX",
+    "WIDE_PRIORITIES",
+    "WIDE_PREFIX",
+    "binary_walk",
+    "wide_walk",
+    "draw_sum_tree_walk",
+    "draw_wide_tree_walk",
 ]
 
 #: Actions of the Blind Cliffwalk: the "wrong" one ends the episode, the "right" one moves on.
@@ -796,3 +810,221 @@ def load_is_bias(
     return load_or_train(
         file, config, lambda: is_bias_sweep(config, progress=progress), minutes=minutes, retrain=retrain
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Diagrams: the sum tree's walk-down, binary and wide
+# --------------------------------------------------------------------------------------------
+#: Leaves p_i^alpha of the binary tree in :func:`draw_sum_tree_walk` and the prefix value it finds.
+WALK_PRIORITIES = (3.0, 10.0, 12.0, 4.0, 1.0, 2.0, 8.0, 2.0)
+WALK_PREFIX = 24.0
+#: Leaves of the wide tree in :func:`draw_wide_tree_walk` (``k = 4`` children per node) and its prefix value.
+WIDE_PRIORITIES = (3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0, 5.0, 8.0, 9.0, 7.0, 9.0, 3.0)
+WIDE_PREFIX = 40.0
+_PATH = "#c0392b"  # the walk's colour
+
+
+def _check_walk(priorities: tuple[float, ...], v: float, leaves_per_node: int) -> list[float]:
+    """The leaves as floats, or ValueError unless there are ``leaves_per_node ** m`` (m >= 1; any number > 0
+    when ``leaves_per_node`` is 1) of them, all >= 0 with a positive total, and ``v`` lies in ``[0, total)``."""
+    p = [float(x) for x in priorities]
+    count = len(p)
+    while leaves_per_node > 1 and count > 1 and count % leaves_per_node == 0:
+        count //= leaves_per_node
+    if not p or (leaves_per_node > 1 and (len(p) < leaves_per_node or count != 1)):
+        raise ValueError(f"need a power of {leaves_per_node} (>= {leaves_per_node}) leaves, got {len(p)}")
+    if not all(math.isfinite(x) and x >= 0 for x in p) or not sum(p) > 0:
+        raise ValueError(f"priorities must be finite and >= 0 with a positive total, got {p}")
+    if not 0.0 <= float(v) < sum(p):
+        raise ValueError(f"the prefix value v must lie in [0, total={sum(p):g}), got {v}")
+    return p
+
+
+def binary_walk(priorities: tuple[float, ...], v: float) -> list[tuple[int, int, float]]:
+    """The walk of prefix value ``v`` down a binary sum tree over ``priorities`` (``2**m`` leaves ``p_i^alpha``).
+
+    At a node whose left child sums to ``s_L``: go left if ``v < s_L``, else ``v <- v - s_L`` and go right
+    (the half-open rule of :meth:`memtutor.replay.SumTree.find`). Returns ``(depth, node, v)`` for every node
+    visited, root first (``node`` counts from the left within its depth); the last entry is the leaf found.
+    """
+    p = _check_walk(priorities, v, 2)
+    levels = [p]  # levels[0]: leaves; levels[-1]: [root]
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        levels.append([below[2 * i] + below[2 * i + 1] for i in range(len(below) // 2)])
+    node, v = 0, float(v)
+    path = [(0, 0, v)]
+    for depth in range(1, len(levels)):
+        left = levels[-depth - 1][2 * node]  # the left child's sum
+        node = 2 * node + (v >= left)
+        v = v - left if node % 2 else v
+        path.append((depth, node, v))
+    return path
+
+
+def _node(ax, x: float, y: float, value: float, *, on_path: bool, w: float = 0.7, h: float = 0.48):
+    """A tree node holding ``value``; nodes on the walk get a thick outline in the walk's colour."""
+    b = box(ax, x, y, f"${value:g}$", w=w, h=h, role="memory", fontsize=9)
+    if on_path:
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.12",
+                facecolor="none", edgecolor=_PATH, linewidth=2.2,
+            )
+        )  # fmt: skip
+    return b
+
+
+def draw_sum_tree_walk(priorities: tuple[float, ...] = WALK_PRIORITIES, v: float = WALK_PREFIX) -> Figure:
+    """Draw a binary sum tree over the leaves ``p_i^alpha`` (internal nodes: the sums of their children) and the
+    walk of one prefix value ``v`` to its leaf (:func:`binary_walk`), with the leaves' ranges of prefix sums
+    on a bar below. Returns the figure."""
+    path = binary_walk(priorities, v)
+    p = [float(x) for x in priorities]
+    if len(p) > 16:
+        raise ValueError(f"the diagram draws at most 16 leaves, got {len(p)}")
+    n, depth = len(p), len(path) - 1
+    fig, ax = canvas(12.6, 6.2)
+    dx = 8.4 / n
+    xs = [[0.9 + dx * i for i in range(n)]]  # leaf x positions; each parent sits between its children
+    vals = [p]
+    while len(xs[-1]) > 1:
+        xs.append([(xs[-1][2 * i] + xs[-1][2 * i + 1]) / 2 for i in range(len(xs[-1]) // 2)])
+        vals.append([vals[-1][2 * i] + vals[-1][2 * i + 1] for i in range(len(vals[-1]) // 2)])
+    y_of = {d: 5.5 - 1.05 * d for d in range(depth + 1)}  # depth 0 (root) at the top
+    on_path = {(d, node) for d, node, _ in path}
+    boxes = {}
+    for d in range(depth + 1):
+        lvl = depth - d  # index into xs/vals (0 = leaves)
+        for i, (x, value) in enumerate(zip(xs[lvl], vals[lvl], strict=True)):
+            boxes[d, i] = _node(ax, x, y_of[d], value, on_path=(d, i) in on_path)
+    for d in range(depth):  # tree edges; the walk's edges are arrows
+        for i in range(len(xs[depth - d])):
+            for c in (2 * i, 2 * i + 1):
+                start, end = boxes[d, i].bottom, boxes[d + 1, c].top
+                if (d, i) in on_path and (d + 1, c) in on_path:
+                    arrow(ax, start, end, color=_PATH)
+                else:
+                    ax.plot([start[0], end[0]], [start[1], end[1]], color="#999999", lw=0.8)
+    for i, x in enumerate(xs[0]):
+        note(ax, x, y_of[depth] - 0.42, f"$i={i}$", fontsize=8)
+    # The rule applied at each internal node of the walk, in a column on the right.
+    for (d, node, v_here), (_, child, v_next) in zip(path[:-1], path[1:], strict=True):
+        left = vals[depth - d - 1][2 * node]
+        if child % 2 == 0:
+            text = f"$v = {v_here:g} < {left:g}$: go left"
+        else:
+            text = f"$v = {v_here:g} \\geq {left:g}$: $v \\leftarrow {v_here:g} - {left:g} = {v_next:g}$, go right"
+        note(ax, 9.3, y_of[d], text, fontsize=8.5, ha="left")
+    leaf = path[-1][1]
+    note(ax, 9.3, y_of[depth], f"leaf $i = {leaf}$, drawn with prob. $p_i^\\alpha / \\Sigma_k\\, p_k^\\alpha$",
+         fontsize=8.5, ha="left")  # fmt: skip
+    note(ax, 0.2, y_of[0], "internal nodes:\nsums of children", fontsize=8, ha="left")
+    note(ax, 0.05, y_of[depth], "$p_i^\\alpha$", fontsize=9, ha="left")
+    # The prefix-sum bar: leaf i owns [sum_{k<i} p_k^alpha, sum_{k<=i} p_k^alpha); v falls in the found leaf's range.
+    total, x0, width, y_bar = sum(p), xs[0][0] - dx / 2, dx * n, 0.75
+    scale, start = width / total, 0.0
+    for i, value in enumerate(p):
+        colour = "#f5c6c0" if i == leaf else PALETTE["memory"]
+        ax.add_patch(Rectangle((x0 + start * scale, y_bar - 0.18), value * scale, 0.36, facecolor=colour,
+                               edgecolor="#333333", linewidth=0.8))  # fmt: skip
+        if value * scale > 0.25:
+            ax.text(x0 + (start + value / 2) * scale, y_bar, f"{i}", ha="center", va="center", fontsize=7)
+        start += value
+    xv = x0 + float(v) * scale
+    ax.plot([xv, xv], [y_bar - 0.3, y_bar + 0.3], color=_PATH, lw=2)
+    note(ax, xv, y_bar + 0.45, f"$v = {float(v):g}$", fontsize=8.5)
+    note(ax, x0, y_bar - 0.4, "$0$", fontsize=8)
+    note(ax, x0 + width, y_bar - 0.4, f"$\\Sigma_k\\, p_k^\\alpha = {total:g}$", fontsize=8)
+    note(ax, 9.3, y_bar, "prefix sums: leaf $i$ owns a range\nof width $p_i^\\alpha$", fontsize=8.5, ha="left")
+    return fig
+
+
+def wide_walk(priorities: tuple[float, ...], v: float, k: int = 4) -> dict[str, Any]:
+    """The walk of prefix value ``v`` down a two-level wide sum tree: leaves ``priorities`` (``k * T`` of them),
+    a top level of ``T`` nodes, each the sum of ``k`` leaves (the layout of :class:`memtutor.replay.SumTree`
+    with ``root_fanout >= T``), searched as the package does.
+
+    Returns ``top`` (the ``T`` top sums), ``top_csum`` (``[0, s_0, s_0 + s_1, ...]``, ``T + 1`` entries),
+    ``node`` (the top node ``j`` with ``top_csum[j] <= v < top_csum[j + 1]``), ``v_in_node``
+    (``v - top_csum[node]``), ``row`` (that node's ``k`` leaves), ``row_csum`` (their prefix sums from 0,
+    ``k + 1`` entries), ``child`` (the leaf of the row whose range holds ``v_in_node``) and ``leaf``
+    (``k * node + child``)."""
+    k = check_positive_int(k, "k")
+    p = [float(x) for x in priorities]
+    if k < 2 or len(p) % k or len(p) < 2 * k:
+        raise ValueError(f"need k >= 2 and k * T leaves with T >= 2, got k={k} and {len(p)} leaves")
+    p = _check_walk(tuple(p), v, 1)
+    top = [sum(p[i * k : (i + 1) * k]) for i in range(len(p) // k)]
+    top_csum = [0.0]
+    for s in top:
+        top_csum.append(top_csum[-1] + s)
+    node = bisect.bisect_right(top_csum, float(v)) - 1  # the last prefix sum <= v
+    v_in_node = float(v) - top_csum[node]
+    row = p[node * k : (node + 1) * k]
+    row_csum = [0.0]
+    for s in row:
+        row_csum.append(row_csum[-1] + s)
+    child = bisect.bisect_right(row_csum, v_in_node) - 1
+    return dict(top=top, top_csum=top_csum, node=node, v_in_node=v_in_node, row=row, row_csum=row_csum,
+                child=child, leaf=k * node + child)  # fmt: skip
+
+
+def draw_wide_tree_walk(priorities: tuple[float, ...] = WIDE_PRIORITIES, v: float = WIDE_PREFIX, k: int = 4) -> Figure:
+    """Draw the wide sum tree's descent (:func:`wide_walk`): one prefix sum over the top level shared by the
+    whole batch and a ``searchsorted``, then, per level below, the ``k`` children of each sample's node
+    gathered as a ``(B, k)`` row, its prefix sums and one more ``searchsorted``. Returns the figure."""
+    walk = wide_walk(priorities, v, k)
+    p = [float(x) for x in priorities]
+    if len(p) > 16 or len(p) // k > 4:
+        raise ValueError(f"the diagram draws at most 16 leaves and 4 top nodes, got {len(p)} leaves and k = {k}")
+    top_n = len(walk["top"])
+    fig, ax = canvas(12.6, 5.5)
+
+    def fmt(xs: list[float]) -> str:
+        return "[" + ", ".join(f"{x:g}" for x in xs) + "]"
+
+    leaf_w, group_gap = 0.58, 0.3
+    group_w = k * leaf_w + group_gap
+    x_leaf = [0.9 + (i // k) * group_w + (i % k) * leaf_w for i in range(len(p))]
+    x_top = [sum(x_leaf[j * k : (j + 1) * k]) / k for j in range(top_n)]
+    y_top, y_leaf = 3.2, 1.85
+    # Step 1: the shared top-level search.
+    node, child, leaf = walk["node"], walk["child"], walk["leaf"]
+    x_mid = (x_leaf[0] + x_leaf[-1]) / 2
+    search = box(
+        ax, x_mid, 4.7,
+        f"top level: one prefix sum for the whole batch, ${fmt(walk['top_csum'])}$\n"
+        f"searchsorted: ${walk['top_csum'][node]:g} \\leq v = {float(v):g} < {walk['top_csum'][node + 1]:g}$"
+        f"  $\\Rightarrow$  node ${node}$,  $v \\leftarrow {float(v):g} - {walk['top_csum'][node]:g}"
+        f" = {walk['v_in_node']:g}$",
+        w=9.6, h=0.95, role="operation", fontsize=8.5,
+    )  # fmt: skip
+    tops = [_node(ax, x, y_top, s, on_path=j == node) for j, (x, s) in enumerate(zip(x_top, walk["top"], strict=True))]
+    for j, b in enumerate(tops):
+        if j == node:
+            arrow(ax, (b.x, search.bottom[1]), b.top, color=_PATH)
+        for i in range(j * k, (j + 1) * k):
+            if i == leaf:
+                continue  # the walk's arrow
+            ax.plot([b.x, x_leaf[i]], [b.bottom[1], y_leaf + 0.24], color="#999999", lw=0.8)
+    row_box = box(ax, sum(x_leaf[node * k : (node + 1) * k]) / k, y_leaf - 0.1, "", w=k * leaf_w + 0.16, h=0.95,
+                  role="operation", dashed=True)  # fmt: skip
+    for i, (x, value) in enumerate(zip(x_leaf, p, strict=True)):
+        _node(ax, x, y_leaf, value, on_path=i == leaf, w=0.48, h=0.48)
+        note(ax, x, y_leaf - 0.4, f"{i}", fontsize=7)
+    arrow(ax, tops[node].bottom, (x_leaf[leaf], y_leaf + 0.26), color=_PATH)
+    # Step 2: the per-sample row of k children.
+    gather = box(
+        ax, x_mid, 0.55,
+        f"each level below: gather the $k = {k}$ children of node ${node}$ as a $(B, k)$ row ${fmt(walk['row'])}$\n"
+        f"prefix sums ${fmt(walk['row_csum'])}$; searchsorted: ${walk['row_csum'][child]:g} \\leq v = "
+        f"{walk['v_in_node']:g} < {walk['row_csum'][child + 1]:g}$"
+        f"  $\\Rightarrow$  child ${child}$, leaf $i = {k} \\cdot {node} + {child} = {leaf}$",
+        w=9.6, h=0.8, role="operation", fontsize=8.5,
+    )  # fmt: skip
+    arrow(ax, row_box.bottom, (row_box.x, gather.top[1]), color=_PATH)
+    x_label = x_leaf[-1] + 0.55
+    note(ax, x_label, y_top, f"top level: $T = {top_n}$ nodes\n(at most root_fanout)", fontsize=8, ha="left")
+    note(ax, x_label, y_leaf, f"leaves $p_i^\\alpha$,\n$k = {k}$ per node", fontsize=8, ha="left")
+    return fig

@@ -37,9 +37,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from memtutor.controller import ControllerConfig, CopyTrainConfig
+from memtutor.diagrams import arrow, box, canvas, note
 from memtutor.experiments.nb02_controller import copy_run_config
 from memtutor.meta import (
     CONTROLLER_HEAD,
@@ -62,6 +64,7 @@ from memtutor.utils import check_positive_int, generator, load_or_train, registe
 from memtutor.utils import progress as progress_bar
 
 __all__ = [
+    "draw_maml_geometry",
     "SINE_TASKS",
     "CONTROLLER_TASKS",
     "MASK_SPLIT",
@@ -129,6 +132,78 @@ SINE_TASKS = register_seed_offset("nb04/sine-task-stream", 1)
 CONTROLLER_TASKS = register_seed_offset("nb04/controller-task-stream", 1)
 #: The random split of the XOR masks into meta-training and held-out masks: ``mask_seed``.
 MASK_SPLIT = register_seed_offset("nb04/mask-split", 0)
+
+
+# --------------------------------------------------------------------------- the lesson's diagram
+
+_META = "#b03a2e"  # the meta-update (MAML)
+_FO = "#1f5fa8"  # first-order MAML
+_REPTILE = "#2e7d32"  # Reptile
+_INNER = "#777777"  # inner-loop steps
+
+
+def draw_maml_geometry() -> Figure:
+    """Notebook 04's diagram, in the notebook's symbols; returns the figure.
+
+    (a) After Finn et al. (2017), Figure 1: the meta-parameters theta, adapted to each task i by
+    inner steps -alpha grad L_sup_i to phi_i, whose query losses L_qry_i(phi_i) average to
+    L_meta(theta); the meta-update theta <- theta - beta grad_theta L_meta moves theta along its
+    meta-training path. (b) One task's phi after k inner steps and the direction each method takes
+    at theta: MAML's query gradient carried back through the inner steps (the product of
+    (I - alpha H_sup) factors), first-order MAML's query gradient at phi applied unchanged at theta,
+    and Reptile's step towards phi, theta <- theta + eps (phi - theta).
+    """
+    fig, ax = canvas(13.5, 6.0)
+    # (a) Finn et al.'s picture: one initialisation, one inner loop per task, one meta-update.
+    note(ax, 3.4, 5.75, r"(a) MAML: $\theta$ is adapted to each task $i$, then $\theta$ itself is updated",
+         fontsize=9.5)  # fmt: skip
+    theta = box(ax, 1.3, 2.7, r"$\theta$", w=0.8, h=0.6, role="network", fontsize=12)
+    ys = (4.6, 2.7, 0.8)
+    for i, (y, bend) in enumerate(zip(ys, (-0.12, 0.0, 0.12), strict=True)):
+        phi = box(ax, 4.6, y, rf"$\varphi_{i + 1}$", w=0.8, h=0.6, role="network", dashed=True, fontsize=12)
+        arrow(ax, theta.right, phi.left, bend=bend, color=_INNER)
+        note(ax, 2.95, (2.7 + y) / 2 + (0.35 if i == 1 else 0.15 * (1 if i == 0 else -1)),
+             rf"$-\alpha\nabla\mathcal{{L}}^{{\mathrm{{sup}}}}_{i + 1}$", fontsize=9)  # fmt: skip
+        loss = box(ax, 6.15, y, rf"$\mathcal{{L}}^{{\mathrm{{qry}}}}_{i + 1}(\varphi_{i + 1})$", w=1.5, h=0.6,
+                   role="output", fontsize=9)  # fmt: skip
+        arrow(ax, phi.right, loss.left, color=_INNER)
+    # theta's meta-training path (Finn et al.'s thick line), continued by this meta-update
+    arrow(ax, (0.35, 0.9), theta.bottom, bend=0.25, color=_META)
+    arrow(ax, theta.top, (1.6, 4.7), bend=-0.25, color=_META)
+    update = r"meta-update: $\theta \leftarrow \theta - \beta\,\nabla_\theta\mathcal{L}_{\mathrm{meta}}(\theta)$"
+    note(ax, 0.3, 5.1, update, fontsize=9, ha="left")
+    note(ax, 6.9, 0.1, r"mean over the $T$ tasks: $\mathcal{L}_{\mathrm{meta}}(\theta)$", fontsize=8.5, ha="right")
+    note(ax, 0.3, 0.35, "meta-training path of $\\theta$", fontsize=8, ha="left")
+
+    # (b) One task, three uses of its adapted parameters phi.
+    note(ax, 10.4, 5.75, r"(b) one task: what each method does with $\varphi$", fontsize=9.5)
+    ax.plot([7.25, 7.25], [0.2, 5.5], color="#cccccc", lw=0.8)
+    tb = box(ax, 8.4, 2.2, r"$\theta$", w=0.8, h=0.6, role="network", fontsize=12)
+    pb = box(ax, 12.4, 3.4, r"$\varphi$", w=0.8, h=0.6, role="network", dashed=True, fontsize=12)
+    p1, p2 = (9.9, 2.3), (11.2, 2.75)
+    arrow(ax, tb.right, p1, color=_INNER)
+    arrow(ax, p1, p2, color=_INNER)
+    arrow(ax, p2, pb.left, color=_INNER)
+    note(ax, 10.9, 2.2, r"$k$ inner steps, $\alpha$", fontsize=8.5)
+    g = (-0.8, 1.3)  # the query gradient at phi, drawn at phi and carried back to theta
+    arrow(ax, pb.top, (pb.top[0] + g[0], pb.top[1] + g[1]), color=_FO)
+    note(ax, 11.7, 5.3, r"$-\nabla_\varphi\mathcal{L}^{\mathrm{qry}}(\varphi)$", fontsize=9)
+    arrow(ax, tb.top, (tb.top[0] + g[0], tb.top[1] + g[1]), color=_FO, dashed=True)
+    arrow(ax, tb.top, (tb.top[0] + 0.45, tb.top[1] + 1.75), color=_META)
+    reptile_end = (tb.x + 0.4 * (pb.x - tb.x), tb.y + 0.4 * (pb.y - tb.y) + 0.45)
+    arrow(ax, (tb.right[0], tb.y + 0.2), reptile_end, color=_REPTILE)
+    # a colour key: each method's update direction at theta
+    rows = (
+        (_META, r"MAML: $-\prod_s\,(I - \alpha H^{\mathrm{sup}}(\varphi^{(s)}))\,"
+                r"\nabla_\varphi\mathcal{L}^{\mathrm{qry}}(\varphi)$"),
+        (_FO, r"first-order MAML: $-\nabla_\varphi\mathcal{L}^{\mathrm{qry}}(\varphi)$: the $\alpha H$ terms dropped"),
+        (_REPTILE, r"Reptile: $\theta \leftarrow \theta + \varepsilon\,(\varphi - \theta)$, no query set"),
+    )  # fmt: skip
+    for j, (color, text) in enumerate(rows):
+        y = 1.05 - 0.42 * j
+        ax.plot([7.5, 7.85], [y, y], color=color, lw=2, linestyle="--" if color == _FO else "-")
+        ax.text(7.95, y, text, ha="left", va="center", fontsize=8.5, color=color)
+    return fig
 
 
 def _check_positive(value: float, name: str) -> float:
