@@ -670,3 +670,36 @@ def test_training_path_of_the_ablation_table_with_a_tiny_budget(tmp_path):
     torch.testing.assert_close(again["rows"]["headline"]["test"], rows["headline"]["test"])
     out = ta.train_agent(tiny, progress=True)
     assert out["updates"] == 2 and "config" not in out
+
+
+def _one_update_by_hand(cfg: ToolAgentConfig, value_coef: float | None = None) -> dict:
+    """The first update of train_agent written out from its documented seeding (notebook 06's my_update)."""
+    from memtutor.utils import generator as make_generator
+
+    torch.manual_seed(cfg.seed)
+    policy = ToolPolicy(cfg)
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    g = make_generator(cfg.seed, ta.TOOL_TRAIN_DRAWS)
+    mix = torch.tensor(ta.stage_mix(0, cfg, None))
+    counts = torch.bincount(torch.multinomial(mix, cfg.batch_size, True, generator=g), minlength=ta.NUM_STAGES)
+    problems = ta.cat_problems(ta.sample_problems(s, c, g) for s, c in enumerate(counts.tolist()) if c > 0)
+    ro = ta.rollout(policy, problems, generator=g)
+    loss, _ = ta.vpg_loss(ro, cfg if value_coef is None else replace(cfg, value_coef=value_coef))
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+    opt.step()
+    return policy.state_dict()
+
+
+def test_one_training_update_is_reproducible_by_hand_from_the_documented_seeding():
+    """Notebook 06 checks its my_update against train_agent(max_updates=1): the update must be exactly
+    the documented one (seed, generator, stage mix, rollout, loss, clip, Adam), and a different loss must show."""
+    cfg = ToolAgentConfig(batch_size=32, max_updates=1, eval_size=4, seed=3)
+    theirs = ta.train_agent(cfg)["state_dict"]
+    mine = _one_update_by_hand(cfg)
+    assert mine.keys() == theirs.keys()
+    for name in theirs:
+        torch.testing.assert_close(mine[name], theirs[name])
+    wrong = _one_update_by_hand(cfg, value_coef=0.25)  # an injected change to the loss is detected
+    assert any(not torch.allclose(wrong[name], theirs[name]) for name in theirs)

@@ -9,7 +9,8 @@ one training run measured (:func:`train_and_measure`), the whole cached table ov
 (:class:`AblationTableConfig`), the binding-blind baseline (:func:`in_order_programs`), the pattern
 lookups (:func:`nearest_training_pattern`, :func:`cross_stage_lookup_pattern`), and the text
 displays of problems and programs (:func:`formula_text`, :func:`problem_text`,
-:func:`context_to_text`, :func:`program_to_text`, :func:`trace_program`, :func:`explain_program`).
+:func:`context_to_text`, :func:`program_to_text`, :func:`trace_program`, :func:`explain_program`),
+and the diagram of the agent's loop (:func:`draw_tool_agent`).
 
 Seeding: every agent is trained by ``train_agent`` from its configuration's ``seed`` (see its
 docstring); held-out accuracy uses the fixed sets of :func:`memtutor.tool_agent.held_out_set`.
@@ -30,7 +31,9 @@ from itertools import product
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 
+from memtutor.diagrams import arrow, box, canvas, note
 from memtutor.tool_agent import (
     ACTION_NAMES,
     ADD,
@@ -92,6 +95,7 @@ __all__ = [
     "context_to_text",
     "trace_program",
     "explain_program",
+    "draw_tool_agent",
 ]
 
 #: The rows of notebook 06's table: name -> changes to the headline configuration.
@@ -487,6 +491,63 @@ def explain_program(
         + "  ".join(f"{name}[{'' if acc is None else acc}|{'' if mem is None else mem}]" for name, acc, mem in rows)
     )
     return rows
+
+
+# ----------------------------------------------------------------------------- diagram
+def draw_tool_agent() -> Figure:
+    """Notebook 06's diagram of the agent's loop, in the notebook's symbols; returns the figure.
+
+    The problem context $x$ (the formula over roles, then a (role, number) pair per slot) is read by
+    the context encoder (a GRU, final state $c$); with the stage embedding $s$ it gives the decoder's
+    first state $h_0 = \\tanh(W(c + s))$. The open-loop GRU decoder's input at step $t$ is the
+    embedding of its own previous action $a_{t-1}$ plus an attention read of the formula; its state
+    $h_t$ scores the slots by pointer attention (logits of P0..P4, keys $k_i$ from the role names)
+    and the other tools by a linear head, the action mask removes invalid tools, and $a_t$ is
+    sampled. The program runs in the calculator environment (accumulator, pending operator, memory;
+    STO/RCL), whose rewards $r_t$ (1 for an exact answer, 0.1 per canonical subgoal) give the
+    reward-to-go $G_t$ of the REINFORCE-with-baseline loss, with the value head's $V_t$ as baseline.
+    No tool result goes back to the decoder.
+    """
+    fig, ax = canvas(14.0, 7.4)
+    ctx = box(ax, 1.75, 6.6, "problem context $x$\nformula: a $o_1$ b $o_2$ c ...\nslots P0..P4: (role, number)",
+              w=3.1, h=1.15, role="input")  # fmt: skip
+    enc = box(ax, 1.75, 4.3, "context encoder (GRU)\nfinal state $c$", w=3.1, h=0.85, role="network")
+    stage = box(ax, 1.75, 1.6, "stage embedding $s$\n(stage 0, 1 or 2)", w=3.1, h=0.85, role="network")
+    init = box(ax, 5.2, 2.7, "$h_0 = \\tanh(W(c + s))$", w=2.4, h=0.6, role="operation")
+    fatt = box(ax, 5.2, 5.0, "formula attention\n(reads the formula)", w=2.4, h=0.85, role="network")
+    dec = box(ax, 8.6, 3.5, "open-loop GRU decoder, state $h_t$\ninput: emb($a_{t-1}$) + formula read",
+              w=3.6, h=1.0, role="network")  # fmt: skip
+    ptr = box(ax, 8.6, 6.6, "pointer attention over slots\n$q(h_t)^\\top k_i/\\sqrt{D}$: logits of P0..P4",
+              w=3.2, h=0.85, role="network")  # fmt: skip
+    mask = box(ax, 12.3, 6.6, "action mask ($-10^9$ if invalid)\nsample $a_t \\sim \\pi(a_t \\mid x, a_{<t})$",
+               w=3.1, h=0.85, role="operation")  # fmt: skip
+    env = box(ax, 12.55, 3.8, "calculator environment\naccumulator, pending op,\nmemory slot: STO / RCL",
+              w=2.7, h=1.15, role="operation")  # fmt: skip
+    loss = box(
+        ax, 11.2, 0.9, "REINFORCE with a learned baseline\n"
+        "$G_t = \\Sigma_{t' \\geq t}\\, r_{t'}$,  $\\hat A_t$: $G_t - V_t$ normalised\n"
+        "$\\mathcal{L} = -\\log\\pi(a_t)\\,\\hat A_t + c_v (V_t - G_t)^2 - c_e H(\\pi_t)$",
+        w=5.0, h=1.35, role="output",
+    )  # fmt: skip
+
+    arrow(ax, ctx.bottom, enc.top, "tokens", offset=(0.4, -0.1))
+    arrow(ax, ctx.right, ptr.left, "slot keys $k_i$ (role names)", offset=(0.0, 0.05))
+    arrow(ax, enc.right, fatt.at(0.0, 0.3), "formula\noutputs", offset=(-0.3, 0.2))
+    arrow(ax, enc.at(0.8, 0.0), init.at(0.15, 1.0), "$c$", offset=(0.15, -0.1))
+    arrow(ax, stage.right, init.at(0.15, 0.0), "$s$", offset=(0.1, -0.2))
+    arrow(ax, init.right, dec.at(0.0, 0.3), "$h_0$", offset=(-0.05, 0.0))
+    arrow(ax, fatt.right, dec.at(0.2, 1.0), "read", offset=(0.35, -0.05))
+    arrow(ax, dec.at(0.3, 1.0), ptr.at(0.27, 0.0), "$h_t$", offset=(-0.2, -0.1))
+    arrow(ax, ptr.right, mask.left)
+    arrow(ax, dec.at(1.0, 0.9), mask.at(0.1, 0.0), "ADD .. ANS\n(linear head)", offset=(-1.05, 0.2))
+    arrow(ax, mask.at(0.3, 0.0), dec.at(1.0, 0.4), "$a_{t-1}$", offset=(0.35, -0.25), dashed=True)
+    arrow(ax, mask.at(0.8, 0.0), env.at(0.75, 1.0), "$a_t$", offset=(0.2, -0.1))
+    arrow(ax, env.at(0.6, 0.0), loss.at(0.8, 1.0), "$r_t$: 1 if exact, + 0.1 per subgoal", offset=(-1.75, -0.2))
+    arrow(ax, dec.at(0.6, 0.0), loss.at(0.12, 1.0), "value head $V_t$", offset=(-0.95, -0.15))
+    arrow(ax, loss.left, stage.at(1.0, 0.15), "$\\nabla\\mathcal{L}$, clipped: Adam step on every weight",
+          dashed=True, offset=(0.0, -0.45))  # fmt: skip
+    note(ax, 12.45, 2.72, "tool results never reach the decoder", fontsize=8, ha="right")
+    return fig
 
 
 def _main() -> None:  # pragma: no cover - a command-line entry for training the table in parallel
