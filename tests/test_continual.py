@@ -728,3 +728,21 @@ def test_benchmark_quick_runs():
         check=True, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert "ratio" in out.stdout
+
+
+def test_agent_diagram_labels_every_part_and_rejects_bad_sizes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for n in (2, 5, 8):
+        fig = nb05.draw_continual_agent(n)
+        texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+        plt.close(fig)
+        assert f"$T_{{{n}}}$" in texts and f"$T_{{{n + 1}}}$" not in texts  # one box per task of the stream
+        for part in ("replay buffer", "$f_\\theta$", "Reptile", "prototype memory $M$", "$R_{i,j}$", "ACC, BWT, LA"):
+            assert part in texts, part
+    for bad in (1, 9, 2.5, "5"):
+        with pytest.raises(ValueError, match="num_tasks"):
+            nb05.draw_continual_agent(bad)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 
 from memtutor.continual import (
     SCENARIOS,
@@ -46,6 +47,7 @@ from memtutor.continual import (
     train_stream,
     validation_stream,
 )
+from memtutor.diagrams import arrow, box, canvas, note
 from memtutor.utils import check_positive_int, register_seed_offset
 from memtutor.utils import generator as make_generator
 from memtutor.utils import progress as progress_bar
@@ -69,6 +71,7 @@ __all__ = [
     "train_methods",
     "summarize",
     "paired_interval",
+    "draw_continual_agent",
 ]
 
 _OFF = dict(replay=None, memory=False, meta=False, joint=False, ewc=False)
@@ -429,3 +432,59 @@ def paired_interval(diff: torch.Tensor, level: float = 0.95) -> tuple[float, flo
     half = float(student_t.ppf((1 + level) / 2, d.numel() - 1)) * float(d.std()) / math.sqrt(d.numel())
     mean = float(d.mean())
     return mean, mean - half, mean + half
+
+
+def draw_continual_agent(num_tasks: int = 5) -> Figure:
+    """Schematic of notebook 05's full agent: the task stream, one training step, and how it is measured.
+
+    Tasks $T_1 \\dots T_T$ arrive one at a time. Each step puts a current batch and a batch replayed
+    from the prioritized buffer through the learner $f_\\theta$ and takes one SGD step; the replayed
+    items' priorities $p_i$ are re-scored. Every few steps a Reptile update moves $\\theta$ towards
+    the mean of the $\\phi_i$ adapted to one episode per task seen. The prototype memory $M$ (one slot per
+    digit) is written from the buffer's features and read to predict; after each task the test
+    accuracies fill a row of $R_{i,j}$, from which ACC, BWT and LA are computed. Returns the figure
+    (``num_tasks`` boxes in the stream, 2 to 8).
+    """
+    num_tasks = check_positive_int(num_tasks, "num_tasks")
+    if not 2 <= num_tasks <= 8:
+        raise ValueError(f"num_tasks must be between 2 and 8 (boxes in the drawn stream), got {num_tasks}")
+    fig, ax = canvas(13.5, 7.0)
+    # the stream, top left
+    step = 0.85
+    tasks = [
+        box(ax, 0.65 + i * step, 6.35, f"$T_{{{i + 1}}}$", w=0.7, h=0.55, role="input", fontsize=10)
+        for i in range(num_tasks)
+    ]
+    note(ax, tasks[-1].right[0] + 0.2, 6.35, "task stream: one task at a time, $T_t$ the current one", ha="left")
+    # one ordinary step, and the Reptile update every few steps
+    batch = box(ax, 1.5, 4.5, "current batch\n32 images of $T_t$", w=2.3, h=0.9, role="input")
+    buf = box(
+        ax, 1.5, 2.1, "prioritized replay buffer\n200 images, priorities $p_i$\n$P(i)=p_i^\\alpha/\\sum_k p_k^\\alpha$",
+        w=2.8, h=1.4, role="memory",
+    )  # fmt: skip
+    net = box(ax, 5.4, 4.5, "learner $f_\\theta$\nMLP encoder + head", w=2.4, h=0.9, role="network")
+    sgd = box(ax, 9.0, 4.5, "SGD step on $\\ell$\n(current + replay)", w=2.6, h=0.9, role="operation")
+    reptile = box(
+        ax, 9.0, 2.3, "Reptile, every 5 steps\n$\\phi_i$: 5 SGD steps on episode $i$\n"
+        "$\\theta \\leftarrow \\theta + \\epsilon\\,(\\bar\\phi - \\theta)$",
+        w=3.2, h=1.3, role="operation",
+    )  # fmt: skip
+    # the memory is written from the buffer and read to predict; predictions fill R
+    memory = box(ax, 5.4, 0.7, "prototype memory $M$\none slot per digit", w=2.4, h=0.9, role="memory")
+    R = box(ax, 12.2, 0.7, "$R_{i,j}$: accuracy\non $T_j$ after $T_i$", w=2.2, h=0.9, role="output")
+    metrics = box(ax, 12.2, 2.9, "ACC, BWT, LA\nfrom $R$", w=2.2, h=0.9, role="output")
+
+    arrow(ax, tasks[min(2, num_tasks - 1)].bottom, batch.top, "$T_t$ only", offset=(0.35, 0.0))
+    arrow(ax, batch.right, net.left, "$(x, y)$")
+    arrow(ax, buf.at(0.85, 1.0), net.at(0.15, 0.0), "replayed batch, $w_i$", offset=(-0.75, 0.1))
+    arrow(ax, net.at(0.4, 0.0), buf.right, "$p_i \\leftarrow |\\ell_i|+\\epsilon$", dashed=True, offset=(0.1, -0.75))
+    arrow(ax, batch.bottom, buf.top, "40 exemplars\nat task end", dashed=True, offset=(-0.75, -0.2))
+    arrow(ax, net.right, sgd.left, "$\\ell$")
+    arrow(ax, sgd.top, net.at(0.8, 1.0), "$\\theta$", bend=0.45, offset=(0.0, 0.45))
+    arrow(ax, buf.at(1.0, 0.2), reptile.at(0.0, 0.2), "episodes of the tasks seen", offset=(-0.9, 0.02))
+    arrow(ax, reptile.at(0.15, 1.0), net.at(0.85, 0.0), "$\\theta$", offset=(0.3, -0.1))
+    arrow(ax, buf.at(0.5, 0.0), memory.left, "stored images", bend=0.3, offset=(0.3, 0.0))
+    arrow(ax, net.at(0.75, 0.0), memory.at(0.75, 1.0), "features $k$", offset=(0.55, 0.3))
+    arrow(ax, memory.right, R.left, "read $C(M, k, \\beta)$: predictions", offset=(0.0, 0.05))
+    arrow(ax, R.top, metrics.bottom, "after each task $i$", offset=(0.0, -0.1))
+    return fig
