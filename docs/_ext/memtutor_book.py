@@ -49,7 +49,18 @@ API_GROUPS = [
     (
         "Lesson modules",
         "What each lesson builds and checks.",
-        ["memory", "controller", "tasks", "replay", "_replay_fast", "meta", "continual", "tool_agent", "memup", "tmaze"],
+        [
+            "memory",
+            "controller",
+            "tasks",
+            "replay",
+            "_replay_fast",
+            "meta",
+            "continual",
+            "tool_agent",
+            "memup",
+            "tmaze",
+        ],
     ),
     (
         "Experiments",
@@ -112,6 +123,8 @@ def _canonical(module: str, name: str) -> tuple[str, str | None] | None:
     obj = getattr(mod, name)
     if inspect.ismodule(obj):
         return (obj.__name__, None) if obj.__name__.startswith("memtutor") else None
+    if name.startswith("_"):
+        return None  # private: a lesson may open it up, but it is not part of the API reference
     home = getattr(obj, "__module__", None)
     if (inspect.isclass(obj) or inspect.isfunction(obj)) and home and home.startswith("memtutor"):
         return home, obj.__qualname__

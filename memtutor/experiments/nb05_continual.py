@@ -437,12 +437,12 @@ def paired_interval(diff: torch.Tensor, level: float = 0.95) -> tuple[float, flo
 def draw_continual_agent(num_tasks: int = 5) -> Figure:
     """Schematic of notebook 05's full agent: the task stream, one training step, and how it is measured.
 
-    Tasks $T_1 \\dots T_T$ arrive one at a time. Each step puts a current batch and a batch replayed
-    from the prioritized buffer through the learner $f_\\theta$ and takes one SGD step; the replayed
-    items' priorities $p_i$ are re-scored. Every few steps a Reptile update moves $\\theta$ towards
-    the mean of the $\\phi_i$ adapted to one episode per task seen. The prototype memory $M$ (one slot per
+    Tasks :math:`T_1 \\dots T_T` arrive one at a time. Each step puts a current batch and a batch replayed
+    from the prioritized buffer through the learner :math:`f_\\theta` and takes one SGD step; the replayed
+    items' priorities :math:`p_i` are re-scored. Every few steps a Reptile update moves :math:`\\theta` towards
+    the mean of the :math:`\\phi_i` adapted to one episode per task seen. The prototype memory :math:`M` (one slot per
     digit) is written from the buffer's features and read to predict; after each task the test
-    accuracies fill a row of $R_{i,j}$, from which ACC, BWT and LA are computed. Returns the figure
+    accuracies fill a row of :math:`R_{i,j}`, from which ACC, BWT and LA are computed. Returns the figure
     (``num_tasks`` boxes in the stream, 2 to 8).
     """
     num_tasks = check_positive_int(num_tasks, "num_tasks")
