@@ -466,7 +466,7 @@ def draw_continual_agent(num_tasks: int = 5) -> Figure:
     sgd = box(ax, 9.0, 4.5, "SGD step on $\\ell$\n(current + replay)", w=2.6, h=0.9, role="operation")
     reptile = box(
         ax, 9.0, 2.3, "Reptile, every 5 steps\n$\\phi_i$: 5 SGD steps on episode $i$\n"
-        "$\\theta \\leftarrow \\theta + \\epsilon\\,(\\bar\\phi - \\theta)$",
+        "$\\theta \\leftarrow \\theta + \\varepsilon\\,(\\bar\\phi - \\theta)$",
         w=3.2, h=1.3, role="operation",
     )  # fmt: skip
     # the memory is written from the buffer and read to predict; predictions fill R
