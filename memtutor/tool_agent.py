@@ -156,12 +156,14 @@ FORMULA_LEN = 2 * MAX_OPERANDS - 1
 CONTEXT_LEN = FORMULA_LEN + 2 * MAX_OPERANDS
 #: Fraction of number combinations reserved for held-out evaluation (never drawn for training).
 HELD_OUT_FRACTION = 0.2
-#: Operator openings ``o1 o2`` never drawn for training in *any* stage (fixed before any agent was
-#: trained). Every stage opens with ``P[a] o1 P[b] o2 P[c]``, so an opening held out in one stage
-#: but trained in another could be answered by reusing the other stage's program: it is held out
-#: everywhere. Every operator still occurs at every position of the training patterns of stages 0
-#: and 1, so a policy that reads operators one by one can answer them; a policy that looks up whole
-#: patterns or openings (from any stage) cannot.
+#: Operator openings ``o1 o2`` never drawn for training in *any* stage (fixed before any agent
+#: reported in notebook 06 was trained). Every stage opens with ``P[a] o1 P[b] o2 P[c]``, so an
+#: opening held out in one stage but trained in another could be answered by reusing the other
+#: stage's program: it is held out everywhere. Every operator still occurs at every position of
+#: the training patterns of stages 0 and 1, so a policy that reads operators one by one can answer
+#: them; a policy that looks up whole patterns or openings (from any stage) cannot. Stage 2 trains
+#: only ``+*``, ``*-`` and ``**``: its held-out openings put an operator where only stages 0 and 1
+#: train one.
 HELD_OUT_OPENINGS: tuple[str, ...] = ("-*", "*+")
 #: The held-out operator patterns per stage: stage 0 and 2 patterns are (o1, o2), stage 1 patterns
 #: (o1, o2, o3); exactly the patterns that begin with a held-out opening.
@@ -185,7 +187,7 @@ MAX_SUBGOALS = 5
 TOOL_TRAIN_DRAWS = register_seed_offset("tool_agent/train-draws", 0)
 #: The fresh training-split problems of the curriculum checks: ``seed + 10_000``.
 TOOL_CHECK_DRAWS = register_seed_offset("tool_agent/curriculum-checks", 10_000)
-#: The fixed held-out sets, one index per stage: ``HELD_OUT_SEED + stage``.
+#: The fixed held-out sets, one index per stage and split: ``stage`` for "test", ``stage + 3`` for "test-pattern".
 TOOL_HELD_OUT_DRAWS = register_seed_offset("tool_agent/held-out", 0)
 
 
@@ -1091,12 +1093,16 @@ def train_agent(
     device: torch.device | str | None = None,
     progress: bool = False,
     log: Callable[[str], object] | None = None,
+    on_check: Callable[[int, ToolPolicy], object] | None = None,
 ) -> dict:
     """Train a ToolPolicy with REINFORCE with a learned baseline and the curriculum; returns a dict of tensors.
 
     Returns {"state_dict", "curve" (E, 1 + NUM_STAGES): update index then greedy accuracy per
     stage on fresh training-split problems, "unlocked" (E,), "updates", "seconds"}.
-    ``progress``: show a progress bar over the updates; ``log``: optional print function.
+    ``progress``: show a progress bar over the updates; ``log``: optional print function;
+    ``on_check``: called as ``on_check(update, policy)`` after every curriculum check, for
+    diagnostics that must not steer training (it must not draw from the global generator; time
+    spent in it is not counted in "seconds").
 
     Seeding: ``torch.manual_seed(cfg.seed)`` before the policy is built fixes its parameters;
     every training batch (stage mix, problems, sampled actions) is drawn from
@@ -1144,6 +1150,11 @@ def train_agent(
                     + " ".join(f"{a:.3f}" for a in accs)
                     + f" ({time.perf_counter() - start:.0f}s)"
                 )
+            if on_check is not None:
+                paused = time.perf_counter()
+                with torch.no_grad():
+                    on_check(u, policy)
+                start += time.perf_counter() - paused  # the diagnostic's time is not training time
             if cfg.curriculum and unlocked < NUM_STAGES - 1 and accs[unlocked] >= cfg.promote_at:
                 unlocked += 1
             if min(accs) >= cfg.stop_at:

@@ -88,6 +88,7 @@ __all__ = [
     "cross_stage_lookup_pattern",
     "wilson_interval",
     "written_openings",
+    "random_operator_accuracy",
     "parse_problem",
     "formula_text",
     "problem_text",
@@ -106,11 +107,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 #: Rows whose first-seed agent is kept in the table (for the notebook's explorer).
 EXPLORER_ROWS = ("headline", "no formula attention")
 #: Rows whose agents are kept for every seed (the notebook counts what each ablated agent writes).
-EVERY_SEED_ROWS = ("no formula attention",)
+EVERY_SEED_ROWS = ("headline", "no formula attention")
 
 #: The cached headline agent (the first headline seed); its configuration is the notebook's ``cfg``.
 AGENT_FILE = "06_tool_agent.pt"
-#: Estimated time to train it on one free core, minutes.
+#: Estimated time to train it on one core of a slower laptop, minutes (about 1 on a shared 2-core machine).
 AGENT_MINUTES = 4.0
 #: The cached seeds and ablation table.
 ABLATIONS_FILE = "06_ablations.pt"
@@ -172,10 +173,17 @@ def train_and_measure(cfg: ToolAgentConfig, n_eval: int = 1000, keep_state: bool
     """Train one agent with ``cfg`` and measure it on both held-out splits.
 
     Returns {"seed", "updates", "solved" (every stage's last curriculum check >= stop_at),
-    "test" (NUM_STAGES,), "test_pattern" (NUM_STAGES,), "seconds", "curve"} and, with
-    ``keep_state``, the "state_dict".
+    "test" (NUM_STAGES,), "test_pattern" (NUM_STAGES,), "seconds", "curve",
+    "pattern_curve" (E, 1 + NUM_STAGES): held-out-pattern accuracy at every curriculum check, a
+    diagnostic that nothing in training or in the table's choices reads} and, with ``keep_state``,
+    the "state_dict".
     """
-    out = train_agent(cfg)
+    pattern_curve: list[list[float]] = []
+
+    def measure(update: int, policy: ToolPolicy) -> None:
+        pattern_curve.append([float(update)] + held_out_accuracy(policy, n_eval, "test-pattern").tolist())
+
+    out = train_agent(cfg, on_check=measure)
     policy = ToolPolicy(cfg)
     policy.load_state_dict(out["state_dict"])
     res = {
@@ -186,6 +194,7 @@ def train_and_measure(cfg: ToolAgentConfig, n_eval: int = 1000, keep_state: bool
         "test_pattern": held_out_accuracy(policy, n_eval, "test-pattern"),
         "seconds": float(out["seconds"]),
         "curve": out["curve"],
+        "pattern_curve": torch.tensor(pattern_curve),
     }
     if keep_state:
         res["state_dict"] = out["state_dict"]
@@ -207,6 +216,7 @@ def _assemble(config: AblationTableConfig, done: Mapping[int, tuple[str, dict]])
         name, run = done[i]
         r = rows.setdefault(name, {k: [] for k in ("seeds", "updates", "solved", "test", "test_pattern", "seconds")})
         r["curves"] = r.get("curves", []) + [run["curve"]]
+        r["pattern_curves"] = r.get("pattern_curves", []) + [run["pattern_curve"]]
         for k in ("updates", "solved", "test", "test_pattern", "seconds"):
             r[k].append(run[k])
         r["seeds"].append(run["seed"])
@@ -225,6 +235,7 @@ def _assemble(config: AblationTableConfig, done: Mapping[int, tuple[str, dict]])
             "test_pattern": torch.stack(r["test_pattern"]),
             "seconds": torch.tensor(r["seconds"]),
             "curves": r["curves"],
+            "pattern_curves": r["pattern_curves"],
         }
     return {
         "rows": table,
@@ -248,7 +259,8 @@ def train_ablation_table(
     ``jobs`` > 1 trains in that many processes (one thread each); ``save_to``: a file to which
     the finished part is saved after every run. Returns {"rows": {name: {"seeds" (S,), "updates"
     (S,), "solved" (S,) bool, "test" (S, NUM_STAGES), "test_pattern" (S, NUM_STAGES), "seconds"
-    (S,), "curves": [(E, 1 + NUM_STAGES)]}}, "max_updates", "state_dicts": {row: state dict of
+    (S,), "curves": [(E, 1 + NUM_STAGES)], "pattern_curves": [(E, 1 + NUM_STAGES)] (held-out-pattern
+    accuracy at every check, a diagnostic)}}, "max_updates", "state_dicts": {row: state dict of
     its first seed, for the rows of EXPLORER_ROWS}, "seed_state_dicts": {row: [state dict per seed,
     in seed order], for the rows of EVERY_SEED_ROWS}}.
     """
@@ -323,6 +335,22 @@ def nearest_training_pattern(stage: int, ops: torch.Tensor) -> torch.Tensor:
     return cand[dist.argmin(1)]
 
 
+def random_operator_accuracy(stage: int, problem: Problem, draws: int, generator: torch.Generator) -> float:
+    """Mean exact-answer accuracy of the canonical program with the right operands and a uniformly
+    random operator pattern of the stage (stage 2: one of its five drawable patterns), over
+    ``draws`` draws of the patterns: the chance level of a policy that finds its operands but
+    not its operators."""
+    draws = check_positive_int(draws, "draws")
+    pats = torch.tensor(_stage_patterns(stage), device=problem.ops.device)  # (P, k)
+    hits = 0.0
+    for _ in range(draws):
+        pick = pats[torch.randint(len(pats), (problem.ops.shape[0],), generator=generator).to(pats.device)]
+        ops = problem.ops.clone()
+        ops[:, : pats.shape[1]] = pick
+        hits += program_accuracy(problem, canonical_programs(problem._replace(ops=ops))).float().mean().item()
+    return hits / draws
+
+
 def _stage_patterns(stage: int) -> list[tuple[int, ...]]:
     """Every operator pattern a stage can draw (stage 2: a ``*`` among o1, o2), held out or not."""
     k = 3 if stage == 1 else 2
@@ -362,12 +390,18 @@ _OPERATOR_SYMBOL = {ADD: "+", SUB: "-", MUL: "*", RSUB: "R"}
 
 
 def written_openings(policy: ToolPolicy, problems: Problem) -> list[str]:
-    """The first two operator tokens of the policy's greedy program for each problem, as symbols
-    (``+ - *``, ``R`` for RSUB): the opening it writes, to compare with the problem's ``o1 o2``."""
+    """The tokens of the policy's greedy program at the steps where the canonical program writes
+    ``o1`` and ``o2`` (steps 1 and 3: ``P[a] o1 P[b] o2 P[c] ...``), one string per problem: an
+    operator as its symbol (``+ - *``, ``R`` for RSUB), any other token as ``[NAME]`` (for example
+    ``-[STO]``: a store where ``o2`` belongs)."""
     with torch.no_grad():
         ro = rollout(policy, problems, greedy=True)
-    actions = torch.where(ro.alive, ro.actions, -1).tolist()
-    return ["".join(_OPERATOR_SYMBOL[a] for a in row if a in _OPERATOR_SYMBOL)[:2] for row in actions]
+    actions = torch.where(ro.alive, ro.actions, -1)[:, [1, 3]].tolist()
+
+    def token(a: int) -> str:
+        return _OPERATOR_SYMBOL.get(a, f"[{ACTION_NAMES[a]}]" if a >= 0 else "[end]")
+
+    return ["".join(token(a) for a in row) for row in actions]
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -497,15 +531,15 @@ def explain_program(
 def draw_tool_agent() -> Figure:
     """Notebook 06's diagram of the agent's loop, in the notebook's symbols; returns the figure.
 
-    The problem context $x$ (the formula over roles, then a (role, number) pair per slot) is read by
-    the context encoder (a GRU, final state $c$); with the stage embedding $s$ it gives the decoder's
-    first state $h_0 = \\tanh(W(c + s))$. The open-loop GRU decoder's input at step $t$ is the
-    embedding of its own previous action $a_{t-1}$ plus an attention read of the formula; its state
-    $h_t$ scores the slots by pointer attention (logits of P0..P4, keys $k_i$ from the role names)
-    and the other tools by a linear head, the action mask removes invalid tools, and $a_t$ is
+    The problem context :math:`x` (the formula over roles, then a (role, number) pair per slot) is read by
+    the context encoder (a GRU, final state :math:`c`); with the stage embedding :math:`s` it gives the decoder's
+    first state :math:`h_0 = \\tanh(W(c + s))`. The open-loop GRU decoder's input at step :math:`t` is the
+    embedding of its own previous action :math:`a_{t-1}` plus an attention read of the formula; its state
+    :math:`h_t` scores the slots by pointer attention (logits of P0..P4, keys :math:`k_i` from the role names)
+    and the other tools by a linear head, the action mask removes invalid tools, and :math:`a_t` is
     sampled. The program runs in the calculator environment (accumulator, pending operator, memory;
-    STO/RCL), whose rewards $r_t$ (1 for an exact answer, 0.1 per canonical subgoal) give the
-    reward-to-go $G_t$ of the REINFORCE-with-baseline loss, with the value head's $V_t$ as baseline.
+    STO/RCL), whose rewards :math:`r_t` (1 for an exact answer, 0.1 per canonical subgoal) give the
+    reward-to-go :math:`G_t` of the REINFORCE-with-baseline loss, with the value head's :math:`V_t` as baseline.
     No tool result goes back to the decoder.
     """
     fig, ax = canvas(14.0, 7.4)
@@ -514,7 +548,7 @@ def draw_tool_agent() -> Figure:
     enc = box(ax, 1.75, 4.3, "context encoder (GRU)\nfinal state $c$", w=3.1, h=0.85, role="network")
     stage = box(ax, 1.75, 1.6, "stage embedding $s$\n(stage 0, 1 or 2)", w=3.1, h=0.85, role="network")
     init = box(ax, 5.2, 2.7, "$h_0 = \\tanh(W(c + s))$", w=2.4, h=0.6, role="operation")
-    fatt = box(ax, 5.2, 5.0, "formula attention\n(reads the formula)", w=2.4, h=0.85, role="network")
+    fatt = box(ax, 5.2, 5.0, "formula attention\n(query $h_{t-1}$)", w=2.4, h=0.85, role="network")
     dec = box(ax, 8.6, 3.5, "open-loop GRU decoder, state $h_t$\ninput: emb($a_{t-1}$) + formula read",
               w=3.6, h=1.0, role="network")  # fmt: skip
     ptr = box(ax, 8.6, 6.6, "pointer attention over slots\n$q(h_t)^\\top k_i/\\sqrt{D}$: logits of P0..P4",
