@@ -10,6 +10,7 @@ at a time (``benchmarks/memory.py`` measures it properly).
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 
 import torch
@@ -167,8 +168,9 @@ def batched_step_times(
     warmup: int = 5,
 ) -> dict[str, float]:
     """Seconds per memory step of ``bank`` on the batch (``"batched"``) and on its samples one at a
-    time (``"looped"``, the sum of B batch-of-one steps), mean over ``repeats`` after ``warmup``
-    untimed batched steps. ``interface`` and ``state`` are a batch of B samples."""
+    time (``"looped"``, the sum of B batch-of-one steps): the median over ``repeats`` timed repeats
+    (robust to the pauses a shared machine inserts), after ``warmup`` untimed batched steps.
+    ``interface`` and ``state`` are a batch of B samples."""
     batch = state.memory.shape[0]
     singles = [
         (mem.Interface(*(t[i : i + 1] for t in interface)), mem.MemoryState(*(t[i : i + 1] for t in state)))
@@ -176,11 +178,14 @@ def batched_step_times(
     ]
     for _ in range(warmup):
         bank(interface, state)
-    with timer() as t_batch:
-        for _ in range(repeats):
+    batched, looped = [], []
+    for _ in range(repeats):
+        with timer() as t_batch:
             bank(interface, state)
-    with timer() as t_loop:
-        for _ in range(repeats):
+        batched.append(t_batch["seconds"])
+    for _ in range(repeats):
+        with timer() as t_loop:
             for x1, s1 in singles:
                 bank(x1, s1)
-    return {"batched": t_batch["seconds"] / repeats, "looped": t_loop["seconds"] / repeats}
+        looped.append(t_loop["seconds"])
+    return {"batched": statistics.median(batched), "looped": statistics.median(looped)}
