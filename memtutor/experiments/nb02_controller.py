@@ -515,12 +515,15 @@ def first_failing_length(perfect: torch.Tensor, lengths: Sequence[int], threshol
 
 
 def update_times(model: nn.Module, train: CopyTrainConfig, updates: int = 20, *, seed: int = 0) -> dict[str, float]:
-    """Seconds per training update of ``model`` here and now: ``{"wall", "cpu"}``, the means over
+    """Seconds per training update of ``model`` here and now: ``{"wall", "cpu"}``, the medians over
     ``updates`` updates of :func:`~memtutor.controller.train_copy` after one untimed warm-up update
-    (``model`` is trained in place). CPU time (``time.process_time``) does not count time spent
-    waiting for a core that another job holds; wall time does."""
+    (``model`` is trained in place; the median is robust to the pauses a shared machine inserts).
+    CPU time (``time.process_time``) does not count time spent waiting for a core that another job
+    holds; wall time does."""
     res = train_copy(model, replace(train, num_updates=updates + 1, eval_every=updates + 1), seed=seed)
-    return {"wall": float(res["update_seconds"][1:].mean()), "cpu": float(res["update_cpu_seconds"][1:].mean())}
+    wall = torch.as_tensor(res["update_seconds"][1:], dtype=torch.float64)
+    cpu = torch.as_tensor(res["update_cpu_seconds"][1:], dtype=torch.float64)
+    return {"wall": float(wall.median()), "cpu": float(cpu.median())}
 
 
 # --------------------------------------------------------------------------------------------
