@@ -105,7 +105,7 @@ def _new_value(value, taken: set):
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
-        for delta in (-1, 1, -2, 2, 3, -3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41):
+        for delta in (-1, 1, -2, 2, 3, -3, 4, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41):
             if value + delta >= 1 and _key(value + delta) not in taken:
                 return value + delta
     if isinstance(value, float):

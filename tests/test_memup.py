@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -771,6 +772,41 @@ def test_run_equal_caches_with_its_config(monkeypatch, tmp_path):
     torch.testing.assert_close(again["curve"], first["curve"])
     saved = torch.load(tmp_path / "07_eq_tbptt_recall_L8_lr0.003.pt", weights_only=True)["config"]
     assert saved["val_seed"] == 5 and saved["train_seed"] == 0 and saved["config"]["lr"] == 3e-3
+    # another training seed, cached under its own name: neither file is loaded for the other
+    monkeypatch.undo()
+    monkeypatch.setenv("MEMTUTOR_CHECKPOINTS", str(tmp_path))
+    _, other = xp.run_equal(
+        "tbptt_recall", 8, base, lr=3e-3, seed=1, val_seed=5, n_val=8, progress=False, seed_in_name=True
+    )
+    assert (tmp_path / "07_eq_tbptt_recall_L8_lr0.003_seed1.pt").is_file()
+    saved = torch.load(tmp_path / "07_eq_tbptt_recall_L8_lr0.003_seed1.pt", weights_only=True)["config"]
+    assert saved["train_seed"] == 1
+    key = next(iter(first["model"]))
+    assert not torch.equal(other["model"][key], first["model"][key])  # trained from its own seed
+
+
+def test_equal_name_tells_seeds_apart():
+    names = {xp.equal_name("bptt", 300, 1e-3, seed) for seed in (None, 2, 3)}
+    assert len(names) == 3
+    assert xp.equal_name("bptt", 300, 1e-3) == "07_eq_bptt_L300_lr0.001.pt"  # the search seed's files
+    assert xp.equal_name("bptt", 300, 1e-3, 2) == "07_eq_bptt_L300_lr0.001_seed2.pt"
+    with pytest.raises(ValueError, match="method must be one of"):
+        xp.equal_name("lstm", 300, 1e-3, 2)
+
+
+def test_equal_seed_table_mean_and_sd():
+    vals = {(m, L, s): v for m in xp.EQUAL_METHODS for L in (10, 20) for s, v in ((1, 0.2), (2, 0.4), (3, 0.6))}
+    text = xp.equal_seed_table(vals, (10, 20), (1, 2, 3), "title", ".3f")
+    lines = text.splitlines()
+    assert lines[0] == "title" and len(lines) == 2 + 2 * len(xp.EQUAL_METHODS)
+    assert text.count("0.400 +- 0.200 (3)") == 2 * len(xp.EQUAL_METHODS)
+    del vals["bptt", 20, 3]  # a missing run: a dash, and the mean and sd of the seeds present
+    last = xp.equal_seed_table(vals, (10, 20), (1, 2, 3), "title", ".3f").splitlines()[-1]
+    assert last.split("|")[4].strip() == "-" and last.endswith("0.300 +- 0.141 (2)")
+    assert xp.mean_sd([1.0, 3.0]) == (2.0, pytest.approx(2**0.5))
+    assert math.isnan(xp.mean_sd([1.0])[1])
+    with pytest.raises(ValueError, match="must not be empty"):
+        xp.mean_sd([])
 
 
 def test_cost_table_marks_lengths_measured_for_memory_only():
@@ -794,21 +830,25 @@ def test_committed_study_runs_load_with_the_notebook_parameters(monkeypatch, tmp
     monkeypatch.setattr(xp, "train_method", lambda *a, **k: pytest.fail("trained"))
     ns = notebook_parameters()
     base = xp.base_config(ns)
-    kw = {"seed": ns["TRAIN_SEED"], "val_seed": ns["VAL_SEED"], "n_val": ns["N_VAL"], "progress": False}
+    search_seed, *other_seeds = ns["EQUAL_SEEDS"]
+    assert len(ns["EQUAL_SEEDS"]) >= 3 and search_seed not in other_seeds
+    kw = {"val_seed": ns["VAL_SEED"], "n_val": ns["N_VAL"], "progress": False}
     L0, asked = ns["EQUAL_LENGTHS"][0], set()
     chosen = {}
     for m in xp.EQUAL_METHODS:
         val = {}
         for lr in ns["LRS"]:
-            _, res = xp.run_equal(m, L0, base, lr=lr, **kw)
+            _, res = xp.run_equal(m, L0, base, lr=lr, seed=search_seed, **kw)
             val[lr] = res["curve"][-1, 2].item()
             asked.add(xp.equal_name(m, L0, lr))
         chosen[m] = xp.choose_lr(val)
-    for L in ns["EQUAL_LENGTHS"][1:]:
+    for L in ns["EQUAL_LENGTHS"]:
         for m in xp.EQUAL_METHODS:
-            _, res = xp.run_equal(m, L, base, lr=chosen[m], **kw)
-            assert res["steps"] == xp.memup_step_budget(replace(base, n_filler=L))[0]
-            asked.add(xp.equal_name(m, L, chosen[m]))
+            for s in ns["EQUAL_SEEDS"]:
+                extra = s != search_seed
+                _, res = xp.run_equal(m, L, base, lr=chosen[m], seed=s, seed_in_name=extra, **kw)
+                assert res["steps"] == xp.memup_step_budget(replace(base, n_filler=L))[0]
+                asked.add(xp.equal_name(m, L, chosen[m], s if extra else None))
     for s in ns["HEADLINE_SEEDS"]:
         cfg, _, _ = xp.run("memup", ns["N_FILLER"], base, seed=s, progress=False, seed_in_name=True)
         asked.add(xp.run_name("memup", cfg, base, s))

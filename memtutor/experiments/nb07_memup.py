@@ -4,6 +4,7 @@ The lesson module :mod:`memtutor.memup` holds the copy task, the detector, the t
 selection, the memory and predictor, MemUP's update and training loop and the truncated-BPTT
 baseline. This module runs them as the notebook does:
 
+* :func:`draw_memup`: the lesson's diagram of one MemUP update;
 * :func:`train_method` trains one of :data:`MEMUP_METHODS` from a seed;
 * the cached runs: :func:`base_config` (the notebook's ``parameters`` cell as a
   :class:`~memtutor.memup.MemUPConfig`), :func:`run_name`, :func:`run_config` (everything a run
@@ -12,12 +13,14 @@ baseline. This module runs them as the notebook does:
 * :func:`evaluate_method`: held-out recall accuracy of a trained run;
 * the equal-budget study: every method of :data:`EQUAL_METHODS` trained for MemUP's number of
   optimiser steps (:func:`memup_step_budget`, :func:`train_equal_steps`, cached by
-  :func:`run_equal`), with validation accuracy recorded against steps and wall time, the learning
-  rate chosen on validation sequences (:func:`choose_lr`), test predictions
-  (:func:`evaluate_equal`) and Wilson intervals (:func:`wilson_interval`);
+  :func:`run_equal`, from several training seeds), with validation accuracy recorded against
+  steps and wall time, the learning rate chosen on validation sequences (:func:`choose_lr`), test
+  predictions (:func:`evaluate_equal`), Wilson intervals (:func:`wilson_interval`) and the mean
+  and sd over seeds (:func:`mean_sd`);
 * the cost of one update pass: :func:`saved_tensor_bytes`, :class:`PeakSavedBytes`,
   :func:`peak_allocated_bytes` (the allocator's peak), :func:`update_cost`, :func:`measure_cost`;
-* the notebook's text tables: :func:`accuracy_table`, :func:`cost_table`, :func:`equal_table`;
+* the notebook's text tables: :func:`accuracy_table`, :func:`cost_table`, :func:`equal_table`,
+  :func:`equal_seed_table`;
 * the noisy copy task (:func:`~memtutor.memup.noisy_copy_task`): the target selections of
   :data:`~memtutor.memup.NOISY_DETECTORS` (three, and two controls) trained from several seeds (:func:`noisy_config`,
   :func:`run_noisy`), their test accuracy on the recall and the echo steps (:func:`evaluate_noisy`),
@@ -39,12 +42,15 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 
 from memtutor import memup as mu
 from memtutor import utils
+from memtutor.diagrams import arrow, box, canvas, note
 from memtutor.utils import check_positive_int, load_or_train, timer
 
 __all__ = [
+    "draw_memup",
     "MEMUP_METHODS",
     "NOTEBOOK_PARAMETERS",
     "SECONDS_PER_STEP",
@@ -74,6 +80,8 @@ __all__ = [
     "choose_lr",
     "wilson_interval",
     "equal_table",
+    "equal_seed_table",
+    "mean_sd",
     "NOISY_LABELS",
     "noisy_config",
     "noisy_name",
@@ -626,9 +634,12 @@ def train_equal_steps(
     return result
 
 
-def equal_name(method: str, n_filler: int, lr: float) -> str:
-    """Cached file of an equal-budget run: ``07_eq_<method>_L<n_filler>_lr<lr>.pt``."""
-    return f"07_eq_{_check_equal(method)}_L{n_filler}_lr{lr:g}.pt"
+def equal_name(method: str, n_filler: int, lr: float, seed: int | None = None) -> str:
+    """Cached file of an equal-budget run: ``07_eq_<method>_L<n_filler>_lr<lr>.pt``, with
+    ``_seed<seed>`` when ``seed`` is given (the runs of the extra training seeds; the runs of the
+    learning-rate search have no seed in their name)."""
+    suffix = "" if seed is None else f"_seed{seed}"
+    return f"07_eq_{_check_equal(method)}_L{n_filler}_lr{lr:g}{suffix}.pt"
 
 
 def run_equal(
@@ -643,10 +654,12 @@ def run_equal(
     n_evals: int = 12,
     retrain: bool = False,
     progress: bool = True,
+    seed_in_name: bool = False,
 ) -> tuple[mu.MemUPConfig, dict]:
     """Load or train (:func:`train_equal_steps`) ``method`` at ``n_filler`` fillers with Adam
     ``lr``, ``base`` otherwise. The cached file records the method, the seeds, the validation set
-    and every config field. Returns ``(config, result)``."""
+    and every config field. ``seed_in_name`` caches it under :func:`equal_name` with the seed (a
+    run of an extra training seed). Returns ``(config, result)``."""
     cfg = replace(base, n_filler=n_filler, lr=lr)
     config = {
         "method": _check_equal(method),
@@ -658,7 +671,7 @@ def run_equal(
         "config": cfg,
     }
     result = load_or_train(
-        equal_name(method, n_filler, lr),
+        equal_name(method, n_filler, lr, seed if seed_in_name else None),
         config,
         lambda: train_equal_steps(
             method, cfg, seed, val_seed=val_seed, n_val=n_val, n_evals=n_evals, progress=progress
@@ -718,19 +731,48 @@ def choose_lr(val_acc: Mapping[float, float]) -> float:
 
 
 def equal_table(rows: Iterable[Mapping[str, Any]]) -> str:
-    """The equal-budget study as text: one row per (L, method) with keys ``L``, ``method``,
-    ``lr``, ``steps``, ``val`` (final validation accuracy), ``test``, ``ci`` (a Wilson interval)
-    and ``seconds`` (training wall time)."""
+    """The equal-budget study as text: one row per run with keys ``L``, ``method``, ``seed``
+    (training seed), ``lr``, ``steps``, ``val`` (final validation accuracy), ``test``, ``ci`` (a
+    Wilson interval) and ``seconds`` (training wall time)."""
     lines = [
-        f"{'L':>5} | {'method':<27} | {'lr':>6} | {'steps':>5} | {'val acc':>7} | "
+        f"{'L':>5} | {'method':<27} | {'seed':>4} | {'lr':>6} | {'steps':>5} | {'val acc':>7} | "
         f"{'test acc [95% CI]':>22} | {'train s':>7}"
     ]
     for r in rows:
         lo, hi = r["ci"]
         lines.append(
-            f"{r['L']:>5} | {EQUAL_LABELS[r['method']]:<27} | {r['lr']:>6g} | {r['steps']:>5} | {r['val']:>7.3f} | "
-            f"{r['test']:>7.3f} [{lo:.3f}, {hi:.3f}] | {r['seconds']:>7.0f}"
+            f"{r['L']:>5} | {EQUAL_LABELS[r['method']]:<27} | {r['seed']:>4} | {r['lr']:>6g} | {r['steps']:>5} | "
+            f"{r['val']:>7.3f} | {r['test']:>7.3f} [{lo:.3f}, {hi:.3f}] | {r['seconds']:>7.0f}"
         )
+    return "\n".join(lines)
+
+
+def mean_sd(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; NaN for a single value) of ``values``."""
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError("values must not be empty")
+    mean = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else math.nan
+    return mean, sd
+
+
+def equal_seed_table(
+    values: Mapping[tuple[str, int, int], float], lengths: Iterable[int], seeds: Iterable[int], title: str, fmt: str
+) -> str:
+    """One row per (L, method of :data:`EQUAL_METHODS`): the value of each training seed
+    (``values[method, L, seed]``, formatted with ``fmt``, e.g. ``".3f"``; ``-`` where a run is
+    missing), then mean and sd over the seeds present, and how many they are."""
+    seeds = list(seeds)
+    head = " | ".join(f"seed {s:>2}" for s in seeds)
+    lines = [title, f"{'L':>5} | {'method':<27} | {head} | mean +- sd (seeds)"]
+    for L in lengths:
+        for m in EQUAL_METHODS:
+            vals = [values.get((m, L, s)) for s in seeds]
+            present = [v for v in vals if v is not None]
+            mean, sd = mean_sd(present)
+            cells = " | ".join(f"{'-':>7}" if v is None else f"{v:>7{fmt}}" for v in vals)
+            lines.append(f"{L:>5} | {EQUAL_LABELS[m]:<27} | {cells} | {mean:{fmt}} +- {sd:{fmt}} ({len(present)})")
     return "\n".join(lines)
 
 
@@ -868,3 +910,100 @@ def noisy_table(acc: Mapping[tuple[str, int], float], seeds: Iterable[int], titl
             f"{NOISY_LABELS[d]:<26} | " + " | ".join(f"{v:>7.3f}" for v in vals) + f" | {mean:.3f} +- {sd:.3f}"
         )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the diagram
+
+_GRAD_COLOUR = "#c0392b"  # the gradient of the predictor's loss
+
+
+def draw_memup() -> Figure:
+    """The lesson's diagram: one MemUP update. The sequence in rollouts of r steps, the memory running over
+    them (truncated: the carried state's value passes, its gradient stops), the memory-less detector scoring
+    every step's surprise, the top-K selector, and the predictor whose loss reaches the memory through K + r
+    elements; dashed, the authors' code's detector (EMA copies of the memory and predictor). Returns the figure."""
+    fig, ax = canvas(12.5, 6.4)
+    # the sequence, in rollouts of r steps
+    note(ax, 0.25, 6.15, "sequence $x_1, \\dots, x_T$ in rollouts of $r$ steps", fontsize=10, ha="left")
+    seq = [
+        box(ax, 1.2, 5.45, "$x_1 \\dots x_r$", w=1.8, h=0.6, role="input"),
+        box(ax, 3.75, 5.45, "$x_{r+1} \\dots x_{2r}$", w=1.8, h=0.6, role="input"),
+        box(ax, 6.6, 5.45, "rollout of step $t$", w=1.9, h=0.6, role="input"),
+    ]
+    note(ax, 5.2, 5.45, "$\\cdots$", fontsize=12)
+    future = box(ax, 10.3, 5.45, "$x_{t+1}, \\dots, x_T$: the future of $t$", w=3.9, h=0.6, role="input")
+    # the memory, rollout by rollout
+    mem = [
+        box(ax, s.x, 4.1, "memory $g_\\theta$\n$m_s = g_\\theta(m_{s-1}, x_s)$", w=s.w, h=0.8, role="memory")
+        for s in seq
+    ]
+    for s, m in zip(seq, mem, strict=True):
+        arrow(ax, s.bottom, m.top)
+    for a, b in ((mem[0], mem[1]), (mem[1], mem[2])):
+        arrow(ax, a.right, b.left)
+        ax.plot((a.right[0] + b.left[0]) / 2, a.y, marker="x", color=_GRAD_COLOUR, ms=8, mew=2)
+    note(ax, 2.45, 3.3, "truncated: the carried state's value\npasses, its gradient stops ($\\times$)", fontsize=8)
+    # the detector and the selector
+    det = box(
+        ax,
+        10.5,
+        4.15,
+        "detector $p_\\psi(y_k \\mid c_k)$, no memory:\n"
+        "window $c_k$ of $w$ inputs, every step $k$\ntrained on each rollout",
+        w=3.8,
+        h=1.0,
+        role="network",
+    )
+    arrow(ax, (det.x, future.bottom[1]), det.top, "$c_k$", offset=(0.2, -0.12))
+    sel = box(
+        ax, 10.6, 2.45, "top-$K$ selector\n$U_t$: the $K$ largest $u_k$, $k \\geq t$", w=2.9, h=0.8, role="operation"
+    )
+    arrow(ax, (sel.x, det.bottom[1]), sel.top, dashed=True)
+    note(ax, 10.8, 3.25, "$u_k = -\\log p_\\psi(y_k \\mid c_k)$\nby its EMA copy, no gradient", fontsize=8, ha="left")
+    # the predictor and its loss
+    pred = box(ax, 6.6, 2.45, "predictor\n$q_\\phi(y_k \\mid m_t, c_k)$", w=2.2, h=0.8, role="network")
+    arrow(ax, mem[2].bottom, pred.top, "$m_t$", offset=(0.22, -0.12))
+    arrow(ax, sel.left, pred.right, "$k \\in U_t$: $c_k, y_k$", offset=(0.0, 0.08))
+    loss = box(
+        ax,
+        6.4,
+        0.85,
+        "$\\mathcal{L}_t = -\\frac{1}{K}\\sum_{k \\in U_t} \\log q_\\phi(y_k \\mid m_t, c_k)$",
+        w=3.9,
+        h=0.75,
+        role="output",
+    )
+    arrow(ax, (pred.x, pred.bottom[1]), (pred.x, loss.top[1]))
+    # the gradient of the loss: into the predictor and back through at most r memory steps
+    arrow(ax, loss.left, mem[2].at(0.0, 0.25), bend=-0.3, color=_GRAD_COLOUR)
+    note(
+        ax,
+        2.7,
+        1.75,
+        "$\\nabla \\mathcal{L}_t$ reaches $\\theta$ and $\\phi$ through\n"
+        "$K$ targets and $\\leq r$ memory steps,\nwhatever $T$ is",
+        fontsize=8,
+    )
+    # the authors' code's detector: surprise given the memory, by EMA copies of memory and predictor
+    ema = box(
+        ax,
+        10.6,
+        0.85,
+        "authors' code: EMA copies $g_{\\bar\\theta}, q_{\\bar\\phi}$\n"
+        "$u_k = -\\log q_{\\bar\\phi}(y_k \\mid \\bar m_k, c_k)$",
+        w=3.7,
+        h=0.8,
+        role="network",
+        dashed=True,
+    )
+    arrow(ax, ema.top, sel.bottom, dashed=True)
+    arrow(ax, pred.at(1.0, 0.1), ema.at(0.0, 0.8), "EMA", dashed=True, offset=(0.4, -0.05))
+    note(
+        ax,
+        0.25,
+        0.2,
+        "red: gradient of $\\mathcal{L}_t$; dashed: no gradient, or the authors' variant",
+        fontsize=7,
+        ha="left",
+    )
+    return fig
