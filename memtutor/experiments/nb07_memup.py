@@ -968,7 +968,7 @@ def draw_memup() -> Figure:
         ax,
         6.4,
         0.85,
-        "$\\mathcal{L}_t = -\\frac{1}{K}\\sum_{k \\in U_t} \\log q_\\phi(y_k \\mid m_t, c_k)$",
+        "$\\mathcal{L}_t = -\\frac{1}{|U_t|}\\sum_{k \\in U_t} \\log q_\\phi(y_k \\mid m_t, c_k)$",
         w=3.9,
         h=0.75,
         role="output",
