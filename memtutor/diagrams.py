@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-__all__ = ["UNIT_INCHES", "PALETTE", "Box", "canvas", "box", "arrow", "note"]
+__all__ = ["UNIT_INCHES", "PALETTE", "HIGHLIGHT", "Box", "canvas", "box", "arrow", "note"]
 
 #: Size of one diagram unit, inches.
 UNIT_INCHES = 0.8
@@ -34,6 +34,8 @@ PALETTE = {
     "output": "#fff6d5",  # what comes out: outputs, losses, actions
     "plain": "#ffffff",
 }
+#: The colour that picks one path out of a diagram (a walk, a gradient), the same in every lesson.
+HIGHLIGHT = "#c0392b"
 _EDGE = "#333333"
 
 

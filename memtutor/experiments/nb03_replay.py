@@ -40,7 +40,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
-from memtutor.diagrams import PALETTE, arrow, box, canvas, note
+from memtutor.diagrams import HIGHLIGHT, PALETTE, arrow, box, canvas, note
 from memtutor.replay import DEFAULT_EPS, TREE_DTYPE, PrioritizedReplay, priority
 from memtutor.utils import (
     check_positive_int,
@@ -821,7 +821,7 @@ WALK_PREFIX = 24.0
 #: Leaves of the wide tree in :func:`draw_wide_tree_walk` (``k = 4`` children per node) and its prefix value.
 WIDE_PRIORITIES = (3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0, 5.0, 8.0, 9.0, 7.0, 9.0, 3.0)
 WIDE_PREFIX = 40.0
-_PATH = "#c0392b"  # the walk's colour
+_PATH = HIGHLIGHT  # the walk's colour
 
 
 def _check_walk(priorities: tuple[float, ...], v: float, leaves_per_node: int) -> list[float]:

@@ -325,9 +325,7 @@ def nearest_training_pattern(stage: int, ops: torch.Tensor) -> torch.Tensor:
     the first training pattern in the order ``+ - *``). Training patterns map to themselves.
     """
     k = 3 if stage == 1 else 2
-    pats = [p for p in product(range(len(OP_SYMBOLS)), repeat=k)]
-    if stage == 2:
-        pats = [p for p in pats if OP_SYMBOLS.index("*") in p]
+    pats = _stage_patterns(stage)
     cand = torch.zeros(len(pats), 3, dtype=torch.int64)
     cand[:, :k] = torch.tensor(pats)
     cand = cand[~is_held_out_pattern(stage, cand)].to(ops.device)  # (P, 3) training patterns

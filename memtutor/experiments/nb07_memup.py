@@ -46,7 +46,7 @@ from matplotlib.figure import Figure
 
 from memtutor import memup as mu
 from memtutor import utils
-from memtutor.diagrams import arrow, box, canvas, note
+from memtutor.diagrams import HIGHLIGHT, arrow, box, canvas, note
 from memtutor.utils import check_positive_int, load_or_train, timer
 
 __all__ = [
@@ -914,7 +914,7 @@ def noisy_table(acc: Mapping[tuple[str, int], float], seeds: Iterable[int], titl
 
 # ----------------------------------------------------------------------------- the diagram
 
-_GRAD_COLOUR = "#c0392b"  # the gradient of the predictor's loss
+_GRAD_COLOUR = HIGHLIGHT  # the gradient of the predictor's loss
 
 
 def draw_memup() -> Figure:
