@@ -38,6 +38,7 @@ EVALUATION_ONLY = {
     "05_continual_agent.ipynb": {"DEMO_SEED", "RETRAIN"},
     "06_tool_agent.ipynb": {"RETRAIN", "RETRAIN_ABLATIONS"},
     "07_memup.ipynb": {"LONGER", "N_TEST", "TEST_SEED", "COST_LENGTHS", "COST_BATCH", "RETRAIN"},
+    "08_memory_agent.ipynb": {"SHOW_LENGTH", "READOUT_EPISODES", "RETRAIN"},
 }  # fmt: skip
 
 #: Cached results a notebook loads that another notebook made (by name).

@@ -60,6 +60,7 @@ API_GROUPS = [
             "tool_agent",
             "memup",
             "tmaze",
+            "memory_agent",
         ],
     ),
     (
