@@ -680,8 +680,9 @@ class PrioritizedReplay:
             beta: IS exponent in [0, 1].
             generator: optional ``torch.Generator`` for the draws (any device).
         Returns:
-            batch: dict of ``(B, ...)`` tensors; indices: ``(B,)`` int64 slots, in ascending order
-            (one draw per stratum); weights: ``(B,)`` IS weights in ``(0, 1]`` (default float dtype).
+            A tuple ``(batch, indices, weights)``. ``batch`` is a dict of ``(B, ...)`` tensors, ``indices``
+            the ``(B,)`` int64 slots, in ascending order (one draw per stratum), ``weights`` the ``(B,)``
+            IS weights in ``(0, 1]`` (default float dtype).
         """
         batch_size = check_positive_int(batch_size, "batch_size")
         if not (_is_real(beta) and 0 <= beta <= 1):
