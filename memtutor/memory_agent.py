@@ -76,6 +76,8 @@ __all__ = [
     "OutcomeDetector",
     "OutcomePredictor",
     "memup_memory_update",
+    "make_memup_phase",
+    "random_policy_batch",
     "policy_update",
     "train_agent",
     "junction_decisions",
@@ -407,6 +409,31 @@ def memup_memory_update(
     return {"loss": sum(mem_losses) / n, "detector_loss": sum(det_losses) / n, "steps": n}
 
 
+def make_memup_phase(
+    memory: nn.Module, cfg: AgentConfig, device: torch.device | str = "cpu"
+) -> tuple[OutcomePredictor, OutcomeDetector, OutcomeDetector, dict[str, torch.optim.Optimizer]]:
+    """Fresh predictor and detector for MemUP's memory phase, the detector's EMA copy, and the two
+    optimisers (memory + predictor, detector), as :func:`memup_memory_update` takes them."""
+    predictor, detector = OutcomePredictor(cfg.hidden).to(device), OutcomeDetector(cfg.hidden).to(device)
+    detector_ema = copy.deepcopy(detector).requires_grad_(False)
+    opts: dict[str, torch.optim.Optimizer] = {
+        "memory": torch.optim.Adam([*memory.parameters(), *predictor.parameters()], lr=cfg.lr),
+        "detector": torch.optim.Adam(detector.parameters(), lr=cfg.lr),
+    }
+    return predictor, detector, detector_ema, opts
+
+
+def random_policy_batch(
+    cfg: AgentConfig, episode_gen: torch.Generator, action_gen: torch.Generator, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of MemUP's phase 1: ``cfg.batch`` episodes (from ``episode_gen``), a uniformly random
+    turn at every step (from ``action_gen``) and the outcomes. Returns obs (B, L, 3), actions (B, L)
+    and :func:`outcomes` (B, L)."""
+    state, _ = tmaze.reset(cfg.batch, cfg.length, episode_gen, noisy=cfg.noisy, device=device)
+    actions = torch.randint(0, tmaze.NUM_ACTIONS, (cfg.batch, cfg.length), generator=action_gen).to(device)
+    return tmaze.episode_observations(state), actions, outcomes(state.cue, actions)
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -467,19 +494,11 @@ def train_agent(
     n_memory, n_policy = cfg.phase_updates
     bar = utils.progress(total=n_memory + n_policy, enabled=progress, desc=f"{cfg.agent} L={cfg.length}")
     if n_memory:
-        predictor, detector = OutcomePredictor(cfg.hidden).to(device), OutcomeDetector(cfg.hidden).to(device)
-        detector_ema = copy.deepcopy(detector).requires_grad_(False)
-        opts = {
-            "memory": torch.optim.Adam([*agent.core.parameters(), *predictor.parameters()], lr=cfg.lr),
-            "detector": torch.optim.Adam(detector.parameters(), lr=cfg.lr),
-        }
+        predictor, detector, detector_ema, opts = make_memup_phase(agent.core, cfg, device)
         mem_loss = []
         for i in range(n_memory):
-            state, _ = tmaze.reset(cfg.batch, cfg.length, episode_gen, noisy=cfg.noisy, device=device)
-            obs = tmaze.episode_observations(state)
-            actions = torch.randint(0, tmaze.NUM_ACTIONS, (cfg.batch, cfg.length), generator=action_gen).to(device)
-            out = memup_memory_update(agent.core, predictor, detector, detector_ema, opts, obs, actions,
-                                      outcomes(state.cue, actions), cfg)  # fmt: skip
+            obs, actions, y = random_policy_batch(cfg, episode_gen, action_gen, device)
+            out = memup_memory_update(agent.core, predictor, detector, detector_ema, opts, obs, actions, y, cfg)
             mem_loss.append(out["loss"])
             optimizer_steps += int(out["steps"])
             bar.update(1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import random
 import time
@@ -29,6 +30,7 @@ import torch
 
 __all__ = [
     "seed_everything",
+    "wilson_interval",
     "set_threads",
     "default_device",
     "load_or_train",
@@ -445,3 +447,15 @@ def check_tensor(
     if finite and x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95% with the default ``z``) of a proportion ``successes / n``, the
+    interval every notebook puts around a success rate or an accuracy on a finite test set."""
+    n = check_positive_int(n, "n")
+    if isinstance(successes, bool) or not isinstance(successes, (int, np.integer)) or not 0 <= successes <= n:
+        raise ValueError(f"successes must be an int in [0, n={n}], got {successes!r}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)  # exact 0 and 1 at the ends, not -1e-17

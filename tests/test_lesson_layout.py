@@ -77,9 +77,10 @@ def test_key_equations_in_the_summary(path):
 def _draw_functions() -> list[tuple[str, object]]:
     """(notebook:function, function) for every draw_* function a notebook calls, from the drivers."""
     out = []
+    modules = _driver_modules()
     for path in NOTEBOOKS:
         for name in sorted({m for c in _cells(path) for m in DRAW_CALL.findall(_source(c))}):
-            owners = [m for m in _driver_modules() if hasattr(m, name)]
+            owners = [m for m in modules if hasattr(m, name)]
             assert len(owners) == 1, f"{path.name} calls {name}: defined in {len(owners)} experiment drivers, not 1"
             out.append((f"{path.stem}:{name}", getattr(owners[0], name)))
     return out

@@ -521,9 +521,7 @@ def update_times(model: nn.Module, train: CopyTrainConfig, updates: int = 20, *,
     CPU time (``time.process_time``) does not count time spent waiting for a core that another job
     holds; wall time does."""
     res = train_copy(model, replace(train, num_updates=updates + 1, eval_every=updates + 1), seed=seed)
-    wall = torch.as_tensor(res["update_seconds"][1:], dtype=torch.float64)
-    cpu = torch.as_tensor(res["update_cpu_seconds"][1:], dtype=torch.float64)
-    return {"wall": float(wall.median()), "cpu": float(cpu.median())}
+    return {"wall": float(res["update_seconds"][1:].median()), "cpu": float(res["update_cpu_seconds"][1:].median())}
 
 
 # --------------------------------------------------------------------------------------------

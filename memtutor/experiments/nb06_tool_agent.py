@@ -22,7 +22,6 @@ the notebook's default table in parallel processes, saving what has finished aft
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -67,7 +66,7 @@ from memtutor.tool_agent import (
     run_programs,
     train_agent,
 )
-from memtutor.utils import check_positive_int, save_result
+from memtutor.utils import check_positive_int, save_result, wilson_interval
 
 __all__ = [
     "ABLATIONS",
@@ -400,17 +399,6 @@ def written_openings(policy: ToolPolicy, problems: Problem) -> list[str]:
         return _OPERATOR_SYMBOL.get(a, f"[{ACTION_NAMES[a]}]" if a >= 0 else "[end]")
 
     return ["".join(token(a) for a in row) for row in actions]
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion k / n (95 % for z = 1.96)."""
-    n = check_positive_int(n, "n")
-    if not 0 <= k <= n:
-        raise ValueError(f"k must be in 0..n, got k={k}, n={n}")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def parse_problem(text: str, generator: torch.Generator | None = None) -> Problem:

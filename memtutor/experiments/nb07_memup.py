@@ -47,7 +47,7 @@ from matplotlib.figure import Figure
 from memtutor import memup as mu
 from memtutor import utils
 from memtutor.diagrams import HIGHLIGHT, arrow, box, canvas, note
-from memtutor.utils import check_positive_int, load_or_train, timer
+from memtutor.utils import check_positive_int, load_or_train, timer, wilson_interval
 
 __all__ = [
     "draw_memup",
@@ -682,17 +682,6 @@ def run_equal(
     return cfg, result
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval (95% with the default ``z``) of a proportion ``successes / n``."""
-    n = check_positive_int(n, "n")
-    if isinstance(successes, bool) or not isinstance(successes, int) or not 0 <= successes <= n:
-        raise ValueError(f"successes must be an int in [0, n={n}], got {successes!r}")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
 def evaluate_equal(
     method: str, result: Mapping, cfg: mu.MemUPConfig, n_filler: int, n_seqs: int, generator: torch.Generator
 ) -> torch.Tensor:
@@ -904,8 +893,7 @@ def noisy_table(acc: Mapping[tuple[str, int], float], seeds: Iterable[int], titl
     lines = [title, f"{'targets':<26} | " + " | ".join(f"seed {s:>2}" for s in seeds) + " | mean +- sd"]
     for d in mu.NOISY_DETECTORS:
         vals = [acc[d, s] for s in seeds]
-        mean = sum(vals) / len(vals)
-        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else math.nan
+        mean, sd = mean_sd(vals)
         lines.append(
             f"{NOISY_LABELS[d]:<26} | " + " | ".join(f"{v:>7.3f}" for v in vals) + f" | {mean:.3f} +- {sd:.3f}"
         )

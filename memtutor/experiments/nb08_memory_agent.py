@@ -33,7 +33,7 @@ from memtutor import memory_agent as ma
 from memtutor import tmaze, utils
 from memtutor.diagrams import HIGHLIGHT, arrow, box, canvas, note
 from memtutor.experiments.nb07_memup import _flush_denormal_now, peak_allocated_bytes
-from memtutor.utils import check_positive_int, check_tensor, load_or_train
+from memtutor.utils import check_positive_int, check_tensor, load_or_train, wilson_interval
 
 __all__ = [
     "LENGTHS",
@@ -230,17 +230,6 @@ def choose_lr(search: Mapping) -> float:
     return float(search["lrs"][int(auc.argmax())])
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval (95% with the default ``z``) of a proportion ``successes / n``."""
-    n = check_positive_int(n, "n")
-    if isinstance(successes, bool) or not isinstance(successes, int) or not 0 <= successes <= n:
-        raise ValueError(f"successes must be an int in [0, n={n}], got {successes!r}")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)  # exact 0 and 1 at the ends, not -1e-17
-
-
 def success_table(runs: Mapping[tuple[str, int, int], Mapping]) -> dict[str, dict[int, list[float]]]:
     """Test success per run: ``{agent: {L: [success of each seed]}}`` from :func:`run_grid`'s runs."""
     table: dict[str, dict[int, list[float]]] = {}
@@ -348,22 +337,12 @@ def update_cost(cfg: ma.AgentConfig, *, updates: int = 3, seed: int = 0, memory:
     agent = ma.Agent(ma.make_core(cfg))
     gens = utils.generator(seed), utils.generator(seed + 1)
     if cfg.agent == "memup":
-        import copy
-
-        predictor, detector = ma.OutcomePredictor(cfg.hidden), ma.OutcomeDetector(cfg.hidden)
-        ema = copy.deepcopy(detector).requires_grad_(False)
-        opts = {
-            "memory": torch.optim.Adam([*agent.core.parameters(), *predictor.parameters()], lr=cfg.lr),
-            "detector": torch.optim.Adam(detector.parameters(), lr=cfg.lr),
-        }
+        predictor, detector, ema, opts = ma.make_memup_phase(agent.core, cfg)
 
         def one() -> None:
-            state, _ = tmaze.reset(cfg.batch, cfg.length, gens[0], noisy=cfg.noisy)
-            obs = tmaze.episode_observations(state)
-            actions = torch.randint(0, 2, (cfg.batch, cfg.length), generator=gens[1])
-            ma.memup_memory_update(
-                agent.core, predictor, detector, ema, opts, obs, actions, ma.outcomes(state.cue, actions), cfg
-            )
+            obs, actions, y = ma.random_policy_batch(cfg, gens[0], gens[1])
+            ma.memup_memory_update(agent.core, predictor, detector, ema, opts, obs, actions, y, cfg)
+
     else:
         params = list(agent.parameters())
         opt = torch.optim.Adam(params, lr=cfg.lr)
