@@ -2,7 +2,8 @@
 
 Finn, Abbeel, Levine, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks",
 ICML 2017 (arXiv 1703.03400); Nichol, Achiam, Schulman, "On First-Order Meta-Learning
-Algorithms", arXiv 1803.02999 (2018). Taught in notebook 04 (``notebooks/04_meta_learning.ipynb``).
+Algorithms", arXiv 1803.02999 (2018). Taught in notebook 04 (``notebooks/04_meta_learning.ipynb``),
+applied to the memory controller in notebook 09 (``notebooks/09_meta_controller.ipynb``).
 
 Shape legend: ``T`` tasks in a meta-batch, ``K`` support points per task, ``Q`` query points per
 task, ``G`` evaluation points, ``...`` whatever the model takes per example (``D_in``/``D_out``).
@@ -25,9 +26,9 @@ The three methods differ only in what they do with the adapted parameters phi_i 
 Evaluation always runs the model with the *adapted* parameters (:func:`adaptation_curve`,
 :func:`adapt_and_predict`), which the seed tutorial's ``MetaLearner`` never does.
 
-Notebook 04's experiments (the sinusoid and controller training runs, their configurations and
-cached results, the held-out evaluation of the controller) are in
-:mod:`memtutor.experiments.nb04_meta`.
+Notebook 04's experiments (the sinusoid training runs, their configurations, cached results and
+held-out evaluation) are in :mod:`memtutor.experiments.nb04_meta`; notebook 09's (the memory
+controller meta-learned over XOR-copy tasks) are in :mod:`memtutor.experiments.nb09_meta_controller`.
 """
 
 from __future__ import annotations
@@ -689,7 +690,7 @@ def adapt_and_predict(
 
 # --------------------------------------------------------------------------- the memory controller
 #
-# Notebook 04's last section meta-learns the initialisation of notebook 02's controller over a
+# Notebook 09 meta-learns the initialisation of notebook 02's controller over a
 # family of copy tasks: task m copies each vector XOR-ed with its own bit mask m (flip the bits
 # where m is 1). The memory work is the same for every task; only the output code differs.
 

@@ -39,10 +39,11 @@ EVALUATION_ONLY = {
     "06_tool_agent.ipynb": {"RETRAIN", "RETRAIN_ABLATIONS"},
     "07_memup.ipynb": {"LONGER", "N_TEST", "TEST_SEED", "COST_LENGTHS", "COST_BATCH", "RETRAIN"},
     "08_memory_agent.ipynb": {"SHOW_LENGTH", "READOUT_EPISODES", "RETRAIN"},
+    "09_meta_controller.ipynb": {"RETRAIN"},
 }  # fmt: skip
 
 #: Cached results a notebook loads that another notebook made (by name).
-BORROWED = {"04_meta_learning.ipynb": {"02_copy_seed0.pt", "02_copy_seed1.pt", "02_copy_seed2.pt"}}
+BORROWED = {"09_meta_controller.ipynb": {"02_copy_seed0.pt", "02_copy_seed1.pt", "02_copy_seed2.pt"}}
 
 RECORDER = """
 import json as _json, torch as _torch, importlib as _importlib, pkgutil as _pkgutil

@@ -426,7 +426,7 @@ def test_cached_runs_hold_the_config_of_the_notebook_defaults():
         want = nb02.copy_run_config(seed, ns["CONFIG"], ns["TRAIN"], lstm_update_cap=ns["LSTM_UPDATE_CAP"])
         assert cached == config_dict(want)
         assert cached["fused"] == ["link"]
-    # notebook 04 asks for seed 0 with the package defaults: the same configuration
+    # notebook 09 asks for seed 0 with the package defaults: the same configuration
     assert config_dict(
         nb02.copy_run_config(0, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
     ) == config_dict(nb02.copy_run_config(0, ns["CONFIG"], ns["TRAIN"], lstm_update_cap=ns["LSTM_UPDATE_CAP"]))

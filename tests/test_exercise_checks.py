@@ -19,7 +19,7 @@ from memtutor import continual as cl
 from memtutor import memory as mem
 from memtutor import memup as mu
 from memtutor import meta
-from memtutor.exercises import ex01, ex02, ex03, ex04, ex05, ex06, ex07
+from memtutor.exercises import ex01, ex02, ex03, ex04, ex05, ex06, ex07, ex09
 from memtutor.tasks import copy_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _solutions(name: str) -> dict:
     """The functions defined by the solution cells of notebook ``name`` (teacher edition)."""
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    ns: dict = {"torch": torch, "math": math, "mem": mem, "mu": mu, "F": F}
+    ns: dict = {"torch": torch, "math": math, "mem": mem, "mu": mu, "F": F, "meta": meta}
     ns["functional_call"], ns["grad"] = torch.func.functional_call, torch.func.grad
     for cell in nb.cells:
         if cell.cell_type == "code" and "solution" in cell.metadata.get("tags", []):
@@ -392,3 +392,76 @@ def test_ex07_saved_bytes():
         return F.cross_entropy(model(x[:, -50:])[0].transpose(1, 2), y[:, -50:])
 
     _rejects(ex07.check_saved_bytes(rollout_loss, truncated, cfg), "in proportion to T")
+
+
+# ---------------------------------------------------------------- notebook 09
+
+
+def test_ex09_head_step():
+    s = _solutions("09_meta_controller.ipynb")
+    head_step = s["head_step"]
+    assert ex09.check_head_step(head_step)
+    _rejects(ex09.check_head_step(_stub), "NotImplementedError")
+    _rejects(ex09.check_head_step(lambda m, h, x, y, lr: dict(h)), "did not move")
+    package = lambda m, h, x, y, lr: meta.maml_adapt(m, h, x, y, inner_lr=lr, steps=1, loss_fn=meta.packed_bce_loss)  # noqa: E731
+    _rejects(ex09.check_head_step(package), "maml_adapt")
+    _rejects(ex09.check_head_step(lambda m, h, x, y, lr: head_step(m, h, x, y, -lr)), "up the gradient")
+    _rejects(ex09.check_head_step(lambda m, h, x, y, lr: head_step(m, h, x, y, 2 * lr)), "not lr times the gradient")
+    every = lambda m, h, x, y, lr: head_step(m, meta.select_params(m), x, y, lr)  # noqa: E731
+    _rejects(ex09.check_head_step(every), "output layer only")
+
+    def mse_step(m, h, x, y, lr):  # the wrong loss: squared error of the logits against the target bits
+        g = torch.func.grad(lambda p: ((torch.func.functional_call(m, p, (x,)) - y[..., :-1]) ** 2).mean())(h)
+        return {k: v - lr * g[k] for k, v in h.items()}
+
+    _rejects(ex09.check_head_step(mse_step), "differs from one SGD step")
+
+    def in_place(m, h, x, y, lr):  # moves the model's own head
+        out = head_step(m, h, x, y, lr)
+        with torch.no_grad():
+            m.controller.output.bias.add_(1.0)
+        return out
+
+    _rejects(ex09.check_head_step(in_place), "changed the model's own parameters")
+    _rejects(ex09.check_head_step(lambda m, h, x, y, lr: [v for v in h.values()]), "must return a dict")
+
+
+def test_ex09_wrong_bits():
+    s = _solutions("09_meta_controller.ipynb")
+    wrong_bits = s["wrong_bits"]
+    assert ex09.check_wrong_bits(wrong_bits)
+    _rejects(ex09.check_wrong_bits(_stub), "NotImplementedError")
+    _rejects(ex09.check_wrong_bits(lambda lg, y: meta.packed_bits_error(lg, y)), "packed_bits_error")
+    every_step = lambda lg, y: ((lg > 0) != (y[..., :-1] > 0.5)).float().sum((1, 2)).mean()  # noqa: E731
+    _rejects(ex09.check_wrong_bits(every_step), "answer steps only")
+    _rejects(ex09.check_wrong_bits(lambda lg, y: wrong_bits(lg, y) * lg.shape[0]), "sum over the sequences")
+    right = lambda lg, y: (((lg > 0) == (y[..., :-1] > 0.5)).float() * y[..., -1:]).sum((1, 2)).mean()  # noqa: E731
+    _rejects(ex09.check_wrong_bits(right), "right bits")
+    per_sequence = lambda lg, y: (((lg > 0) != (y[..., :-1] > 0.5)).float() * y[..., -1:]).sum((1, 2))  # noqa: E731
+    _rejects(ex09.check_wrong_bits(per_sequence), "0-d tensor")
+    _rejects(ex09.check_wrong_bits(lambda lg, y: wrong_bits(lg, y) + 0.5), "differs")
+
+
+def test_ex09_steps_to_one_bit(monkeypatch):
+    from memtutor.controller import ControllerConfig, MemoryController
+
+    tiny = ControllerConfig(input_size=5, output_size=4, hidden_size=8, num_slots=6, word_size=4, num_reads=1)
+    torch.manual_seed(0)
+    starts = {"a": MemoryController(tiny), "b": MemoryController(tiny)}
+    tasks = meta.xor_copy_tasks(meta.xor_masks(4)[:2], 4, 4, max_length=3, generator=torch.Generator().manual_seed(0))
+    kw = dict(inner_lr=0.3, max_steps=3)
+    # untrained controllers never get to one wrong bit: the check computes their curves itself
+    assert ex09.check_steps_to_one_bit({"a": None, "b": None}, starts, tasks, **kw)
+    _rejects(ex09.check_steps_to_one_bit({"a": 2, "b": None}, starts, tasks, **kw), "never gets to one wrong bit")
+    _rejects(ex09.check_steps_to_one_bit({"a": None}, starts, tasks, **kw), "one entry per start")
+    _rejects(ex09.check_steps_to_one_bit({}, starts, tasks, **kw), "non-empty")
+    # a start whose curve reaches one wrong bit at step 2
+    monkeypatch.setattr(ex09, "_bits_curve", lambda *a, **k: torch.tensor([4.0, 2.0, 1.0, 0.5]))
+    assert ex09.check_steps_to_one_bit({"a": 2, "b": 2}, starts, tasks, **kw)
+    _rejects(ex09.check_steps_to_one_bit({"a": 3, "b": 2}, starts, tasks, **kw), "one too many")
+    _rejects(ex09.check_steps_to_one_bit({"a": None, "b": 2}, starts, tasks, **kw), "does get to one wrong bit")
+    _rejects(ex09.check_steps_to_one_bit({"a": 1, "b": 2}, starts, tasks, **kw), "too small")
+    _rejects(ex09.check_steps_to_one_bit({"a": 2, "b": 0}, starts, tasks, **kw), "too small")
+    _rejects(ex09.check_steps_to_one_bit({"a": True, "b": 2}, starts, tasks, **kw), "must be an int")
+    monkeypatch.setattr(ex09, "_bits_curve", lambda *a, **k: torch.tensor([4.0, 1.0, 1.0, 0.5, 0.2, 0.1]))
+    _rejects(ex09.check_steps_to_one_bit({"a": 4, "b": 1}, starts, tasks, **kw), "too large")

@@ -1,5 +1,6 @@
-"""Tests for memtutor.meta (MAML / first-order MAML / Reptile with torch.func) and notebook 04's
-experiments (memtutor.experiments.nb04_meta) with their cached results."""
+"""Tests for memtutor.meta (MAML / first-order MAML / Reptile with torch.func), notebook 04's experiments
+(memtutor.experiments.nb04_meta) and notebook 09's (memtutor.experiments.nb09_meta_controller), with their
+cached results."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch.func import functional_call
 
 from memtutor import meta
 from memtutor.experiments import nb04_meta as nb04
+from memtutor.experiments import nb09_meta_controller as nb09
 from memtutor.utils import IMPLICIT_TRAINING_MINUTES, config_dict, derive_seed, load_or_train, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -557,12 +559,12 @@ def test_xor_masks_and_split():
     assert masks.shape == (8, 3)
     torch.testing.assert_close(masks[5], torch.tensor([1.0, 0.0, 1.0]))  # 5 = 0b101, low bit first
     assert len({tuple(m.tolist()) for m in masks}) == 8
-    train, held = nb04.split_xor_masks(3, 2, seed=0)
+    train, held = nb09.split_xor_masks(3, 2, seed=0)
     assert train.shape == (6, 3) and held.shape == (2, 3)
     rows = {tuple(m.tolist()) for m in train} | {tuple(m.tolist()) for m in held}
     assert len(rows) == 8  # disjoint and complete
     with pytest.raises(ValueError, match="n_heldout"):
-        nb04.split_xor_masks(3, 8, seed=0)
+        nb09.split_xor_masks(3, 8, seed=0)
     with pytest.raises(ValueError, match="width"):
         meta.xor_masks(0)
 
@@ -630,29 +632,29 @@ def test_head_only_maml_meta_gradient_reaches_every_controller_parameter():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", nb04.CONTROLLER_TRAINERS)
+@pytest.mark.parametrize("method", nb09.CONTROLLER_TRAINERS)
 def test_train_controller_init_runs_and_changes_the_controller(method):
-    cfg = nb04.ControllerMetaConfig(
+    cfg = nb09.ControllerMetaConfig(
         meta_steps=3, meta_batch=2, n_support=3, n_query=3, width=4, n_heldout=4, n_val=4, snapshots=(1,),
         max_length=3,
     )  # fmt: skip
     ctrl = _tiny_controller()
     before = {k: v.clone() for k, v in ctrl.state_dict().items()}
-    out = nb04.train_controller_init(method, ctrl, cfg, seed=0)
+    out = nb09.train_controller_init(method, ctrl, cfg, seed=0)
     assert out["losses"].shape == (3,) and torch.isfinite(out["losses"]).all()
     assert out["controller"].keys() == before.keys()
     for name in ("core.weight_hh", "output.weight"):
         assert not torch.equal(out["controller"][name], before[name]), name
-    again = nb04.train_controller_init(method, _tiny_controller(), cfg, seed=0)  # seeded: the same run
+    again = nb09.train_controller_init(method, _tiny_controller(), cfg, seed=0)  # seeded: the same run
     torch.testing.assert_close(again["losses"], out["losses"])
     with pytest.raises(ValueError, match="method"):
-        nb04.train_controller_init("reptile", ctrl, cfg, seed=0)
+        nb09.train_controller_init("reptile", ctrl, cfg, seed=0)
 
 
 def test_controller_adaptation_curves_start_unadapted_and_adapt():
     ctrl = _tiny_controller()
     tasks = meta.xor_copy_tasks(meta.xor_masks(4)[:3], 4, 5, max_length=3, generator=torch.Generator().manual_seed(0))
-    curves = nb04.controller_adaptation_curves(ctrl, tasks, inner_lr=0.5, max_steps=3)
+    curves = nb09.controller_adaptation_curves(ctrl, tasks, inner_lr=0.5, max_steps=3)
     assert curves["loss"].shape == (3, 4) and curves["bits"].shape == (3, 4)
     model = meta.ControllerLogits(ctrl)
     with torch.no_grad():
@@ -680,15 +682,16 @@ def test_meta_train_step_with_an_adapted_subset(method):
         meta.meta_train_step(model, opt, batch, method=method, inner_lr=0.01, steps=1, adapt=["nope"])
 
 
-# --------------------------------------------------------------------------- notebook 04's cached results
+# --------------------------------------------------------------------------- notebooks 04 and 09: cached results
 
 NOTEBOOK = ROOT / "notebooks" / "04_meta_learning.ipynb"
+NOTEBOOK_09 = ROOT / "notebooks" / "09_meta_controller.ipynb"
 CHECKPOINTS = ROOT / "notebooks" / "checkpoints"
 
 
-def notebook_parameters() -> dict:
-    """The names defined by notebook 04's ``parameters``-tagged cell (plain assignments of literals)."""
-    return run_parameters_cell(NOTEBOOK.name)
+def notebook_parameters(notebook: Path = NOTEBOOK) -> dict:
+    """The names defined by a notebook's ``parameters``-tagged cell (plain assignments of literals)."""
+    return run_parameters_cell(notebook.name)
 
 
 def notebook_configs() -> dict[str, dict]:
@@ -704,23 +707,34 @@ def notebook_configs() -> dict[str, dict]:
     for seed in p["SEEDS"]:
         out.update({nb04.sine_file(m, seed): nb04.sine_run_config(m, c, seed=seed) for m, c in configs.items()})
         out[nb04.sine_eval_file(seed)] = nb04.sine_eval_config(seed, configs, **settings)
-    ctrl = nb04.ControllerMetaConfig()
+    return out
+
+
+def notebook_09_configs() -> dict[str, dict]:
+    """File name -> the configuration notebook 09 loads it with, built from its parameters."""
+    p = notebook_parameters(NOTEBOOK_09)
+    ctrl = nb09.ControllerMetaConfig(meta_steps=p["CTRL_META_STEPS"])
     eval_kw = dict(
         eval_seed=p["CTRL_EVAL_SEED"], val_seed=p["CTRL_VAL_SEED"], n_query=p["CTRL_QUERY"],
         val_query=p["CTRL_VAL_QUERY"], max_steps=p["CTRL_STEPS"], val_steps=p["CTRL_VAL_STEPS"],
     )  # fmt: skip
+    out = {}
     first = p["CTRL_SEEDS"][0]  # the seed whose runs make the validation choices
     for seed in p["CTRL_SEEDS"]:
-        start = nb04.copy_start(seed, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
+        start = nb09.copy_start(seed, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
         for m in ("maml", "joint"):
-            out[nb04.controller_file(m, seed)] = nb04.controller_run_config(m, ctrl, seed=seed, start=start)
-        for s in nb04.CONTROLLER_STARTS:
+            out[nb09.controller_file(m, seed)] = nb09.controller_run_config(m, ctrl, seed=seed, start=start)
+        for s in nb09.CONTROLLER_STARTS:
             if seed == first:
-                out[nb04.select_file(s, seed)] = nb04.select_run_config(s, seed, ctrl, **eval_kw)
+                out[nb09.select_file(s, seed)] = nb09.select_run_config(s, seed, ctrl, **eval_kw)
             else:
-                choice = torch.load(CHECKPOINTS / nb04.select_file(s, first), weights_only=True)["result"]["choice"]
-                out[nb04.test_file(s, seed)] = nb04.controller_test_config(s, seed, ctrl, choice=choice, **eval_kw)
+                choice = torch.load(CHECKPOINTS / nb09.select_file(s, first), weights_only=True)["result"]["choice"]
+                out[nb09.test_file(s, seed)] = nb09.controller_test_config(s, seed, ctrl, choice=choice, **eval_kw)
     return out
+
+
+def all_configs() -> dict[str, dict]:
+    return {**notebook_configs(), **notebook_09_configs()}
 
 
 def refuse_to_train():
@@ -728,17 +742,18 @@ def refuse_to_train():
 
 
 def test_notebook_starts_from_notebook_02s_copy_runs():
-    """notebook_configs() mirrors the notebook's copy starts (seed s from notebook 02's run s)."""
-    source = NOTEBOOK.read_text()
+    """notebook_09_configs() mirrors the notebook's copy starts (seed s from notebook 02's run s)."""
+    source = NOTEBOOK_09.read_text()
     assert "load_copy_run(seed, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)" in source
-    start = nb04.copy_start(2, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
-    assert nb04.controller_start(2) == start
-    assert nb04.controller_start(2)["run"] == "02_copy_seed2.pt"
+    start = nb09.copy_start(2, ControllerConfig(), CopyTrainConfig(), lstm_update_cap=300_000)
+    assert nb09.controller_start(2) == start
+    assert nb09.controller_start(2)["run"] == "02_copy_seed2.pt"
 
 
-def test_committed_results_were_made_with_the_notebooks_configuration():
-    configs = notebook_configs()
-    assert sorted(configs) == sorted(p.name for p in CHECKPOINTS.glob("04_*.pt"))
+@pytest.mark.parametrize(("prefix", "configs"), [("04", notebook_configs), ("09", notebook_09_configs)])
+def test_committed_results_were_made_with_the_notebooks_configuration(prefix, configs):
+    configs = configs()
+    assert sorted(configs) == sorted(p.name for p in CHECKPOINTS.glob(f"{prefix}_*.pt"))
     for name, config in configs.items():
         data = torch.load(CHECKPOINTS / name, weights_only=True)
         assert data["config"] == config_dict(config), name
@@ -746,10 +761,10 @@ def test_committed_results_were_made_with_the_notebooks_configuration():
     assert sine["losses"].shape == (nb04.SINE_HISTORY,)
 
 
-@pytest.mark.parametrize("name", sorted(notebook_configs()))
+@pytest.mark.parametrize("name", sorted(all_configs()))
 def test_unchanged_configuration_loads_without_training(tmp_path, name):
     shutil.copy(CHECKPOINTS / name, tmp_path)
-    result = load_or_train(name, notebook_configs()[name], refuse_to_train, minutes=60, directory=tmp_path)
+    result = load_or_train(name, all_configs()[name], refuse_to_train, minutes=60, directory=tmp_path)
     assert result
 
 
@@ -778,18 +793,18 @@ def test_a_changed_field_of_a_long_sine_run_raises_naming_it(tmp_path, change, f
     ("name", "change", "field", "minutes"),
     [
         ("04_sine_fomaml_seed0.pt", {"sine": nb04.SineConfig(meta_steps=40_000, k_query=5)}, "sine.k_query", None),
-        ("04_controller_maml_seed0.pt", {"meta": nb04.ControllerMetaConfig(mask_seed=1)}, "meta.mask_seed", 3.0),
-        ("04_controller_maml_seed1.pt", {"meta": nb04.ControllerMetaConfig(n_val=16)}, "meta.n_val", 3.0),
-        ("04_controller_joint_seed0.pt", {"seed": 1}, "seed", 0.5),
-        ("04_controller_joint_seed2.pt", {"start": {"run": "02_copy_seed1.pt"}}, "start.run", 0.5),
-        ("04_controller_eval_maml_seed0.pt", {"eval_seed": 1}, "eval_seed", 3.0),
-        ("04_controller_test_copy_seed1.pt", {"choice": "head|0.3|0"}, "choice", 2.0),
+        ("09_controller_maml_seed0.pt", {"meta": nb09.ControllerMetaConfig(mask_seed=1)}, "meta.mask_seed", 3.0),
+        ("09_controller_maml_seed1.pt", {"meta": nb09.ControllerMetaConfig(n_val=16)}, "meta.n_val", 3.0),
+        ("09_controller_joint_seed0.pt", {"seed": 1}, "seed", 0.5),
+        ("09_controller_joint_seed2.pt", {"start": {"run": "02_copy_seed1.pt"}}, "start.run", 0.5),
+        ("09_controller_eval_maml_seed0.pt", {"eval_seed": 1}, "eval_seed", 3.0),
+        ("09_controller_test_copy_seed1.pt", {"choice": "head|0.3|0"}, "choice", 2.0),
         ("04_sine_eval_seed2.pt", {"shots": [5, 10]}, "shots", nb04.SINE_EVAL_MINUTES),
     ],
 )
 def test_a_changed_field_of_a_quick_run_retrains_and_says_why(tmp_path, capsys, name, change, field, minutes):
     shutil.copy(CHECKPOINTS / name, tmp_path)
-    config = {**notebook_configs()[name], **change}
+    config = {**all_configs()[name], **change}
     if minutes is None:
         minutes = nb04.sine_minutes("fomaml", config["sine"])
     assert minutes <= IMPLICIT_TRAINING_MINUTES
@@ -804,17 +819,17 @@ def test_minutes_estimates_decide_raise_or_retrain():
     assert nb04.sine_minutes("maml", sine["maml"]) > IMPLICIT_TRAINING_MINUTES  # about 3.3 min: raises
     assert nb04.sine_minutes("pretrained", sine["pretrained"]) < 1
     assert nb04.sine_minutes("maml", nb04.SineConfig(meta_steps=200)) < 0.1  # a tiny run retrains
-    assert max(nb04.CONTROLLER_MINUTES.values()) <= IMPLICIT_TRAINING_MINUTES
+    assert max(nb09.CONTROLLER_MINUTES.values()) <= IMPLICIT_TRAINING_MINUTES
     with pytest.raises(ValueError, match="method"):
         nb04.sine_file("joint")
 
 
 def test_seed_purposes_give_the_documented_streams():
-    assert derive_seed(0, nb04.SINE_TASKS) == 1 and derive_seed(5, nb04.CONTROLLER_TASKS) == 6
-    train, held = nb04.split_xor_masks(4, 3, seed=2)
+    assert derive_seed(0, nb04.SINE_TASKS) == 1 and derive_seed(5, nb09.CONTROLLER_TASKS) == 6
+    train, held = nb09.split_xor_masks(4, 3, seed=2)
     order = torch.randperm(16, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(held, meta.xor_masks(4)[order[:3]])
-    tasks = nb04.controller_eval_tasks(nb04.ControllerMetaConfig(width=4, n_heldout=3, n_val=3, mask_seed=2), n_query=2,
+    tasks = nb09.controller_eval_tasks(nb09.ControllerMetaConfig(width=4, n_heldout=3, n_val=3, mask_seed=2), n_query=2,
                                        eval_seed=9)  # fmt: skip
     direct = meta.xor_copy_tasks(held, 16, 2, generator=torch.Generator().manual_seed(9))
     for a, b in zip(tasks, direct, strict=True):
@@ -823,7 +838,7 @@ def test_seed_purposes_give_the_documented_streams():
 
 def test_controller_curves_runs_every_start():
     tasks = meta.xor_copy_tasks(meta.xor_masks(4)[:2], 3, 3, max_length=3, generator=torch.Generator().manual_seed(0))
-    curves = nb04.controller_curves({"a": _tiny_controller(0), "b": _tiny_controller(1)}, tasks, inner_lr=0.5,
+    curves = nb09.controller_curves({"a": _tiny_controller(0), "b": _tiny_controller(1)}, tasks, inner_lr=0.5,
                                     max_steps=2)  # fmt: skip
     assert list(curves) == ["a", "b"] and curves["a"]["bits"].shape == (2, 3)
 

@@ -1,6 +1,7 @@
-"""Tests for notebook 04's added experiment functions (memtutor.experiments.nb04_meta): the oracle,
-the per-seed sinusoid evaluation, the validation/held-out mask split, the controller snapshots, the
-choice on validation masks and the linear probe."""
+"""Tests for the experiment functions of notebook 04 (memtutor.experiments.nb04_meta: the oracle, the
+per-seed sinusoid evaluation) and notebook 09 (memtutor.experiments.nb09_meta_controller: the
+validation/held-out mask split, the controller snapshots, the choice on validation masks and the linear
+probe), and their diagrams."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from memtutor import meta
 from memtutor.controller import ControllerConfig, MemoryController
 from memtutor.experiments import nb04_meta as nb04
+from memtutor.experiments import nb09_meta_controller as nb09
 from memtutor.utils import set_threads
 
 set_threads()
@@ -88,13 +90,13 @@ def test_sine_file_names_the_seed_and_rejects_bad_ones():
 
 
 def test_controller_masks_are_disjoint_and_cover_every_mask():
-    cfg = nb04.ControllerMetaConfig()
-    train, val, held = nb04.controller_masks(cfg)
+    cfg = nb09.ControllerMetaConfig()
+    train, val, held = nb09.controller_masks(cfg)
     assert (len(train), len(val), len(held)) == (192, 32, 32)
     sets = [{tuple(m.tolist()) for m in x} for x in (train, val, held)]
     assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
     assert len(sets[0] | sets[1] | sets[2]) == 256
-    _, held_before = nb04.split_xor_masks(cfg.width, cfg.n_heldout, cfg.mask_seed)
+    _, held_before = nb09.split_xor_masks(cfg.width, cfg.n_heldout, cfg.mask_seed)
     torch.testing.assert_close(held, held_before)  # the held-out masks do not depend on n_val
 
 
@@ -104,30 +106,30 @@ def test_controller_masks_are_disjoint_and_cover_every_mask():
 )
 def test_controller_meta_config_rejects_bad_snapshots_and_splits(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        nb04.ControllerMetaConfig(**kwargs)
+        nb09.ControllerMetaConfig(**kwargs)
 
 
 def test_training_never_sees_a_validation_or_held_out_mask(monkeypatch):
-    cfg = nb04.ControllerMetaConfig(meta_steps=2, snapshots=(1,), **TINY_META)
-    train, val, held = nb04.controller_masks(cfg)
+    cfg = nb09.ControllerMetaConfig(meta_steps=2, snapshots=(1,), **TINY_META)
+    train, val, held = nb09.controller_masks(cfg)
     seen = []
-    real = nb04.xor_copy_tasks
+    real = nb09.xor_copy_tasks
 
     def spy(masks, *args, **kwargs):
         seen.extend(tuple(m.tolist()) for m in masks)
         return real(masks, *args, **kwargs)
 
-    monkeypatch.setattr(nb04, "xor_copy_tasks", spy)
-    nb04.train_controller_init("joint", _tiny_controller(), cfg, seed=0)
+    monkeypatch.setattr(nb09, "xor_copy_tasks", spy)
+    nb09.train_controller_init("joint", _tiny_controller(), cfg, seed=0)
     assert seen and set(seen) <= {tuple(m.tolist()) for m in train}
 
 
 @pytest.mark.slow
 def test_a_snapshot_is_the_controller_after_that_many_updates():
-    long = nb04.ControllerMetaConfig(meta_steps=3, snapshots=(2,), **TINY_META)
-    short = nb04.ControllerMetaConfig(meta_steps=2, snapshots=(1,), **TINY_META)
-    a = nb04.train_controller_init("maml", _tiny_controller(), long, seed=0)
-    b = nb04.train_controller_init("maml", _tiny_controller(), short, seed=0)
+    long = nb09.ControllerMetaConfig(meta_steps=3, snapshots=(2,), **TINY_META)
+    short = nb09.ControllerMetaConfig(meta_steps=2, snapshots=(1,), **TINY_META)
+    a = nb09.train_controller_init("maml", _tiny_controller(), long, seed=0)
+    b = nb09.train_controller_init("maml", _tiny_controller(), short, seed=0)
     assert set(a["snapshots"]) == {"2"}
     for k, v in b["controller"].items():
         torch.testing.assert_close(a["snapshots"]["2"][k], v)
@@ -136,8 +138,8 @@ def test_a_snapshot_is_the_controller_after_that_many_updates():
 
 def test_head_only_false_adapts_more_than_the_head():
     tasks = _tiny_tasks()
-    head = nb04.controller_adaptation_curves(_tiny_controller(), tasks, inner_lr=0.3, max_steps=2)
-    every = nb04.controller_adaptation_curves(_tiny_controller(), tasks, inner_lr=0.3, max_steps=2, head_only=False)
+    head = nb09.controller_adaptation_curves(_tiny_controller(), tasks, inner_lr=0.3, max_steps=2)
+    every = nb09.controller_adaptation_curves(_tiny_controller(), tasks, inner_lr=0.3, max_steps=2, head_only=False)
     torch.testing.assert_close(head["loss"][:, 0], every["loss"][:, 0])  # the same start
     assert not torch.allclose(head["loss"][:, 1:], every["loss"][:, 1:])
 
@@ -145,18 +147,18 @@ def test_head_only_false_adapts_more_than_the_head():
 def test_select_and_test_picks_the_best_validation_candidate():
     val, test = _tiny_tasks(2, 0), _tiny_tasks(3, 1)
     candidates = {"1": _tiny_controller(1), "2": _tiny_controller(2)}
-    out = nb04.controller_select_and_test(
+    out = nb09.controller_select_and_test(
         candidates, val, test, train_lr=0.1, max_steps=3, val_steps=2, head_lrs=(0.01, 1.0), all_lrs=(0.1,)
     )
     assert set(out["val"]) == {"head|0.01|1", "head|1|1", "head|0.01|2", "head|1|2", "all|0.1|2"}
     scores = {k: v[1:].mean().item() for k, v in out["val"].items()}
     assert out["choice"] == min(scores, key=scores.get)
-    mode, lr, updates = nb04.parse_choice(out["choice"])
-    direct = nb04.controller_adaptation_curves(
+    mode, lr, updates = nb09.parse_choice(out["choice"])
+    direct = nb09.controller_adaptation_curves(
         candidates[str(updates)], test, inner_lr=lr, max_steps=3, head_only=mode == "head"
     )
     torch.testing.assert_close(out["test"]["bits"], direct["bits"])
-    default = nb04.controller_adaptation_curves(candidates["2"], test, inner_lr=0.1, max_steps=3)
+    default = nb09.controller_adaptation_curves(candidates["2"], test, inner_lr=0.1, max_steps=3)
     torch.testing.assert_close(out["test_default"]["loss"], default["loss"])
     assert out["test"]["bits"].shape == (3, 4)
 
@@ -164,7 +166,7 @@ def test_select_and_test_picks_the_best_validation_candidate():
 def test_output_features_are_what_the_output_layer_reads():
     c = _tiny_controller()
     x = _tiny_tasks().x_support[0]
-    feats = nb04.output_features(c, x)
+    feats = nb09.output_features(c, x)
     with torch.no_grad():
         torch.testing.assert_close(c.output(feats), c(x)[0])
 
@@ -173,7 +175,7 @@ def test_probe_fits_at_least_as_well_as_the_controllers_own_read_out():
     """A read-out fitted to the sequences can only do better than the one the controller has, there."""
     c = _tiny_controller()
     tasks = _tiny_tasks()
-    fitted = nb04.probe_wrong_bits(c, tasks, steps=300, lr=0.05)
+    fitted = nb09.probe_wrong_bits(c, tasks, steps=300, lr=0.05)
     with torch.no_grad():
         own = torch.stack(
             [meta.packed_bits_error(c(x)[0], y) for x, y in zip(tasks.x_support, tasks.y_support, strict=True)]
@@ -194,5 +196,24 @@ def test_the_diagram_names_what_the_notebook_names():
         for symbol in (r"\theta", r"\varphi_1", r"\varphi_3", r"\alpha", r"\beta", r"\varepsilon", r"H^{\mathrm{sup}}"):
             assert symbol in text, symbol
         assert "first-order MAML" in text and "Reptile" in text
+    finally:
+        plt.close(fig)
+
+
+def test_controller_diagram_labels_body_head_and_both_steps():
+    """The controller picture names theta_body, theta_head, phi_i and the inner and outer steps, as the
+    equations of notebook 09 do."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = nb09.draw_controller_maml()
+    try:
+        text = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+        for symbol in (r"\theta_{\mathrm{body}}", r"\theta_{\mathrm{head}}", r"\varphi_{i}", r"\alpha", r"\beta",
+                       "M_t", "[h_t, r_t]", r"\mathcal{L}^{\mathrm{sup}}_i"):  # fmt: skip
+            assert symbol in text, symbol
+        assert "inner step" in text and "outer step on every parameter" in text
     finally:
         plt.close(fig)
