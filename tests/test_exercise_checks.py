@@ -169,6 +169,12 @@ def test_ex04_inner_step():
     twice = lambda m, p, x, y, lr: s["inner_step"](m, p, x, y, 2 * lr)  # noqa: E731
     _rejects(ex04.check_inner_step(twice), "not lr times the gradient")
 
+    def from_module(m, p, x, y, lr):  # reads the module's own parameters instead of the ones given
+        own = {k: v.detach() for k, v in m.named_parameters()}
+        return s["inner_step"](m, own, x, y, lr)
+
+    _rejects(ex04.check_inner_step(from_module), "module's own parameters")
+
 
 @pytest.fixture(scope="module")
 def sine():
@@ -423,6 +429,20 @@ def test_ex09_head_step():
         return out
 
     _rejects(ex09.check_head_step(in_place), "changed the model's own parameters")
+
+    def from_model(m, h, x, y, lr):  # reads the model's own output layer instead of the head given
+        own = {k: v.detach() for k, v in meta.select_params(m, meta.CONTROLLER_HEAD).items()}
+        return head_step(m, own, x, y, lr)
+
+    _rejects(ex09.check_head_step(from_model), "model's own output layer")
+
+    def with_backward(m, h, x, y, lr):  # the module's backward: the gradient of its own head, not of h
+        m.zero_grad()
+        meta.packed_bce_loss(m(x), y).backward()
+        own = dict(meta.select_params(m, meta.CONTROLLER_HEAD))
+        return {k: own[k].detach() - lr * own[k].grad for k in h}
+
+    _rejects(ex09.check_head_step(with_backward), "model's own output layer")
     _rejects(ex09.check_head_step(lambda m, h, x, y, lr: [v for v in h.values()]), "must return a dict")
 
 

@@ -33,7 +33,10 @@ def _probe_problem(seed: int):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(1, 6), nn.Tanh(), nn.Linear(6, 1)).double()
     b = meta.sample_sinusoid_tasks(1, 7, 1, generator=g, dtype=torch.float64)
-    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    # the parameters to adapt differ from the module's own, so a step that reads the module's own fails
+    params = {
+        k: v.detach() + 0.1 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in model.named_parameters()
+    }
     return model, params, b.x_support[0], b.y_support[0]
 
 
@@ -70,6 +73,10 @@ def check_inner_step(inner_step: Callable) -> CheckResult:
             if not math.isclose(scale, 1.0, rel_tol=STEP_RTOL):
                 return failed("the direction is right but the step is not lr times the gradient of the MSE.")
         if not all(torch.allclose(got[k], want[k].detach(), rtol=STEP_RTOL, atol=STEP_ATOL) for k in params):
+            own = {k: v.detach() for k, v in model.named_parameters()}
+            from_own = meta.maml_adapt(model, own, x, y, inner_lr=lr, steps=1)
+            if all(torch.allclose(got[k], from_own[k].detach(), rtol=STEP_RTOL, atol=STEP_ATOL) for k in params):
+                return failed("the step starts from the module's own parameters: start from the params you are given.")
             return failed("the step differs from one SGD step on the MSE of (x, y): check the loss and the gradient.")
     return passed("your inner step matches memtutor.meta.maml_adapt(..., steps=1).")
 

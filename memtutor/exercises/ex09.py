@@ -39,7 +39,9 @@ def _probe_problem(seed: int):
         model = meta.ControllerLogits(MemoryController(PROBE_CONTROLLER)).double()
     g = torch.Generator().manual_seed(seed)
     tasks = meta.xor_copy_tasks(meta.xor_masks(4)[[3 + seed]], 5, 1, min_length=2, max_length=4, generator=g)
-    head = {k: v.detach().clone() for k, v in meta.select_params(model, meta.CONTROLLER_HEAD).items()}
+    # the head to adapt differs from the model's own output layer, so a step that reads the model's own fails
+    own = meta.select_params(model, meta.CONTROLLER_HEAD)
+    head = {k: v.detach() + 0.1 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in own.items()}
     return model, head, tasks.x_support[0].double(), tasks.y_support[0].double()
 
 
@@ -84,6 +86,10 @@ def check_head_step(head_step: Callable) -> CheckResult:
                     "(meta.packed_bce_loss is already the sum over bits and steps, the mean over sequences)."
                 )
         if not all(torch.allclose(got[k], want[k].detach(), rtol=STEP_RTOL, atol=STEP_ATOL) for k in head):
+            own = {k: v.detach() for k, v in meta.select_params(model, meta.CONTROLLER_HEAD).items()}
+            from_own = meta.maml_adapt(model, own, x, y, inner_lr=lr, steps=1, loss_fn=meta.packed_bce_loss)
+            if all(torch.allclose(got[k], from_own[k].detach(), rtol=STEP_RTOL, atol=STEP_ATOL) for k in head):
+                return failed("the step starts from the model's own output layer: start from the head you are given.")
             return failed(
                 "the step differs from one SGD step on meta.packed_bce_loss of the model on (x, y): check the loss "
                 "(the packed target y holds the answer mask in its last channel) and the gradient."
