@@ -647,6 +647,69 @@ def test_changed_table_parameter_is_detected(params, change, field):
         )
 
 
+def _more_config(p: dict, **changes) -> nb06.MoreAblationsConfig:
+    kw = dict(headline=p["cfg"], seeds=p["ABLATION_SEEDS"], n_held_out=p["N_HELD_OUT"])
+    return nb06.MoreAblationsConfig(**{**kw, **changes})
+
+
+def test_default_more_config_is_the_notebooks(params):
+    assert config_dict(nb06.default_more_config()) == config_dict(_more_config(params))
+
+
+def test_every_row_of_the_second_part_changes_one_field_of_the_headline(params):
+    headline = config_dict(params["cfg"])
+    jobs = _more_config(params).jobs()
+    assert [name for name, _ in jobs] == [n for n in nb06.MORE_ABLATIONS for _ in params["ABLATION_SEEDS"]]
+    for name, cfg in jobs:
+        changed = {k for k, v in config_dict(cfg).items() if v != headline[k]} - {"seed"}
+        assert changed == set(nb06.MORE_ABLATIONS[name]), name
+        assert cfg.max_updates == params["cfg"].max_updates
+    assert [cfg.seed for _, cfg in jobs[: len(params["ABLATION_SEEDS"])]] == list(params["ABLATION_SEEDS"])
+    with pytest.raises(ValueError, match="headline"):
+        _more_config(params, ablations={"headline": {}})
+    with pytest.raises(ValueError, match="must not be empty"):
+        _more_config(params, seeds=())
+
+
+def test_committed_second_part_records_the_notebook_defaults(params):
+    more = torch.load(CHECKPOINTS / nb06.MORE_ABLATIONS_FILE, weights_only=True)
+    assert more["config"] == config_dict(_more_config(params))
+    rows = more["result"]["rows"]
+    assert list(rows) == list(nb06.MORE_ABLATIONS) and more["result"]["max_updates"] == params["cfg"].max_updates
+    for name, row in rows.items():
+        assert row["seeds"].tolist() == list(params["ABLATION_SEEDS"]), name
+        assert row["test"].shape == row["test_pattern"].shape == (len(row["seeds"]), ta.NUM_STAGES)
+        assert bool((row["updates"] <= params["cfg"].max_updates).all()), name
+        assert len(row["curves"]) == len(row["pattern_curves"]) == len(row["seeds"])
+        assert len(more["result"]["seed_state_dicts"][name]) == len(row["seeds"]), name  # every agent is kept
+    loaded = load_or_train(
+        nb06.MORE_ABLATIONS_FILE,
+        _more_config(params),
+        _no_training,
+        minutes=nb06.MORE_ABLATIONS_MINUTES,
+        directory=CHECKPOINTS,
+    )
+    assert list(loaded["rows"]) == list(nb06.MORE_ABLATIONS)
+    with pytest.raises(ValueError, match=r"ablations\.no shaping"):
+        load_or_train(
+            nb06.MORE_ABLATIONS_FILE,
+            _more_config(params, ablations={**nb06.MORE_ABLATIONS, "no shaping": {"shaping": 0.05}}),
+            _no_training,
+            minutes=nb06.MORE_ABLATIONS_MINUTES,
+            directory=CHECKPOINTS,
+        )
+
+
+def test_unlocked_stages_follow_the_training_loop():
+    cfg = ToolAgentConfig(d_model=16, batch_size=16, max_updates=6, eval_every=1, eval_size=16, promote_at=0.0)
+    out = ta.train_agent(cfg)
+    read = nb06.unlocked_stages(out["curve"], cfg.promote_at)
+    assert read[:-1].tolist() == out["unlocked"].tolist() and read.tolist() == [0, 1, 2, 2, 2, 2, 2]
+    curve = torch.tensor([[50, 0.95, 0.2, 0.0], [100, 0.97, 0.5, 0.0], [150, 0.99, 0.91, 0.3]])
+    assert nb06.unlocked_stages(curve, 0.9).tolist() == [0, 1, 1, 2]
+    assert nb06.unlocked_stages(curve, 0.99).tolist() == [0, 0, 0, 1]
+
+
 @pytest.mark.slow
 def test_training_path_of_the_ablation_table_with_a_tiny_budget(tmp_path):
     tiny = ToolAgentConfig(d_model=8, batch_size=8, max_updates=2, eval_every=1, eval_size=8)
@@ -670,6 +733,11 @@ def test_training_path_of_the_ablation_table_with_a_tiny_budget(tmp_path):
     torch.testing.assert_close(again["rows"]["headline"]["test"], rows["headline"]["test"])
     out = ta.train_agent(tiny, progress=True)
     assert out["updates"] == 2 and "config" not in out
+    more = nb06.MoreAblationsConfig(headline=tiny, seeds=[0], n_held_out=8)
+    second = load_or_train("m.pt", more, lambda: nb06.train_ablation_table(more), minutes=0.1, directory=tmp_path)
+    assert list(second["rows"]) == list(nb06.MORE_ABLATIONS) and second["max_updates"] == 2
+    assert all(r["seeds"].tolist() == [0] for r in second["rows"].values())
+    assert {n: len(k) for n, k in second["seed_state_dicts"].items()} == {n: 1 for n in nb06.MORE_ABLATIONS}
 
 
 def _one_update_by_hand(cfg: ToolAgentConfig, value_coef: float | None = None) -> dict:

@@ -5,8 +5,10 @@ rollout, the loss (REINFORCE with a learned baseline) and the training loop
 :func:`~memtutor.tool_agent.train_agent`. This module runs them as notebook 06 does: the rows it
 compares (:data:`ABLATIONS`), accuracy on the two held-out splits (:func:`held_out_accuracy`),
 one training run measured (:func:`train_and_measure`), the whole cached table over seeds
-(:func:`train_ablation_table`, optionally in parallel processes) with its configuration
-(:class:`AblationTableConfig`), the binding-blind baseline (:func:`in_order_programs`), the pattern
+(:func:`train_ablation_table`, optionally in parallel processes) with the configurations of its two
+cached parts (:class:`AblationTableConfig`; :class:`MoreAblationsConfig` for the rows of
+:data:`MORE_ABLATIONS`), the unlocking read from a learning curve (:func:`unlocked_stages`), the
+binding-blind baseline (:func:`in_order_programs`), the pattern
 lookups (:func:`nearest_training_pattern`, :func:`cross_stage_lookup_pattern`), and the text
 displays of problems and programs (:func:`formula_text`, :func:`problem_text`,
 :func:`context_to_text`, :func:`program_to_text`, :func:`trace_program`, :func:`explain_program`),
@@ -16,7 +18,8 @@ Seeding: every agent is trained by ``train_agent`` from its configuration's ``se
 docstring); held-out accuracy uses the fixed sets of :func:`memtutor.tool_agent.held_out_set`.
 
 Run as a script (``python -m memtutor.experiments.nb06_tool_agent --jobs 16 --out FILE``) it trains
-the notebook's default table in parallel processes, saving what has finished after every run.
+the notebook's default table in parallel processes, saving what has finished after every run
+(``--more-out FILE``: then its second part, :class:`MoreAblationsConfig`).
 """
 
 from __future__ import annotations
@@ -77,7 +80,12 @@ __all__ = [
     "EXPLORER_ROWS",
     "EVERY_SEED_ROWS",
     "AblationTableConfig",
+    "MORE_ABLATIONS",
+    "MORE_ABLATIONS_FILE",
+    "MORE_ABLATIONS_MINUTES",
+    "MoreAblationsConfig",
     "held_out_accuracy",
+    "unlocked_stages",
     "train_and_measure",
     "train_ablation_table",
     "in_order_programs",
@@ -110,12 +118,27 @@ EVERY_SEED_ROWS = ("headline", "no formula attention")
 
 #: The cached headline agent (the first headline seed); its configuration is the notebook's ``cfg``.
 AGENT_FILE = "06_tool_agent.pt"
-#: Estimated time to train it on one core of a slower laptop, minutes (about 1 on a shared 2-core machine).
+#: Estimated time to train it on one core of a slower laptop, minutes: it took 104 s (printed in the notebook's
+#: section 6) on one thread of a shared 2-core machine.
 AGENT_MINUTES = 4.0
 #: The cached seeds and ablation table.
 ABLATIONS_FILE = "06_ablations.pt"
-#: Estimated time to recompute it on one core (8 agents of about 80 s each on a shared 2-core machine), minutes.
-ABLATIONS_MINUTES = 11.0
+#: Estimated time to recompute it on one core, minutes: its 8 agents took 18 min of training in all (printed in
+#: section 7; one thread each on a shared 2-core machine), and the held-out measurements at every check add to it.
+ABLATIONS_MINUTES = 18.0
+
+
+#: Rows of the table's second part (its own cache): each changes one thing of the headline recipe.
+MORE_ABLATIONS: dict[str, dict[str, Any]] = {
+    "no shaping": {"shaping": 0.0},
+    "plain curriculum": {"failure_weighted": False},
+    "no action mask": {"action_mask": False},
+}
+#: The cached second part of the table (:class:`MoreAblationsConfig`).
+MORE_ABLATIONS_FILE = "06_ablations_more.pt"
+#: Estimated time to recompute it on one core, minutes: its 9 agents took 16 min of training in all (printed in
+#: section 7; one thread each on a shared 2-core machine), 18 min with the held-out measurements at every check.
+MORE_ABLATIONS_MINUTES = 18.0
 
 
 def _without_headline() -> dict[str, dict[str, Any]]:
@@ -160,12 +183,69 @@ class AblationTableConfig:
         return out
 
 
+def _more_ablations() -> dict[str, dict[str, Any]]:
+    return {name: dict(changes) for name, changes in MORE_ABLATIONS.items()}
+
+
+@dataclass(frozen=True)
+class MoreAblationsConfig:
+    """Everything the table's second part depends on (its cached result's configuration).
+
+    Its rows are trained like the rows of :class:`AblationTableConfig` (the headline configuration
+    changed in one field, the same update budget) but cached apart, so that the first part's agents
+    are not trained again; its results have the format of :func:`train_ablation_table`'s.
+    """
+
+    headline: ToolAgentConfig
+    """The headline configuration (the notebook's ``cfg``) that every row changes."""
+    seeds: tuple[int, ...]
+    """Seeds of every row (the first part's ablation seeds)."""
+    n_held_out: int
+    """Held-out problems per stage and split."""
+    ablations: Mapping[str, Mapping[str, Any]] = field(default_factory=_more_ablations)
+    """Name -> changes to the headline configuration (default :data:`MORE_ABLATIONS`)."""
+    held_out_seed: int = HELD_OUT_SEED
+    """Seed of the held-out sets (:func:`memtutor.tool_agent.held_out_set`)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "ablations", {n: dict(c) for n, c in self.ablations.items()})
+        check_positive_int(self.n_held_out, "n_held_out")
+        if not self.seeds or not self.ablations:
+            raise ValueError("seeds and ablations must not be empty")
+        if "headline" in self.ablations:
+            raise ValueError("the headline row is in the first part of the table")
+        if self.held_out_seed != HELD_OUT_SEED:
+            raise ValueError(
+                f"the held-out sets are drawn from HELD_OUT_SEED = {HELD_OUT_SEED}, not {self.held_out_seed}"
+            )
+
+    def jobs(self) -> list[tuple[str, ToolAgentConfig]]:
+        """Every training run: (row name, configuration), rows in order, seeds in order."""
+        return [
+            (name, replace(self.headline, **changes, seed=s))
+            for name, changes in self.ablations.items()
+            for s in self.seeds
+        ]
+
+
 def held_out_accuracy(policy: ToolPolicy, n: int = 1000, split: str = "test") -> torch.Tensor:
     """(NUM_STAGES,) greedy exact-answer accuracy on each stage's held-out set of ``split``."""
     dev = next(policy.parameters()).device
     return torch.stack(
         [evaluate_programs(policy, held_out_set(s, n, dev, split)).float().mean() for s in range(NUM_STAGES)]
     )
+
+
+def unlocked_stages(curve: torch.Tensor, promote_at: float) -> torch.Tensor:
+    """(E + 1,) the highest unlocked stage during the updates before each of a run's E checks, then after
+    its last check, read from its learning curve (E, 1 + NUM_STAGES) as :func:`~memtutor.tool_agent.train_agent`
+    unlocks: the next stage once the newest one's check reaches ``promote_at``."""
+    out = [0]
+    for acc in curve[:, 1:].tolist():
+        u = out[-1]
+        out.append(u + 1 if u < NUM_STAGES - 1 and acc[u] >= promote_at else u)
+    return torch.tensor(out)
 
 
 def train_and_measure(cfg: ToolAgentConfig, n_eval: int = 1000, keep_state: bool = False) -> dict:
@@ -206,8 +286,14 @@ def _job(args: tuple[int, str, ToolAgentConfig, int, bool]) -> tuple[int, str, d
     return i, name, train_and_measure(cfg, n_eval, keep)
 
 
-def _assemble(config: AblationTableConfig, done: Mapping[int, tuple[str, dict]]) -> dict:
+def _every_seed_rows(config: AblationTableConfig | MoreAblationsConfig) -> tuple[str, ...]:
+    """The rows whose agents are kept for every seed: :data:`EVERY_SEED_ROWS`, or every row of the second part."""
+    return EVERY_SEED_ROWS if isinstance(config, AblationTableConfig) else tuple(config.ablations)
+
+
+def _assemble(config: AblationTableConfig | MoreAblationsConfig, done: Mapping[int, tuple[str, dict]]) -> dict:
     """The table from finished runs {job index: (row, run)}: rows in table order, seeds in config order."""
+    every_seed = _every_seed_rows(config)
     rows: dict[str, dict] = {}
     states: dict[str, dict] = {}
     seed_states: dict[str, list[dict]] = {}
@@ -222,7 +308,7 @@ def _assemble(config: AblationTableConfig, done: Mapping[int, tuple[str, dict]])
         if "state_dict" in run:
             if name in EXPLORER_ROWS:
                 states.setdefault(name, run["state_dict"])
-            if name in EVERY_SEED_ROWS:
+            if name in every_seed:
                 seed_states.setdefault(name, []).append(run["state_dict"])
     table = {}
     for name, r in rows.items():
@@ -245,7 +331,7 @@ def _assemble(config: AblationTableConfig, done: Mapping[int, tuple[str, dict]])
 
 
 def train_ablation_table(
-    config: AblationTableConfig,
+    config: AblationTableConfig | MoreAblationsConfig,
     *,
     jobs: int = 1,
     save_to: str | None = None,
@@ -261,15 +347,16 @@ def train_ablation_table(
     (S,), "curves": [(E, 1 + NUM_STAGES)], "pattern_curves": [(E, 1 + NUM_STAGES)] (held-out-pattern
     accuracy at every check, a diagnostic)}}, "max_updates", "state_dicts": {row: state dict of
     its first seed, for the rows of EXPLORER_ROWS}, "seed_state_dicts": {row: [state dict per seed,
-    in seed order], for the rows of EVERY_SEED_ROWS}}.
+    in seed order], for the rows of EVERY_SEED_ROWS, or for every row of a :class:`MoreAblationsConfig`}}.
     """
     check_positive_int(jobs, "jobs")
     all_jobs = config.jobs()
     first: dict[str, int] = {}
     for i, (name, _) in enumerate(all_jobs):
         first.setdefault(name, i)
+    every_seed = _every_seed_rows(config)
     args = [
-        (i, n, c, config.n_held_out, (first[n] == i and n in EXPLORER_ROWS) or n in EVERY_SEED_ROWS)
+        (i, n, c, config.n_held_out, (first[n] == i and n in EXPLORER_ROWS) or n in every_seed)
         for i, (n, c) in enumerate(all_jobs)
     ]
     done: dict[int, tuple[str, dict]] = {}
@@ -575,6 +662,7 @@ def _main() -> None:  # pragma: no cover - a command-line entry for training the
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", required=True, help="file for the table (saved after every run)")
     parser.add_argument("--agent-out", help="file for the headline agent (the first headline seed)")
+    parser.add_argument("--more-out", help="file for the table's second part (trained after the first)")
     args = parser.parse_args()
     config = default_table_config()
     table = train_ablation_table(config, jobs=args.jobs, save_to=args.out, log=lambda s: print(s, flush=True))
@@ -588,6 +676,15 @@ def _main() -> None:  # pragma: no cover - a command-line entry for training the
             "seconds": float(run["seconds"][0]),
         }
         save_result(args.agent_out, config.headline, result)
+    if args.more_out:
+        more = default_more_config()
+        train_ablation_table(more, jobs=args.jobs, save_to=args.more_out, log=lambda s: print(s, flush=True))
+
+
+def default_more_config() -> MoreAblationsConfig:
+    """The notebook's configuration of the table's second part (kept equal to its cell by a test)."""
+    table = default_table_config()
+    return MoreAblationsConfig(headline=table.headline, seeds=table.ablation_seeds, n_held_out=table.n_held_out)
 
 
 def default_table_config() -> AblationTableConfig:
