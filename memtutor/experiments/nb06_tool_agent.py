@@ -124,7 +124,8 @@ AGENT_MINUTES = 4.0
 #: The cached seeds and ablation table.
 ABLATIONS_FILE = "06_ablations.pt"
 #: Estimated time to recompute it on one core, minutes: its 8 agents took 18 min of training in all (printed in
-#: section 7; one thread each on a shared 2-core machine), and the held-out measurements at every check add to it.
+#: section 7; one thread each on a shared 2-core machine); the held-out measurements at every check add time that
+#: is not recorded.
 ABLATIONS_MINUTES = 18.0
 
 
@@ -137,7 +138,8 @@ MORE_ABLATIONS: dict[str, dict[str, Any]] = {
 #: The cached second part of the table (:class:`MoreAblationsConfig`).
 MORE_ABLATIONS_FILE = "06_ablations_more.pt"
 #: Estimated time to recompute it on one core, minutes: its 9 agents took 16 min of training in all (printed in
-#: section 7; one thread each on a shared 2-core machine), 18 min with the held-out measurements at every check.
+#: section 7; one thread each on a shared 2-core machine); the held-out measurements at every check add time that
+#: is not recorded.
 MORE_ABLATIONS_MINUTES = 18.0
 
 
