@@ -16,7 +16,12 @@ median wall time of a pass, with denormal floats flushed to zero (and, for full 
 without flushing, because the vanishing gradients of a long backward pass are denormal-prone).
 The measurement is notebook 07's, ``memtutor.experiments.nb07_memup.measure_cost``.
 
+``--rss`` measures, instead, the resident memory that one update pass adds in a fresh process (its
+peak resident set size minus the resident size just before it; no profiler), for MemUP and
+truncated BPTT at every T and full BPTT up to 3,000: notebook 07's ``measure_rss``.
+
     .venv/bin/python benchmarks/memup.py            # T = 300, 1000, 3000; MemUP memory at 10000
+    .venv/bin/python benchmarks/memup.py --rss      # resident memory, T = 300 to 10000
     .venv/bin/python benchmarks/memup.py --quick    # tiny sizes, a few seconds
 """
 
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 
-from memtutor.experiments.nb07_memup import measure_cost
+from memtutor.experiments.nb07_memup import measure_cost, measure_rss, rss_table
 from memtutor.memup import MemUPConfig
 from memtutor.utils import set_threads
 
@@ -50,11 +55,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--memory-lengths", type=int, nargs="*", default=[10000])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rss", action="store_true", help="resident memory of one update, each in a fresh process")
     args = p.parse_args(argv)
     set_threads()
     lengths, batch, hidden, repeats, memory_lengths = args.lengths, args.batch, 128, args.repeats, args.memory_lengths
     if args.quick:
         lengths, batch, hidden, repeats, memory_lengths = [40, 80], 4, 16, 1, [160]
+    if args.rss:
+        every = sorted(set(lengths) | set(memory_lengths))
+        base = MemUPConfig(n_head=3, k=3, hidden=hidden, rollout=20)
+        rss = measure_rss(base, {"memup": every, "tbptt": every, "bptt": sorted(lengths)}, batch=batch)
+        print(rss_table(rss, every) + f"   (batch {batch}, width {hidden})")
+        return
     rows = measure(lengths, batch, hidden, repeats, memory_lengths=tuple(memory_lengths))
     mib = 2.0**20
     cols = (

@@ -63,7 +63,7 @@ BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
 STUB_MARKER = "# EXERCISE"
 DEFAULT_HINT = "Write your answer here; the exercise statement above says what to define."
-#: nbgrader's per-cell timeout. The collection's longest cell (notebook 07's cost of an update) took
+#: nbgrader's per-cell timeout. The collection's longest cell (notebook 09's linear probe) took
 #: 24 s on a loaded 2-core machine (docs/teaching.md); 300 s leaves room for a slow, shared JupyterHub node.
 CELL_TIMEOUT_S = 300
 _STARS = re.compile(r"\((★{1,3})")

@@ -461,9 +461,14 @@ def notebook_runs(ns: dict) -> list[tuple[str, int, float | None]]:
 
 
 def committed_training_runs() -> list[str]:
-    """The committed runs of sections 7 and 8 (not the equal-budget study's ``07_eq_*`` files nor
-    the extra training seeds' ``*_seed<n>`` files)."""
-    return [p.name for p in CHECKPOINTS.glob("07_*.pt") if not p.name.startswith("07_eq_") and "_seed" not in p.name]
+    """The committed runs of sections 7 and 8 (not the equal-budget study's ``07_eq_*`` files, the
+    resident-memory and cost measurements ``07_rss_*``, ``07_cost_*`` nor the ``*_seed<n>`` files of the extra training
+    seeds and the recipe study)."""
+    return [
+        p.name
+        for p in CHECKPOINTS.glob("07_*.pt")
+        if not p.name.startswith(("07_eq_", "07_rss_", "07_cost_")) and "_seed" not in p.name
+    ]
 
 
 def committed_config(name: str) -> dict:
@@ -822,12 +827,14 @@ def test_cost_table_marks_lengths_measured_for_memory_only():
 
 
 def test_committed_study_runs_load_with_the_notebook_parameters(monkeypatch, tmp_path):
-    """Sections 7b, 7c and 7d: every committed ``07_eq_*`` and ``*_seed<n>`` file is one the notebook asks
-    for with its parameters (the learning rates chosen on validation at the first length), and each
-    loads without training."""
+    """Sections 7 (the recipe study), 7b, 7c, 7d and 9: every committed ``07_eq_*``, ``07_rss_*`` and
+    ``*_seed<n>`` file is one the notebook asks for with its parameters (every choice made on
+    validation sequences as the notebook makes it), and each loads without training."""
     monkeypatch.setenv("MEMTUTOR_CHECKPOINTS", str(tmp_path))
     monkeypatch.setattr(xp, "train_equal_steps", lambda *a, **k: pytest.fail("trained"))
     monkeypatch.setattr(xp, "train_method", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(xp, "measure_rss", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.setattr(xp, "measure_cost", lambda *a, **k: pytest.fail("measured"))
     ns = notebook_parameters()
     base = xp.base_config(ns)
     search_seed, *other_seeds = ns["EQUAL_SEEDS"]
@@ -837,7 +844,7 @@ def test_committed_study_runs_load_with_the_notebook_parameters(monkeypatch, tmp
     chosen = {}
     for m in xp.EQUAL_METHODS:
         val = {}
-        for lr in ns["LRS"]:
+        for lr in (ns["BPTT_LOW_LR"],) * (m == "bptt") + ns["LRS"]:
             _, res = xp.run_equal(m, L0, base, lr=lr, seed=search_seed, **kw)
             val[lr] = res["curve"][-1, 2].item()
             asked.add(xp.equal_name(m, L0, lr))
@@ -849,16 +856,54 @@ def test_committed_study_runs_load_with_the_notebook_parameters(monkeypatch, tmp
                 _, res = xp.run_equal(m, L, base, lr=chosen[m], seed=s, seed_in_name=extra, **kw)
                 assert res["steps"] == xp.memup_step_budget(replace(base, n_filler=L))[0]
                 asked.add(xp.equal_name(m, L, chosen[m], s if extra else None))
+    n_filler, val_gen = ns["N_FILLER"], lambda: torch.Generator().manual_seed(ns["VAL_SEED"])
+    recipe_val = {}
+    for wb in (ns["WARMUP_BATCHES"], 0):
+        for lr in ns["LRS"]:
+            cfg, st, _ = xp.run_recipe(n_filler, base, lr=lr, warmup_batches=wb, seed=ns["TRAIN_SEED"], progress=False)
+            recipe_val[lr, wb] = xp.evaluate_method("memup", st, cfg, n_filler, ns["N_VAL"], val_gen())
+            if (lr, wb) != (base.lr, base.warmup_batches):
+                asked.add(xp.recipe_name(n_filler, lr, wb, ns["TRAIN_SEED"]))
+    recipe = xp.choose_recipe(recipe_val)
     for s in ns["HEADLINE_SEEDS"]:
-        cfg, _, _ = xp.run("memup", ns["N_FILLER"], base, seed=s, progress=False, seed_in_name=True)
-        asked.add(xp.run_name("memup", cfg, base, s))
+        cfg, _, _ = xp.run_recipe(
+            n_filler, base, lr=recipe[0], warmup_batches=recipe[1], seed=s, progress=False, seed_in_name=True
+        )
+        if recipe == (base.lr, base.warmup_batches):
+            asked.add(xp.run_name("memup", cfg, base, s))
+        else:
+            asked.add(xp.recipe_name(n_filler, recipe[0], recipe[1], s))
+    for m in ("random", "tbptt"):  # the two chance rows at N_FILLER, on more seeds
+        for s in ns["ABLATION_SEEDS"]:
+            cfg, _, _ = xp.run(m, n_filler, base, seed=s, progress=False, seed_in_name=True)
+            asked.add(xp.run_name(m, cfg, base, s))
     monkeypatch.setattr(mu, "train_noisy_memup", lambda *a, **k: pytest.fail("trained"))
     cfg_noisy = xp.noisy_config(base, ns["NOISY_FILLER"], ns["NOISY_BATCHES"])
     noise = mu.NoisyCopy(ns["N_NOISE"], ns["NOISE_DELAY"])
+    noisy_lr = {}
+    for d in mu.NOISY_DETECTORS:
+        val = {}
+        for lr in ns["LRS"]:
+            res = xp.run_noisy(
+                d, replace(cfg_noisy, lr=lr), noise, seed=ns["NOISY_SEARCH_SEED"], progress=False, lr_in_name=True
+            )
+            val[lr] = xp.evaluate_noisy(res, cfg_noisy, noise, ns["N_VAL"], val_gen())["recall"].float().mean().item()
+            asked.add(xp.noisy_name(d, cfg_noisy.n_filler, ns["NOISY_SEARCH_SEED"], lr))
+        noisy_lr[d] = xp.choose_lr(val)
     for s in ns["NOISY_SEEDS"]:
         for d in mu.NOISY_DETECTORS:
-            xp.run_noisy(d, cfg_noisy, noise, seed=s, progress=False)
-            asked.add(xp.noisy_name(d, cfg_noisy.n_filler, s))
+            lr_in_name = noisy_lr[d] != base.lr
+            xp.run_noisy(d, replace(cfg_noisy, lr=noisy_lr[d]), noise, seed=s, progress=False, lr_in_name=lr_in_name)
+            asked.add(xp.noisy_name(d, cfg_noisy.n_filler, s, noisy_lr[d] if lr_in_name else None))
+            if lr_in_name:  # the reported seeds at LR too: the notebook prints them beside, as a sensitivity
+                xp.run_noisy(d, cfg_noisy, noise, seed=s, progress=False)
+                asked.add(xp.noisy_name(d, cfg_noisy.n_filler, s))
+    rss_lengths = {"memup": ns["RSS_LENGTHS"], "tbptt": ns["RSS_LENGTHS"]}
+    rss_lengths["bptt"] = [T for T in ns["RSS_LENGTHS"] if T <= ns["COST_LENGTHS"][-1]]
+    xp.run_rss(base, rss_lengths, batch=ns["COST_BATCH"], progress=False)  # loads: measure_rss fails the test
+    asked.add("07_rss_of_update.pt")
+    xp.run_cost(base, ns["COST_LENGTHS"], batch=ns["COST_BATCH"], repeats=3, progress=False)  # loads
+    asked.add("07_cost_of_update.pt")
     committed = {p.name for p in CHECKPOINTS.glob("07_*.pt")} - set(committed_training_runs())
     assert asked == committed
     assert not any(tmp_path.iterdir())
@@ -900,3 +945,153 @@ def test_update_cost_in_a_fresh_process_measures_the_same_memory(denormals_back_
     there = xp.update_cost(cfg, "memup", repeats=0, isolate=True)
     assert there["saved_bytes"] == here["saved_bytes"]
     assert abs(there["peak_bytes"] - here["peak_bytes"]) < 0.05 * here["peak_bytes"]
+
+
+# ----------------------------------------------------------------------------- the recipe study
+
+
+def test_choose_recipe_prefers_accuracy_then_the_smaller_rate_then_no_curriculum():
+    assert xp.choose_recipe({(1e-3, 150): 0.9, (3e-3, 0): 0.95}) == (3e-3, 0)
+    assert xp.choose_recipe({(1e-3, 150): 0.9, (3e-3, 150): 0.9}) == (1e-3, 150)  # a tie: the smaller rate
+    assert xp.choose_recipe({(1e-3, 150): 0.9, (1e-3, 0): 0.9, (3e-3, 0): 0.9}) == (1e-3, 0)  # ... then none
+    with pytest.raises(ValueError, match="val_acc"):
+        xp.choose_recipe({})
+
+
+def test_run_recipe_reuses_the_base_run_and_caches_other_recipes(monkeypatch, tmp_path):
+    """The notebook's own recipe is :func:`run`'s file; any other is cached under its own name with
+    its learning rate and curriculum in the recorded config."""
+    monkeypatch.setenv("MEMTUTOR_CHECKPOINTS", str(tmp_path))
+    trained = []
+
+    def fake_train(method, cfg, seed, progress=False):
+        trained.append((method, cfg.lr, cfg.warmup_batches, seed))
+        return {"memup_loss": torch.zeros(cfg.batches)}
+
+    monkeypatch.setattr(xp, "train_method", fake_train)
+    base = mu.MemUPConfig(**{**TINY, "n_filler": 30, "batches": 4, "warmup_batches": 2, "warmup_filler": 10})
+    cfg, _, _ = xp.run_recipe(30, base, lr=base.lr, warmup_batches=2, seed=1, progress=False)
+    assert (tmp_path / xp.run_name("memup", cfg, base)).is_file()
+    cfg, _, _ = xp.run_recipe(30, base, lr=3e-3, warmup_batches=0, seed=4, progress=False, seed_in_name=True)
+    assert (cfg.lr, cfg.warmup_batches, cfg.n_filler) == (3e-3, 0, 30)
+    path = tmp_path / xp.recipe_name(30, 3e-3, 0, 4)
+    assert path.name == "07_memup_L30_lr0.003_wu0_seed4.pt" and path.is_file()
+    assert torch.load(path, weights_only=True)["config"] == config_dict(xp.run_config("memup", cfg, 4))
+    xp.run_recipe(30, base, lr=3e-3, warmup_batches=0, seed=4, progress=False)  # loads: no training
+    assert trained == [("memup", base.lr, 2, 1), ("memup", 3e-3, 0, 4)]
+
+
+# ----------------------------------------------------------------------------- resident memory
+
+
+def test_rss_of_update_counts_what_update_cost_saves():
+    cfg = mu.MemUPConfig(n_head=2, k=2, hidden=8, embed=4, rollout=10, n_filler=36, batch=2)
+    for method in ("memup", "bptt", "tbptt"):
+        out = xp.rss_of_update(cfg, method)
+        assert out["rss_bytes"] >= 0 and out["saved_bytes"] > 0, method
+        if sys.platform.startswith("linux"):
+            assert out["exact"] == 1.0
+    here = xp.update_cost(cfg, "memup", repeats=0)
+    assert xp.rss_of_update(cfg, "memup")["saved_bytes"] == here["saved_bytes"]
+    with pytest.raises(ValueError, match="method must be"):
+        xp.rss_of_update(cfg, "lstm")
+
+
+def test_measure_rss_in_fresh_processes_and_its_table():
+    base = mu.MemUPConfig(n_head=2, k=2, hidden=8, embed=4, rollout=10)
+    rss = xp.measure_rss(base, {"memup": (40, 80), "bptt": (40,)}, batch=2)
+    assert set(rss) == {("memup", 40), ("memup", 80), ("bptt", 40)}
+    assert rss["memup", 40]["saved_bytes"] == rss["memup", 80]["saved_bytes"]  # bounded by the rollout
+    assert all(v["rss_bytes"] >= 0 for v in rss.values())
+    lines = xp.rss_table(rss, (40, 80)).splitlines()
+    assert len(lines) == 3 and lines[0].split("|")[0].strip() == "T"
+    assert lines[2].split("|")[-1].strip() == "-"  # full BPTT not measured at 80
+
+
+def test_run_rss_caches_its_measurement_with_its_configuration(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEMTUTOR_CHECKPOINTS", str(tmp_path))
+    calls = []
+
+    def fake(base, lengths, *, batch, seed=0, repeats=1, progress=False):
+        calls.append((lengths, repeats))
+        return {
+            (m, T): {"saved_bytes": 1.0, "rss_bytes": float(T), "exact": 1.0, "rss_runs": [float(T)] * repeats}
+            for m, Ts in lengths.items()
+            for T in Ts
+        }
+
+    monkeypatch.setattr(xp, "measure_rss", fake)
+    monkeypatch.setattr(xp, "RSS_MINUTES", 0.1)  # quick: the committed measurement (other sizes) is not an error
+    base = mu.MemUPConfig(n_head=2, k=2, hidden=8, embed=4, rollout=10)
+    first, where = xp.run_rss(base, {"memup": (40, 80)}, batch=2, progress=False)
+    again, _ = xp.run_rss(base, {"memup": (40, 80)}, batch=2, progress=False)
+    assert first == again and set(first) == {("memup", 40), ("memup", 80)}
+    assert first["memup", 80]["rss_bytes"] == 80.0 and first["memup", 80]["rss_runs"] == [80.0] * 3
+    assert where == {"torch": str(torch.__version__), "threads": torch.get_num_threads()}
+    assert len(calls) == 1 and calls[0][1] == 3
+    xp.run_rss(base, {"memup": (40, 80)}, batch=4, progress=False)  # another batch: measured again
+    assert len(calls) == 2
+
+
+def test_measure_rss_keeps_the_median_of_its_repeats(monkeypatch):
+    values = iter([5.0, 1.0, 3.0])
+
+    class Done:
+        def __init__(self, value):
+            self.value = value
+
+        def result(self):
+            return self.value
+
+    class Pool:
+        def submit(self, fn, cfg, method, *args):
+            return Done({"saved_bytes": 1.0, "rss_bytes": next(values), "file_bytes": 0.0, "exact": 1.0})
+
+    class Fresh:
+        def __init__(self, n):
+            pass
+
+        def __enter__(self):
+            return Pool()
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(xp, "_fresh_processes", Fresh)
+    base = mu.MemUPConfig(n_head=2, k=2, hidden=8, embed=4, rollout=10)
+    out = xp.measure_rss(base, {"memup": (40,)}, batch=2, repeats=3)
+    assert out["memup", 40]["rss_bytes"] == 3.0 and out["memup", 40]["rss_runs"] == [5.0, 1.0, 3.0]
+
+
+def test_fresh_processes_pass_on_stderr_but_the_profilers_lines():
+    import io
+    import os
+    from contextlib import redirect_stderr
+
+    err = io.StringIO()
+    with redirect_stderr(err):
+        with xp._fresh_processes(1) as pool:
+            line = b"USDT:2026-01-01 00:00:00 1:1 SyncActivityProfilerHandler.cpp:52] profiler_start\n"
+            pool.submit(os.write, 2, line + b"a real warning\n").result()
+    assert "a real warning" in err.getvalue()
+    assert "SyncActivityProfilerHandler" not in err.getvalue()
+
+
+def test_run_cost_caches_its_measurement_with_its_configuration(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEMTUTOR_CHECKPOINTS", str(tmp_path))
+    calls = []
+
+    def fake(base, lengths, *, batch, repeats=3, seed=0, isolate=False, progress=False, memory_lengths=()):
+        calls.append((list(lengths), batch, isolate))
+        return {(m, T): {"seconds": float(T), "saved_bytes": 1.0} for m in ("memup", "bptt") for T in lengths}
+
+    monkeypatch.setattr(xp, "measure_cost", fake)
+    monkeypatch.setattr(xp, "COST_MINUTES", 0.1)
+    base = mu.MemUPConfig(n_head=2, k=2, hidden=8, embed=4, rollout=10)
+    first, where = xp.run_cost(base, (40, 80), batch=2, progress=False)
+    again, _ = xp.run_cost(base, (40, 80), batch=2, progress=False)
+    assert first == again and first["bptt", 80]["seconds"] == 80.0
+    assert where == {"torch": str(torch.__version__), "threads": torch.get_num_threads()}
+    assert calls == [([40, 80], 2, True)]  # measured once, each measurement in a fresh process
+    xp.run_cost(base, (40, 80), batch=4, progress=False)  # another batch: measured again
+    assert len(calls) == 2

@@ -331,7 +331,7 @@ def test_committed_noisy_runs_record_the_config_the_notebook_builds():
 
 
 def test_measure_cost_in_fresh_processes_measures_what_one_process_does():
-    """isolate=True: one fresh process per length for the memory passes; the denormal control is
+    """isolate=True: one fresh process per memory pass; the denormal control is
     timed only (NaN memory), the others' memory equals the same measurement in this process."""
     base = mu.MemUPConfig(n_head=2, k=2, hidden=8, embed=4, rollout=10)
     try:
@@ -344,3 +344,16 @@ def test_measure_cost_in_fresh_processes_measures_what_one_process_does():
         assert there[key]["peak_bytes"] > 0
     for T in (40, 80):
         assert math.isnan(there["bptt_denormal", T]["saved_bytes"]) and there["bptt_denormal", T]["seconds"] > 0
+
+
+def test_noisy_name_puts_the_learning_rate_before_the_seed():
+    assert xp.noisy_name("local", 100, 4) == "07_noisy_local_L100_seed4.pt"
+    assert xp.noisy_name("local", 100, 1, 3e-3) == "07_noisy_local_L100_lr0.003_seed1.pt"
+
+
+def test_run_noisy_with_the_rate_in_its_name(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEMTUTOR_CHECKPOINTS", str(tmp_path))
+    cfg, noise = _tiny(lr=3e-3), mu.NoisyCopy(3, 10)
+    xp.run_noisy("random", cfg, noise, seed=1, progress=False, lr_in_name=True)
+    data = torch.load(tmp_path / "07_noisy_random_L40_lr0.003_seed1.pt", weights_only=True)
+    assert data["config"]["config"]["lr"] == 3e-3

@@ -34,7 +34,14 @@ from a generator of their own (the notebook's ``TEST_SEED``).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
+import os
+import re
+import resource
+import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -60,12 +67,22 @@ __all__ = [
     "run_config",
     "training_minutes",
     "run",
+    "recipe_name",
+    "run_recipe",
+    "choose_recipe",
     "evaluate_method",
     "saved_tensor_bytes",
     "PeakSavedBytes",
     "peak_allocated_bytes",
     "update_cost",
     "measure_cost",
+    "COST_MINUTES",
+    "run_cost",
+    "rss_of_update",
+    "measure_rss",
+    "RSS_MINUTES",
+    "run_rss",
+    "rss_table",
     "accuracy_table",
     "cost_table",
     "EQUAL_METHODS",
@@ -208,6 +225,49 @@ def run(
     return cfg, result, t["seconds"]
 
 
+def recipe_name(n_filler: int, lr: float, warmup_batches: int, seed: int) -> str:
+    """The cached file of a MemUP run with a recipe other than the notebook's:
+    ``07_memup_L<n_filler>_lr<lr>_wu<warmup_batches>_seed<seed>.pt``."""
+    return f"07_memup_L{n_filler}_lr{lr:g}_wu{warmup_batches}_seed{seed}.pt"
+
+
+def run_recipe(
+    n_filler: int,
+    base: mu.MemUPConfig,
+    *,
+    lr: float,
+    warmup_batches: int,
+    seed: int,
+    retrain: bool = False,
+    progress: bool = True,
+    seed_in_name: bool = False,
+) -> tuple[mu.MemUPConfig, dict, float]:
+    """MemUP at ``n_filler`` fillers with Adam ``lr`` and ``warmup_batches`` curriculum batches
+    (``base`` otherwise), trained from ``seed``: loaded or trained. ``base``'s own recipe is
+    :func:`run` (its cached file, ``seed_in_name`` as there); any other recipe is cached under
+    :func:`recipe_name`. Returns ``(config, result, seconds)``."""
+    if (lr, warmup_batches) == (base.lr, base.warmup_batches):
+        return run("memup", n_filler, base, seed=seed, retrain=retrain, progress=progress, seed_in_name=seed_in_name)
+    cfg = replace(base, n_filler=n_filler, lr=lr, warmup_batches=warmup_batches)
+    with timer() as t:
+        result = load_or_train(
+            recipe_name(n_filler, lr, warmup_batches, seed),
+            run_config("memup", cfg, seed),
+            lambda: train_method("memup", cfg, seed, progress=progress),
+            minutes=training_minutes("memup", cfg),
+            retrain=retrain,
+        )
+    return cfg, result, t["seconds"]
+
+
+def choose_recipe(val_acc: Mapping[tuple[float, int], float]) -> tuple[float, int]:
+    """The recipe ``(lr, warmup_batches)`` with the best validation accuracy; on a tie the smaller
+    learning rate, then the shorter curriculum (none before some: the simpler recipe)."""
+    if not val_acc:
+        raise ValueError("val_acc must not be empty")
+    return max(val_acc, key=lambda r: (val_acc[r], -r[0], -r[1]))
+
+
 @torch.no_grad()
 def evaluate_method(
     method: str, state: Mapping, cfg: mu.MemUPConfig, n_filler: int, n_seqs: int, generator: torch.Generator
@@ -320,7 +380,15 @@ def _update_fn(cfg: mu.MemUPConfig, method: str, seed: int) -> Callable[[mu.RunF
             mu.tbptt_update(model, opt, x, y, x.shape[1], cfg.clip, run_forward)
 
         return update_bptt
-    raise ValueError(f"method must be 'memup' or 'bptt', got {method!r}")
+    if method == "tbptt":
+        model_t = mu.build_recurrent(cfg)
+        opt_t = torch.optim.Adam(model_t.parameters(), lr=cfg.lr)
+
+        def update_tbptt(run_forward: mu.RunForward | None) -> None:
+            mu.tbptt_update(model_t, opt_t, x, y, cfg.rollout, cfg.clip, run_forward)
+
+        return update_tbptt
+    raise ValueError(f"method must be 'memup', 'bptt' or 'tbptt', got {method!r}")
 
 
 def _memory_of_update(
@@ -365,6 +433,8 @@ def update_cost(
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 0:
         raise ValueError(f"repeats must be an int >= 0, got {repeats!r}")
+    if method not in ("memup", "bptt"):
+        raise ValueError(f"method must be 'memup' or 'bptt', got {method!r}")
     update = _update_fn(cfg, method, seed)
     args = (cfg, method, seed, torch.get_num_threads(), _flush_denormal_now())
     if not memory:
@@ -372,10 +442,8 @@ def update_cost(
     elif pool is not None:
         saved_bytes, peak = pool.submit(_memory_of_update, *args).result()
     elif isolate:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(1) as fresh:
-            saved_bytes, peak = fresh.apply(_memory_of_update, args)
+        with _fresh_processes(1) as fresh:
+            saved_bytes, peak = fresh.submit(_memory_of_update, *args).result()
     else:
         saved_bytes, peak = _memory_of_update(cfg, method, seed)
     times = []
@@ -395,6 +463,197 @@ def _flush_denormal_now() -> bool:
     return bool((tiny * 1.0).item() == 0.0)
 
 
+#: The profiler's start and stop lines (``USDT: ... SyncActivityProfilerHandler``) that a worker
+#: writes to its standard error: dropped from what :func:`_fresh_processes` passes on.
+_PROFILER_LOG = re.compile(r"SyncActivityProfilerHandler|^USDT:")
+
+
+def _send_stderr_to(path: str) -> None:
+    """A worker's initialiser: its standard error (file descriptor 2, where the C++ side writes)
+    goes to the file ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def _fresh_processes(tasks_per_child: int) -> Any:
+    """A one-worker ``ProcessPoolExecutor`` of the "spawn" context whose worker is replaced after
+    ``tasks_per_child`` tasks (a worker that dies raises instead of hanging). The workers' standard
+    error is captured; on exit, every line of it but the profiler's start and stop lines is written
+    to this process's ``sys.stderr``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    fd, path = tempfile.mkstemp(prefix="memtutor-stderr-", suffix=".log")
+    os.close(fd)
+    try:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            1, mp_context=context, max_tasks_per_child=tasks_per_child, initializer=_send_stderr_to, initargs=(path,)
+        ) as pool:
+            yield pool
+    finally:
+        with open(path, errors="replace") as f:
+            kept = [line for line in f if line.strip() and not _PROFILER_LOG.search(line)]
+        os.remove(path)
+        if kept:
+            sys.stderr.write("".join(kept))
+
+
+def _status_kib(field: str) -> int | None:
+    """A field of ``/proc/self/status`` in KiB (``VmRSS``: resident now, ``VmHWM``: its peak);
+    None where there is no such file (not Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            found = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak resident set size to its current one (Linux: ``5`` written to
+    ``/proc/self/clear_refs``). False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _status_kib("VmHWM") is not None
+
+
+def _maxrss_bytes() -> int:
+    """``getrusage``'s peak resident set size of this process, in bytes (KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else 1024 * peak
+
+
+def rss_of_update(
+    cfg: mu.MemUPConfig, method: str, seed: int = 0, threads: int | None = None, flush_denormal: bool | None = None
+) -> dict[str, float]:
+    """Resident memory of a first update pass of ``method`` ('memup', 'bptt' or 'tbptt', r =
+    ``cfg.rollout``) over a batch of ``cfg.batch`` sequences of ``cfg.length`` steps, in *this*
+    process (call it in a fresh one: :func:`measure_rss`).
+
+    The weights, the batch and the optimiser are made first; then the peak resident set size is
+    reset to the current one (Linux) and the pass runs (creating the optimiser state too).
+    ``rss_bytes`` is the peak resident set size during the pass minus the resident size just before
+    it: every byte the pass made resident (torch's allocations, the allocator's and the C library's
+    caching, the interpreter), without a profiler. Where the peak cannot be reset (not Linux),
+    ``getrusage``'s peak after the pass minus its peak before it, a lower bound (``exact`` False).
+    ``saved_bytes``: the peak bytes autograd saved for one backward pass (:class:`PeakSavedBytes`);
+    ``file_bytes``: how much of the resident memory added by the pass is file pages (the library code
+    the pass ran for the first time, read from ``RssFile``; 0 where not Linux)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if flush_denormal is not None:
+        torch.set_flush_denormal(flush_denormal)
+    update = _update_fn(cfg, method, seed)
+    saved = PeakSavedBytes()
+    gc.collect()
+    exact = _reset_peak_rss()
+    before = 1024 * (_status_kib("VmRSS") or 0) if exact else _maxrss_bytes()
+    file_before = _status_kib("RssFile") or 0
+    update(saved)
+    after = 1024 * (_status_kib("VmHWM") or 0) if exact else _maxrss_bytes()
+    file_pages = 1024 * ((_status_kib("RssFile") or 0) - file_before)
+    return {
+        "saved_bytes": float(saved.bytes),
+        "rss_bytes": float(after - before),
+        "file_bytes": float(file_pages),
+        "exact": float(exact),
+    }
+
+
+def measure_rss(
+    base: mu.MemUPConfig,
+    lengths: Mapping[str, Iterable[int]],
+    *,
+    batch: int,
+    seed: int = 0,
+    repeats: int = 1,
+    progress: bool = False,
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """:func:`rss_of_update` of each method of ``lengths`` (e.g. ``{"memup": (300, 10000), "bptt":
+    (300,)}``) at each of its sequence lengths T (``base`` with ``T - 2H`` fillers and ``batch``
+    sequences, denormal floats flushed to zero), each in a fresh process of its own, ``repeats``
+    times (the processes of one measurement interleaved with the others'). Keys ``(method, T)``; each
+    value is the measurement with the median ``rss_bytes`` of its repeats (the lower middle one for
+    an even count), with ``rss_runs``, the ``rss_bytes`` of every repeat."""
+    repeats = check_positive_int(repeats, "repeats")
+    jobs = [(method, T) for _ in range(repeats) for method, Ts in lengths.items() for T in Ts]
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    with _fresh_processes(1) as pool:
+        for method, T in utils.progress(jobs, enabled=progress, desc="resident memory"):
+            cfg = replace(base, n_filler=T - 2 * base.n_head, batch=batch)
+            one = pool.submit(rss_of_update, cfg, method, seed, torch.get_num_threads(), True).result()
+            runs.setdefault((method, T), []).append(one)
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for key, ms in runs.items():
+        ordered = sorted(ms, key=lambda m: m["rss_bytes"])
+        out[key] = {**ordered[(len(ordered) - 1) // 2], "rss_runs": [m["rss_bytes"] for m in ms]}
+    return out
+
+
+#: Estimated minutes of :func:`run_rss` at notebook 07's sizes (three times eleven fresh processes).
+RSS_MINUTES = 6.0
+
+
+def run_rss(
+    base: mu.MemUPConfig,
+    lengths: Mapping[str, Iterable[int]],
+    *,
+    batch: int,
+    seed: int = 0,
+    repeats: int = 3,
+    retrain: bool = False,
+    progress: bool = True,
+) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[str, Any]]:
+    """:func:`measure_rss` (``repeats`` fresh processes per measurement, the median kept), cached as
+    ``07_rss_of_update.pt`` with what it measures (the methods and lengths, the batch, the seed, the
+    repeats, every config field): measured again when any of them differs. Returns the measurements,
+    keyed ``(method, T)``, and where they were made: ``{"torch": version, "threads": n}``."""
+    lengths = {method: [int(T) for T in Ts] for method, Ts in lengths.items()}
+    config = {
+        "measurement": "resident memory of one update pass, each in a fresh process",
+        "lengths": lengths,
+        "batch": batch,
+        "seed": seed,
+        "repeats": repeats,
+        "config": base,
+    }
+
+    def measure() -> dict:
+        cost = measure_rss(base, lengths, batch=batch, seed=seed, repeats=repeats, progress=progress)
+        where = {"torch": str(torch.__version__), "threads": torch.get_num_threads()}
+        return {"where": where, **{f"{method}/{T}": values for (method, T), values in cost.items()}}
+
+    result = dict(load_or_train("07_rss_of_update.pt", config, measure, minutes=RSS_MINUTES, retrain=retrain))
+    where = dict(result.pop("where"))
+    return {(key.split("/")[0], int(key.split("/")[1])): dict(values) for key, values in result.items()}, where
+
+
+def rss_table(rss: Mapping[tuple[str, int], Mapping[str, float]], lengths: Iterable[int]) -> str:
+    """:func:`run_rss`'s result as a table: per T, each method's bytes saved for backward and the
+    resident memory its update pass added, in MiB (``-`` where not measured)."""
+    mib = 2.0**20
+    methods = (("memup", "MemUP"), ("tbptt", "trunc. BPTT"), ("bptt", "full BPTT"))
+    head = " | ".join(
+        f"{label + ' ' + what:>{len(label) + 9}}" for _, label in methods for what in ("saved", "resident")
+    )
+    lines = [f"{'T':>6} | {head}   (MiB)"]
+    for T in lengths:
+        cells = []
+        for method, label in methods:
+            for key in ("saved_bytes", "rss_bytes"):
+                value = rss.get((method, T), {}).get(key)
+                width = len(label) + 9
+                cells.append(f"{'-':>{width}}" if value is None else f"{value / mib:>{width}.2f}")
+        lines.append(f"{T:>6} | " + " | ".join(cells))
+    return "\n".join(lines)
+
+
 def measure_cost(
     base: mu.MemUPConfig,
     lengths: Iterable[int],
@@ -410,19 +669,54 @@ def measure_cost(
     (``base`` with ``T - 2H`` fillers and ``batch`` sequences), with denormal floats flushed to
     zero, and of full BPTT once more with them allowed; then MemUP's memory only (no timing) at
     each T of ``memory_lengths``, where full BPTT would not fit. Keys ``(method, T)``, methods
-    'memup', 'bptt' and 'bptt_denormal' (time only: its memory is full BPTT's). ``isolate``: the
-    memory measurements in fresh processes, one per length (see :func:`update_cost`). Leaves
+    'memup', 'bptt' and 'bptt_denormal' (time only: its memory is full BPTT's). ``isolate``: each
+    :func:`update_cost`, memory and time, in a fresh process of its own. Leaves
     ``torch.set_flush_denormal(True)``."""
     if isolate:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # a fresh process for each length's two memory measurements: three starts, not six, and
-        # the profiler's records of one length are gone before the next
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=2) as pool:
+        # a fresh process for each measurement, memory and time: the profiler's records of one are
+        # gone before the next, and the caller's process never holds a long pass's activations
+        with _fresh_processes(1) as pool:
             return _measure_cost(base, lengths, batch, repeats, seed, memory_lengths, pool, progress)
     return _measure_cost(base, lengths, batch, repeats, seed, memory_lengths, None, progress)
+
+
+#: Estimated minutes of :func:`run_cost` at notebook 07's sizes (memory and time, each in a fresh process).
+COST_MINUTES = 1.0
+
+
+def run_cost(
+    base: mu.MemUPConfig,
+    lengths: Iterable[int],
+    *,
+    batch: int,
+    repeats: int = 3,
+    seed: int = 0,
+    retrain: bool = False,
+    progress: bool = True,
+) -> tuple[dict[tuple[str, int], dict[str, float]], dict[str, Any]]:
+    """:func:`measure_cost` with ``isolate=True``, cached as ``07_cost_of_update.pt`` with what it
+    measures (the lengths, the batch, the repeats, the seed, every config field): measured again when
+    any of them differs, or with ``retrain``. Times are those of the machine that made the file.
+    Returns the measurements, keyed ``(method, T)``, and where they were made:
+    ``{"torch": version, "threads": n}``."""
+    lengths = [int(T) for T in lengths]
+    config = {
+        "measurement": "saved bytes, allocator peak and time of one update pass, each in a fresh process",
+        "lengths": lengths,
+        "batch": batch,
+        "seed": seed,
+        "repeats": repeats,
+        "config": base,
+    }
+
+    def measure() -> dict:
+        cost = measure_cost(base, lengths, batch=batch, repeats=repeats, seed=seed, isolate=True, progress=progress)
+        where = {"torch": str(torch.__version__), "threads": torch.get_num_threads()}
+        return {"where": where, **{f"{method}/{T}": values for (method, T), values in cost.items()}}
+
+    result = dict(load_or_train("07_cost_of_update.pt", config, measure, minutes=COST_MINUTES, retrain=retrain))
+    where = dict(result.pop("where"))
+    return {(key.split("/")[0], int(key.split("/")[1])): dict(values) for key, values in result.items()}, where
 
 
 def _measure_cost(
@@ -435,19 +729,34 @@ def _measure_cost(
     pool: Any,
     progress: bool,
 ) -> dict[tuple[str, int], dict[str, float]]:
+    def one(cfg: mu.MemUPConfig, method: str, repeats: int, memory: bool = True) -> dict[str, float]:
+        if pool is None:
+            return update_cost(cfg, method, seed, repeats, memory=memory)
+        args = (cfg, method, seed, repeats, memory, torch.get_num_threads(), _flush_denormal_now())
+        return pool.submit(_update_cost_here, *args).result()
+
     cost = {}
     for T in utils.progress(lengths, enabled=progress, desc="cost"):
         cfg = replace(base, n_filler=T - 2 * base.n_head, batch=batch)
         torch.set_flush_denormal(True)
         for method in ("memup", "bptt"):
-            cost[method, T] = update_cost(cfg, method, seed, repeats, pool=pool)
+            cost[method, T] = one(cfg, method, repeats)
         torch.set_flush_denormal(False)
-        cost["bptt_denormal", T] = update_cost(cfg, "bptt", seed, repeats, pool=pool, memory=False)  # time only
+        cost["bptt_denormal", T] = one(cfg, "bptt", repeats, memory=False)  # time only
         torch.set_flush_denormal(True)
     for T in memory_lengths:
         cfg = replace(base, n_filler=T - 2 * base.n_head, batch=batch)
-        cost["memup", T] = update_cost(cfg, "memup", seed, repeats=0, pool=pool)
+        cost["memup", T] = one(cfg, "memup", 0)
     return cost
+
+
+def _update_cost_here(
+    cfg: mu.MemUPConfig, method: str, seed: int, repeats: int, memory: bool, threads: int, flush_denormal: bool
+) -> dict[str, float]:
+    """:func:`update_cost` in this process (a fresh worker), with the caller's threads and denormal setting."""
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(flush_denormal)
+    return update_cost(cfg, method, seed, repeats, memory=memory)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -807,9 +1116,12 @@ def _check_noisy(detector: str) -> str:
     return detector
 
 
-def noisy_name(detector: str, n_filler: int, seed: int) -> str:
-    """Cached file of a noisy-task run: ``07_noisy_<detector>_L<n_filler>_seed<seed>.pt``."""
-    return f"07_noisy_{_check_noisy(detector)}_L{n_filler}_seed{seed}.pt"
+def noisy_name(detector: str, n_filler: int, seed: int, lr: float | None = None) -> str:
+    """Cached file of a noisy-task run: ``07_noisy_<detector>_L<n_filler>_seed<seed>.pt``, with
+    ``_lr<lr>`` before the seed when ``lr`` is given (the learning-rate search, and runs at a
+    rate other than the notebook's ``LR``)."""
+    rate = "" if lr is None else f"_lr{lr:g}"
+    return f"07_noisy_{_check_noisy(detector)}_L{n_filler}{rate}_seed{seed}.pt"
 
 
 def noisy_minutes(detector: str, cfg: mu.MemUPConfig) -> float:
@@ -826,13 +1138,14 @@ def run_noisy(
     seed: int,
     retrain: bool = False,
     progress: bool = True,
+    lr_in_name: bool = False,
 ) -> dict:
     """Load or train (:func:`~memtutor.memup.train_noisy_memup`) MemUP on the noisy copy task with
     ``detector``'s targets, from ``seed``. The cached file records the selection, the seed, the
-    noise and every config field."""
+    noise and every config field; ``lr_in_name`` puts ``cfg.lr`` in its name (:func:`noisy_name`)."""
     config = {"detector": _check_noisy(detector), "train_seed": seed, "noise": noise, "config": cfg}
     return load_or_train(
-        noisy_name(detector, cfg.n_filler, seed),
+        noisy_name(detector, cfg.n_filler, seed, cfg.lr if lr_in_name else None),
         config,
         lambda: mu.train_noisy_memup(cfg, noise, detector, seed, progress=progress),
         minutes=noisy_minutes(detector, cfg),
