@@ -1167,16 +1167,19 @@ def evaluate_noisy(
 ) -> dict[str, torch.Tensor]:
     """Predictions of a noisy-task run on ``n_seqs`` fresh sequences, read online (the predictor
     on ``m_k`` and ``c_k`` at each step ``k``): ``recall`` (n_seqs, H) bool, right at each recall
-    step, and ``echo`` (n_seqs, n_noise) bool, right at each echo step."""
+    step, ``echo`` (n_seqs, n_noise) bool, right at each echo step, and ``answers``
+    (n_seqs, H + n_noise), the symbols answered at the recall steps, then at the echo steps."""
     n_seqs = check_positive_int(n_seqs, "n_seqs")
     x, y = mu.noisy_copy_task(n_seqs, cfg.n_head, cfg.n_filler, noise, generator)
     nets = noisy_nets(result, cfg)
     T = x.shape[1]
     m = mu.outputs_at(nets["memory"], x, torch.arange(T))  # (B, T, D)
     logits = nets["predictor"](m, mu.local_windows(x, cfg.window).unsqueeze(2)).squeeze(2)  # (B, T, C)
-    right = logits.argmax(-1) == y  # (B, T)
+    answer = logits.argmax(-1)  # (B, T)
+    right = answer == y
     echo = x == mu.ECHO
-    return {"recall": right[:, -cfg.n_head :], "echo": right[echo].reshape(n_seqs, noise.n_noise)}
+    answers = torch.cat([answer[:, -cfg.n_head :], answer[echo].reshape(n_seqs, noise.n_noise)], 1)
+    return {"recall": right[:, -cfg.n_head :], "echo": right[echo].reshape(n_seqs, noise.n_noise), "answers": answers}
 
 
 @torch.no_grad()
