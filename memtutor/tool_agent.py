@@ -80,6 +80,7 @@ __all__ = [
     "TOOL_TRAIN_DRAWS",
     "TOOL_CHECK_DRAWS",
     "TOOL_HELD_OUT_DRAWS",
+    "HELD_OUT_FRACTION",
     "ACTION_NAMES",
     "NUM_ACTIONS",
     "POINTERS",
