@@ -600,6 +600,25 @@ def measure_rss(
 RSS_MINUTES = 6.0
 
 
+def _cached_measurement(
+    name: str,
+    config: Mapping[str, Any],
+    measure: Callable[[], Mapping[tuple[str, int], Any]],
+    minutes: float,
+    retrain: bool,
+) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[str, Any]]:
+    """``measure()`` (keys ``(method, T)``) cached as ``name`` with ``config``, and where it was made:
+    ``{"torch": version, "threads": n}`` (the file stores the keys as ``"method/T"``)."""
+
+    def run() -> dict:
+        where = {"torch": str(torch.__version__), "threads": torch.get_num_threads()}
+        return {"where": where, **{f"{method}/{T}": values for (method, T), values in measure().items()}}
+
+    result = dict(load_or_train(name, config, run, minutes=minutes, retrain=retrain))
+    where = dict(result.pop("where"))
+    return {(key.split("/")[0], int(key.split("/")[1])): dict(values) for key, values in result.items()}, where
+
+
 def run_rss(
     base: mu.MemUPConfig,
     lengths: Mapping[str, Iterable[int]],
@@ -625,13 +644,9 @@ def run_rss(
     }
 
     def measure() -> dict:
-        cost = measure_rss(base, lengths, batch=batch, seed=seed, repeats=repeats, progress=progress)
-        where = {"torch": str(torch.__version__), "threads": torch.get_num_threads()}
-        return {"where": where, **{f"{method}/{T}": values for (method, T), values in cost.items()}}
+        return measure_rss(base, lengths, batch=batch, seed=seed, repeats=repeats, progress=progress)
 
-    result = dict(load_or_train("07_rss_of_update.pt", config, measure, minutes=RSS_MINUTES, retrain=retrain))
-    where = dict(result.pop("where"))
-    return {(key.split("/")[0], int(key.split("/")[1])): dict(values) for key, values in result.items()}, where
+    return _cached_measurement("07_rss_of_update.pt", config, measure, RSS_MINUTES, retrain)
 
 
 def rss_table(rss: Mapping[tuple[str, int], Mapping[str, float]], lengths: Iterable[int]) -> str:
@@ -710,13 +725,9 @@ def run_cost(
     }
 
     def measure() -> dict:
-        cost = measure_cost(base, lengths, batch=batch, repeats=repeats, seed=seed, isolate=True, progress=progress)
-        where = {"torch": str(torch.__version__), "threads": torch.get_num_threads()}
-        return {"where": where, **{f"{method}/{T}": values for (method, T), values in cost.items()}}
+        return measure_cost(base, lengths, batch=batch, repeats=repeats, seed=seed, isolate=True, progress=progress)
 
-    result = dict(load_or_train("07_cost_of_update.pt", config, measure, minutes=COST_MINUTES, retrain=retrain))
-    where = dict(result.pop("where"))
-    return {(key.split("/")[0], int(key.split("/")[1])): dict(values) for key, values in result.items()}, where
+    return _cached_measurement("07_cost_of_update.pt", config, measure, COST_MINUTES, retrain)
 
 
 def _measure_cost(
