@@ -463,9 +463,9 @@ def test_ex09_wrong_bits():
 
 
 def test_ex09_steps_to_one_bit(monkeypatch):
-    from memtutor.controller import ControllerConfig, MemoryController
+    from memtutor.controller import MemoryController
 
-    tiny = ControllerConfig(input_size=5, output_size=4, hidden_size=8, num_slots=6, word_size=4, num_reads=1)
+    tiny = ex09.PROBE_CONTROLLER
     torch.manual_seed(0)
     starts = {"a": MemoryController(tiny), "b": MemoryController(tiny)}
     tasks = meta.xor_copy_tasks(meta.xor_masks(4)[:2], 4, 4, max_length=3, generator=torch.Generator().manual_seed(0))

@@ -150,13 +150,9 @@ def check_wrong_bits(wrong_bits: Callable) -> CheckResult:
 
 def _bits_curve(controller: nn.Module, tasks, *, inner_lr: float, max_steps: int) -> torch.Tensor:
     """Mean wrong bits per query sequence over the tasks after 0..max_steps steps on the output layer."""
-    model = meta.ControllerLogits(controller)
-    head = meta.select_params(model, meta.CONTROLLER_HEAD)
-    curves = meta.adaptation_curve(
-        model, head, tasks, inner_lr=inner_lr, max_steps=max_steps, loss_fn=meta.packed_bce_loss,
-        metric_fn=meta.packed_bits_error, vectorize=False,
-    )  # fmt: skip
-    return curves.mean(0)  # (max_steps + 1,)
+    from memtutor.experiments.nb09_meta_controller import controller_adaptation_curves  # the lesson's curves
+
+    return controller_adaptation_curves(controller, tasks, inner_lr=inner_lr, max_steps=max_steps)["bits"].mean(0)
 
 
 def check_steps_to_one_bit(

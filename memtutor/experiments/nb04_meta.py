@@ -484,8 +484,8 @@ def main(argv: list[str] | None = None) -> None:
             for f in done:
                 label = f.result()
                 print(f"{time.time() - t0:7.1f} s  done: {label}", flush=True)
-                kind, what, _, _, seed_text = label.split()
-                if kind == "sine" and what == "train":
+                _, what, _, _, seed_text = label.split()
+                if what == "train":
                     sine_left[int(seed_text)] -= 1
                     if sine_left[int(seed_text)] == 0:
                         pending.add(

@@ -147,6 +147,11 @@ def _without_headline() -> dict[str, dict[str, Any]]:
     return {name: dict(changes) for name, changes in ABLATIONS.items() if name != "headline"}
 
 
+def _check_held_out_seed(seed: int) -> None:
+    if seed != HELD_OUT_SEED:
+        raise ValueError(f"the held-out sets are drawn from HELD_OUT_SEED = {HELD_OUT_SEED}, not {seed}")
+
+
 @dataclass(frozen=True)
 class AblationTableConfig:
     """Everything notebook 06's table depends on (the cached result's configuration)."""
@@ -172,10 +177,7 @@ class AblationTableConfig:
         check_positive_int(self.n_held_out, "n_held_out")
         if not self.seeds or not self.ablation_seeds:
             raise ValueError("seeds and ablation_seeds must not be empty")
-        if self.held_out_seed != HELD_OUT_SEED:
-            raise ValueError(
-                f"the held-out sets are drawn from HELD_OUT_SEED = {HELD_OUT_SEED}, not {self.held_out_seed}"
-            )
+        _check_held_out_seed(self.held_out_seed)
 
     def jobs(self) -> list[tuple[str, ToolAgentConfig]]:
         """Every training run of the table: (row name, configuration), rows in table order."""
@@ -217,10 +219,7 @@ class MoreAblationsConfig:
             raise ValueError("seeds and ablations must not be empty")
         if "headline" in self.ablations:
             raise ValueError("the headline row is in the first part of the table")
-        if self.held_out_seed != HELD_OUT_SEED:
-            raise ValueError(
-                f"the held-out sets are drawn from HELD_OUT_SEED = {HELD_OUT_SEED}, not {self.held_out_seed}"
-            )
+        _check_held_out_seed(self.held_out_seed)
 
     def jobs(self) -> list[tuple[str, ToolAgentConfig]]:
         """Every training run: (row name, configuration), rows in order, seeds in order."""

@@ -412,7 +412,6 @@ def update_cost(
     repeats: int = 1,
     *,
     isolate: bool = False,
-    pool: Any = None,
     memory: bool = True,
 ) -> dict[str, float]:
     """Time and memory of one update pass over a batch of ``cfg.length`` steps.
@@ -423,10 +422,8 @@ def update_cost(
     bytes autograd saves for one backward pass, and ``peak_bytes``, the peak of torch's CPU
     allocator during the pass above what was allocated before it (:func:`peak_allocated_bytes`).
     ``isolate=True`` makes that pass in a fresh process (the profiler's records of a long pass take
-    far more memory than the pass itself; they go with the process); ``pool``, a one-worker
-    ``concurrent.futures.ProcessPoolExecutor`` of the "spawn" context, makes it there instead (one
-    start for several measurements, each in a profiler of its own; a worker that dies raises
-    instead of hanging); ``memory=False`` skips that pass (both memory
+    far more memory than the pass itself; they go with the process; :func:`measure_cost` runs whole
+    measurements in fresh processes instead); ``memory=False`` skips that pass (both memory
     figures NaN: a timing-only control). ``seconds`` is the median of
     ``repeats`` timed passes after a warm-up pass (none with ``repeats=0``: memory only, ``seconds``
     is NaN).
@@ -439,8 +436,6 @@ def update_cost(
     args = (cfg, method, seed, torch.get_num_threads(), _flush_denormal_now())
     if not memory:
         saved_bytes, peak = math.nan, math.nan
-    elif pool is not None:
-        saved_bytes, peak = pool.submit(_memory_of_update, *args).result()
     elif isolate:
         with _fresh_processes(1) as fresh:
             saved_bytes, peak = fresh.submit(_memory_of_update, *args).result()
